@@ -1,0 +1,18 @@
+//! Compiles `proto/` with protox (pure Rust, no `protoc`) and tonic-prost-build,
+//! and writes the descriptor set that gRPC reflection serves.
+
+use prost::Message;
+use std::{env, fs, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto = "proto/mpauth/v1/auth.proto";
+    println!("cargo:rerun-if-changed=proto");
+    let fds = protox::compile([proto], ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("mpauth_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)?;
+    Ok(())
+}

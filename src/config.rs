@@ -1,0 +1,620 @@
+//! Typed, layered settings: built-in defaults < optional TOML file (`--config`
+//! or `MP_AUTH_CONFIG`) < `MP_AUTH_`-prefixed environment variables (nested
+//! with `__`, e.g. `MP_AUTH_GRPC__LISTEN`). `DATABASE_URL` is honoured as diesel
+//! users expect. Every secret can also come from a file (`*_file` keys, e.g.
+//! `MP_AUTH_TOKEN__HS256_SECRET_FILE`), the Kubernetes way. Secrets are
+//! `SecretString`s and never appear in `Debug`. Each process validates the
+//! sections it uses at start-up, with messages that say how to fix the problem.
+
+use crate::domain::AppId;
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// A configuration problem, with a hint on how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not read configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("{setting}: {problem}. Fix: {fix}")]
+    Invalid {
+        setting: String,
+        problem: String,
+        fix: String,
+    },
+    #[error("{setting}: cannot read secret file {path}: {source}")]
+    SecretFile {
+        setting: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+fn invalid(
+    setting: impl Into<String>,
+    problem: impl Into<String>,
+    fix: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        setting: setting.into(),
+        problem: problem.into(),
+        fix: fix.into(),
+    }
+}
+
+/// All settings of every process; each command validates what it uses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// The mini programs this deployment serves.
+    pub apps: Vec<AppSettings>,
+    pub wechat: WechatSettings,
+    pub database: DatabaseSettings,
+    pub grpc: GrpcSettings,
+    pub gateway: GatewaySettings,
+    pub admin: AdminSettings,
+    pub token: TokenSettings,
+    pub session_keys: SessionKeySettings,
+    pub log: LogSettings,
+    pub simulator: SimulatorSettings,
+}
+
+/// One mini program: its AppID and AppSecret (from the WeChat admin console).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    pub app_id: String,
+    #[serde(default, serialize_with = "ser_secret_opt")]
+    pub app_secret: Option<SecretString>,
+    /// Read the secret from this file instead (e.g. a mounted Kubernetes Secret).
+    #[serde(default)]
+    pub app_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WechatSettings {
+    /// Base URL of the WeChat API; point it at the simulator for dev and tests.
+    pub base_url: String,
+    pub connect_timeout_ms: u64,
+    /// Total time budget of one WeChat call.
+    pub timeout_ms: u64,
+    /// Legacy encrypted data older than this (by its watermark) is refused.
+    pub watermark_max_age_secs: u64,
+    /// Refresh a cached access_token this long before WeChat says it expires.
+    pub token_refresh_margin_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `mysql://user:password@host:3306/db` or `sqlite://path/to/file.db`.
+    /// `DATABASE_URL` overrides it.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub url: Option<SecretString>,
+    pub url_file: Option<PathBuf>,
+    /// Connections in the pool. On small machines more is slower (see README).
+    pub pool_size: u32,
+    /// How long a request waits for a pooled connection before UNAVAILABLE.
+    pub acquire_timeout_ms: u64,
+    /// Run pending migrations when `serve` starts (otherwise use `migrate`).
+    pub migrate_on_start: bool,
+    /// Attempts of the login transaction on deadlock / lock-wait timeout.
+    pub max_tx_attempts: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// Where `serve` listens for gRPC (port 0 picks a free port).
+    pub listen: SocketAddr,
+    /// Grace period for in-flight requests on SIGTERM/SIGINT.
+    pub drain_timeout_ms: u64,
+    /// Close client connections after this age so new replicas get traffic.
+    pub max_connection_age_secs: u64,
+    pub keepalive_interval_secs: u64,
+    pub keepalive_timeout_secs: u64,
+    /// Largest request/response message accepted, in bytes.
+    pub max_message_bytes: usize,
+    /// Seconds between database health checks.
+    pub health_check_interval_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySettings {
+    /// Where the HTTP gateway listens.
+    pub listen: SocketAddr,
+    /// The gRPC service the gateway forwards to.
+    pub backend_url: String,
+    /// Deadline of one forwarded login.
+    pub backend_timeout_ms: u64,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Per-client-IP rate limit: sustained requests per second (0 disables).
+    pub rate_limit_per_sec: u32,
+    /// Per-client-IP burst size.
+    pub rate_limit_burst: u32,
+    /// Peers whose `X-Forwarded-For` is trusted (exact IPs or CIDRs).
+    pub trusted_proxies: Vec<String>,
+    /// Time allowed to send request headers.
+    pub header_read_timeout_ms: u64,
+    pub drain_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Prometheus `/metrics` listener; `None` disables it.
+    pub metrics_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokenSettings {
+    pub issuer: String,
+    pub audience: String,
+    pub ttl_secs: u64,
+    /// HS256 signing secret, at least 32 bytes.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub hs256_secret: Option<SecretString>,
+    pub hs256_secret_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionKeySettings {
+    /// Key that encrypts stored session_keys at rest (AES-256-GCM): base64 of 32 bytes.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub encryption_key: Option<SecretString>,
+    pub encryption_key_file: Option<PathBuf>,
+    /// Stored session_keys older than this are ignored.
+    pub ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json` (production) or `pretty` (humans).
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `mp_auth=debug,info`. `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimulatorSettings {
+    /// Where `wechat-sim` listens.
+    pub listen: SocketAddr,
+    /// A new `wx.login` replaces a user's session_key once the current one is
+    /// older than this (0 = every login replaces it).
+    pub session_refresh_secs: u64,
+    /// Lifetime of a stable access_token.
+    pub token_ttl_secs: u64,
+}
+
+fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+    // Defaults only ever hold `None`; a real secret is never serialized.
+    match v {
+        Some(_) => s.serialize_some("[REDACTED]"),
+        None => s.serialize_none(),
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            apps: Vec::new(),
+            wechat: WechatSettings::default(),
+            database: DatabaseSettings::default(),
+            grpc: GrpcSettings::default(),
+            gateway: GatewaySettings::default(),
+            admin: AdminSettings::default(),
+            token: TokenSettings::default(),
+            session_keys: SessionKeySettings::default(),
+            log: LogSettings::default(),
+            simulator: SimulatorSettings::default(),
+        }
+    }
+}
+
+impl Default for WechatSettings {
+    fn default() -> Self {
+        Self {
+            base_url: "https://api.weixin.qq.com".into(),
+            connect_timeout_ms: 1_000,
+            timeout_ms: 5_000,
+            watermark_max_age_secs: 600,
+            token_refresh_margin_secs: 60,
+        }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: None,
+            url_file: None,
+            pool_size: 16,
+            acquire_timeout_ms: 2_000,
+            migrate_on_start: false,
+            max_tx_attempts: 5,
+        }
+    }
+}
+
+impl Default for GrpcSettings {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 50051).into(),
+            drain_timeout_ms: 10_000,
+            max_connection_age_secs: 300,
+            keepalive_interval_secs: 30,
+            keepalive_timeout_secs: 10,
+            max_message_bytes: 64 * 1024,
+            health_check_interval_ms: 2_000,
+        }
+    }
+}
+
+impl Default for GatewaySettings {
+    fn default() -> Self {
+        Self {
+            listen: ([0, 0, 0, 0], 8080).into(),
+            backend_url: "http://127.0.0.1:50051".into(),
+            backend_timeout_ms: 10_000,
+            max_body_bytes: 16 * 1024,
+            rate_limit_per_sec: 20,
+            rate_limit_burst: 40,
+            trusted_proxies: Vec::new(),
+            header_read_timeout_ms: 5_000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            metrics_listen: None,
+        }
+    }
+}
+
+impl Default for TokenSettings {
+    fn default() -> Self {
+        Self {
+            issuer: "mp-auth".into(),
+            audience: "mp-auth-clients".into(),
+            ttl_secs: 7_200,
+            hs256_secret: None,
+            hs256_secret_file: None,
+        }
+    }
+}
+
+impl Default for SessionKeySettings {
+    fn default() -> Self {
+        Self {
+            encryption_key: None,
+            encryption_key_file: None,
+            ttl_secs: 3 * 24 * 3600,
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Default for SimulatorSettings {
+    fn default() -> Self {
+        Self {
+            listen: ([127, 0, 0, 1], 9400).into(),
+            session_refresh_secs: 300,
+            token_ttl_secs: 7_200,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads defaults < `file` (if given) < `MP_AUTH_*` environment < `DATABASE_URL`.
+    pub fn load(file: Option<&std::path::Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(invalid(
+                    "--config",
+                    format!("file {} does not exist", path.display()),
+                    "pass an existing TOML file or drop the flag",
+                ));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = figment.merge(Env::prefixed("MP_AUTH_").split("__").ignore(&["config"]));
+        if let Ok(url) = std::env::var("DATABASE_URL") {
+            figment = figment.merge(("database.url", url));
+        }
+        figment
+            .extract()
+            .map_err(|e| ConfigError::Load(Box::new(e)))
+    }
+}
+
+/// Resolves a secret given inline or as a file; a file wins over nothing, inline wins over file.
+pub fn resolve_secret(
+    setting: &str,
+    inline: &Option<SecretString>,
+    file: &Option<PathBuf>,
+) -> Result<Option<SecretString>, ConfigError> {
+    if let Some(s) = inline {
+        return Ok(Some(s.clone()));
+    }
+    match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+                setting: setting.to_owned(),
+                path: path.clone(),
+                source,
+            })?;
+            Ok(Some(SecretString::from(
+                text.trim_end_matches(['\n', '\r']).to_owned(),
+            )))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A validated app: its id and secret.
+#[derive(Debug, Clone)]
+pub struct AppCredentials {
+    pub app_id: AppId,
+    pub app_secret: SecretString,
+}
+
+impl Settings {
+    /// The configured apps, validated: at least one, unique ids, non-empty secrets.
+    pub fn app_credentials(&self) -> Result<Vec<AppCredentials>, ConfigError> {
+        if self.apps.is_empty() {
+            return Err(invalid(
+                "apps",
+                "no mini program is configured",
+                "add `[[apps]] app_id = \"wx...\" app_secret_file = \"/path\"` to the config file, \
+                 or set MP_AUTH_APPS='[{app_id=\"wx...\",app_secret=\"...\"}]'",
+            ));
+        }
+        let mut out: Vec<AppCredentials> = Vec::with_capacity(self.apps.len());
+        for (i, app) in self.apps.iter().enumerate() {
+            let setting = format!("apps[{i}]");
+            let app_id = AppId::parse(&app.app_id).map_err(|e| {
+                invalid(
+                    format!("{setting}.app_id"),
+                    e.problem,
+                    "use the AppID from the WeChat admin console (mp.weixin.qq.com)",
+                )
+            })?;
+            if out.iter().any(|a| a.app_id == app_id) {
+                return Err(invalid(
+                    format!("{setting}.app_id"),
+                    format!("{app_id} is configured twice"),
+                    "list each app once",
+                ));
+            }
+            let secret = resolve_secret(&format!("{setting}.app_secret"), &app.app_secret, &app.app_secret_file)?
+                .filter(|s| !s.expose_secret().trim().is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        format!("{setting}.app_secret"),
+                        format!("app {app_id} has no AppSecret"),
+                        "set app_secret or app_secret_file (WeChat admin console → 开发管理 → AppSecret)",
+                    )
+                })?;
+            out.push(AppCredentials {
+                app_id,
+                app_secret: secret,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The database URL, required by the server, `migrate` and the benchmark's limit run.
+    pub fn database_url(&self) -> Result<SecretString, ConfigError> {
+        resolve_secret("database.url", &self.database.url, &self.database.url_file)?.ok_or_else(|| {
+            invalid(
+                "database.url",
+                "no database is configured",
+                "set DATABASE_URL=mysql://user:password@127.0.0.1:3306/mp_auth (or sqlite://path.db), \
+                 or MP_AUTH_DATABASE__URL_FILE=/path/to/file",
+            )
+        })
+    }
+
+    /// The HS256 token secret: at least 32 bytes.
+    pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
+        let fix = "generate one with `openssl rand -base64 48` (or `head -c 48 /dev/urandom | base64`) \
+                   and set MP_AUTH_TOKEN__HS256_SECRET or MP_AUTH_TOKEN__HS256_SECRET_FILE";
+        let secret = resolve_secret(
+            "token.hs256_secret",
+            &self.token.hs256_secret,
+            &self.token.hs256_secret_file,
+        )?
+        .ok_or_else(|| invalid("token.hs256_secret", "no signing secret is configured", fix))?;
+        if secret.expose_secret().len() < 32 {
+            return Err(invalid(
+                "token.hs256_secret",
+                format!(
+                    "the secret is {} bytes; HS256 needs at least 32",
+                    secret.expose_secret().len()
+                ),
+                fix,
+            ));
+        }
+        Ok(secret)
+    }
+
+    /// The at-rest key for stored session_keys: base64 of exactly 32 bytes.
+    pub fn session_key_encryption_key(&self) -> Result<[u8; 32], ConfigError> {
+        use base64::Engine as _;
+        let fix = "generate one with `head -c 32 /dev/urandom | base64` and set \
+                   MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY or MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY_FILE";
+        let key = resolve_secret(
+            "session_keys.encryption_key",
+            &self.session_keys.encryption_key,
+            &self.session_keys.encryption_key_file,
+        )?
+        .ok_or_else(|| invalid("session_keys.encryption_key", "no key is configured", fix))?;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key.expose_secret().trim())
+            .map_err(|_| invalid("session_keys.encryption_key", "is not valid base64", fix))?;
+        bytes.try_into().map_err(|_| {
+            invalid(
+                "session_keys.encryption_key",
+                "must decode to exactly 32 bytes",
+                fix,
+            )
+        })
+    }
+
+    /// Checks the numeric settings every process shares.
+    pub fn validate_common(&self) -> Result<(), ConfigError> {
+        if self.wechat.timeout_ms == 0 || self.wechat.connect_timeout_ms == 0 {
+            return Err(invalid(
+                "wechat.timeout_ms",
+                "timeouts must be positive",
+                "use e.g. 5000",
+            ));
+        }
+        if !(self.wechat.base_url.starts_with("http://")
+            || self.wechat.base_url.starts_with("https://"))
+        {
+            return Err(invalid(
+                "wechat.base_url",
+                "must be an http(s) URL",
+                "use https://api.weixin.qq.com",
+            ));
+        }
+        if self.database.pool_size == 0 {
+            return Err(invalid(
+                "database.pool_size",
+                "must be at least 1",
+                "use about 4x the database's cores",
+            ));
+        }
+        if self.database.max_tx_attempts == 0 {
+            return Err(invalid(
+                "database.max_tx_attempts",
+                "must be at least 1",
+                "use e.g. 5",
+            ));
+        }
+        if self.token.ttl_secs < 60 {
+            return Err(invalid(
+                "token.ttl_secs",
+                "tokens shorter than a minute are unusable",
+                "use e.g. 7200",
+            ));
+        }
+        if self.token.issuer.is_empty() || self.token.audience.is_empty() {
+            return Err(invalid(
+                "token.issuer",
+                "issuer and audience must be set",
+                "use e.g. mp-auth",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl WechatSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let mut s = Settings::default();
+        s.token.hs256_secret = Some(SecretString::from("super-secret-signing-key-0123456789"));
+        s.apps.push(AppSettings {
+            app_id: "wx1".into(),
+            app_secret: Some(SecretString::from("app-secret-xyz")),
+            app_secret_file: None,
+        });
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("super-secret"));
+        assert!(!dbg.contains("app-secret-xyz"));
+    }
+
+    #[test]
+    fn short_token_secret_is_refused_with_a_fix() {
+        let mut s = Settings::default();
+        s.token.hs256_secret = Some(SecretString::from("short"));
+        let err = s.token_secret().unwrap_err().to_string();
+        assert!(err.contains("at least 32"), "{err}");
+        assert!(err.contains("openssl rand"), "{err}");
+    }
+
+    #[test]
+    fn missing_apps_say_how_to_configure_one() {
+        let err = Settings::default()
+            .app_credentials()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("app_id"), "{err}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef-file\n").unwrap();
+        let mut s = Settings::default();
+        s.token.hs256_secret_file = Some(path);
+        assert_eq!(
+            s.token_secret().unwrap().expose_secret(),
+            "0123456789abcdef0123456789abcdef-file"
+        );
+    }
+
+    #[test]
+    fn file_and_environment_layers_override_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("mp.toml", "[grpc]\nlisten = \"127.0.0.1:1234\"\n[[apps]]\napp_id = \"wxa\"\napp_secret = \"s\"\n")?;
+            jail.set_env("MP_AUTH_TOKEN__TTL_SECS", "600");
+            jail.set_env("DATABASE_URL", "mysql://u:p@127.0.0.1/db");
+            let s =
+                Settings::load(Some(std::path::Path::new("mp.toml"))).map_err(|e| e.to_string())?;
+            assert_eq!(s.grpc.listen.port(), 1234);
+            assert_eq!(s.token.ttl_secs, 600);
+            assert_eq!(s.apps.len(), 1);
+            assert_eq!(
+                s.database_url().map_err(|e| e.to_string())?.expose_secret(),
+                "mysql://u:p@127.0.0.1/db"
+            );
+            Ok(())
+        });
+    }
+}

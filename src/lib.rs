@@ -1,0 +1,20 @@
+//! mp-auth: an authentication service for WeChat Mini Programs (小程序一键登录).
+//!
+//! Layout:
+//! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone, ...).
+//! - [`config`]: typed, layered settings validated at start-up.
+//! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
+//! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
+//! - [`proto`]: the generated gRPC contract (used only by the edges).
+
+pub mod config;
+pub mod domain;
+pub mod wechat;
+
+/// Generated code for `proto/mpauth/v1/auth.proto`.
+#[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("mpauth.v1");
+    /// The encoded descriptor set, for gRPC reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("mpauth_descriptor");
+}

@@ -1,0 +1,4 @@
+//! The WeChat side: the HTTP client for WeChat's server API (typed errcodes,
+//! stable access-token cache) and the legacy encrypted-data crypto.
+
+pub mod crypto;
