@@ -47,7 +47,7 @@ fn invalid(
 }
 
 /// All settings of every process; each command validates what it uses.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
     /// The mini programs this deployment serves.
@@ -146,7 +146,7 @@ pub struct GatewaySettings {
     pub drain_timeout_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdminSettings {
     /// Prometheus `/metrics` listener; `None` disables it.
@@ -212,23 +212,6 @@ fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Resul
     }
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            apps: Vec::new(),
-            wechat: WechatSettings::default(),
-            database: DatabaseSettings::default(),
-            grpc: GrpcSettings::default(),
-            gateway: GatewaySettings::default(),
-            admin: AdminSettings::default(),
-            token: TokenSettings::default(),
-            session_keys: SessionKeySettings::default(),
-            log: LogSettings::default(),
-            simulator: SimulatorSettings::default(),
-        }
-    }
-}
-
 impl Default for WechatSettings {
     fn default() -> Self {
         Self {
@@ -280,14 +263,6 @@ impl Default for GatewaySettings {
             trusted_proxies: Vec::new(),
             header_read_timeout_ms: 5_000,
             drain_timeout_ms: 10_000,
-        }
-    }
-}
-
-impl Default for AdminSettings {
-    fn default() -> Self {
-        Self {
-            metrics_listen: None,
         }
     }
 }
@@ -600,6 +575,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)]
     fn file_and_environment_layers_override_defaults() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("mp.toml", "[grpc]\nlisten = \"127.0.0.1:1234\"\n[[apps]]\napp_id = \"wxa\"\napp_secret = \"s\"\n")?;

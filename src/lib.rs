@@ -7,8 +7,11 @@
 //! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 
+pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod simulator;
+pub mod telemetry;
 pub mod wechat;
 
 /// Generated code for `proto/mpauth/v1/auth.proto`.

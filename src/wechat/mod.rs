@@ -2,3 +2,4 @@
 //! stable access-token cache) and the legacy encrypted-data crypto.
 
 pub mod crypto;
+pub mod decrypt_cmd;
