@@ -12,6 +12,7 @@ pub mod config;
 pub mod domain;
 pub mod simulator;
 pub mod telemetry;
+pub mod tokens;
 pub mod wechat;
 
 /// Generated code for `proto/mpauth/v1/auth.proto`.

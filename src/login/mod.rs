@@ -1,0 +1,354 @@
+//! The login use case: `wx.login` code → WeChat session → phone number → user
+//! (found or created by phone) → access token. It speaks domain types only;
+//! the gRPC edge translates [`LoginError`] with its one status table.
+
+mod session_vault;
+
+pub use session_vault::{SessionVault, VaultError};
+
+use crate::{
+    config::{AppCredentials, Settings},
+    domain::{AppId, FieldError, LoginCode, OpenId, Phone, PhoneCode, SessionKey, UnionId, UserId},
+    store::{LoginRecord, Store, StoreError},
+    tokens::{TokenError, TokenIssuer},
+    wechat::{
+        WechatClient, WechatError, WxSession,
+        crypto::{DecryptError, decrypt_phone},
+    },
+};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// How the client proves its phone number.
+pub enum PhoneProof {
+    /// New flow: the phone button's `e.detail.code`.
+    Code(PhoneCode),
+    /// Legacy flow: `encryptedData` + `iv`, decrypted with the session_key.
+    Encrypted { encrypted_data: String, iv: String },
+}
+
+impl PhoneProof {
+    /// The flow's name for logs and metrics.
+    pub fn flow(&self) -> &'static str {
+        match self {
+            Self::Code(_) => "phone_code",
+            Self::Encrypted { .. } => "encrypted_data",
+        }
+    }
+}
+
+/// A parsed login request.
+pub struct LoginRequest {
+    /// The app; `None` is allowed when exactly one app is configured.
+    pub app_id: Option<AppId>,
+    /// The `wx.login` code.
+    pub code: LoginCode,
+    /// The phone proof.
+    pub phone: PhoneProof,
+}
+
+/// A successful login.
+pub struct LoginResponse {
+    /// The JWT access token. Secret: never log it.
+    pub access_token: String,
+    /// Lifetime of the token in seconds.
+    pub expires_in: u64,
+    pub user_id: UserId,
+    pub app_id: AppId,
+    pub openid: OpenId,
+    pub unionid: Option<UnionId>,
+    pub is_new_user: bool,
+    /// Masked phone, for the request log line.
+    pub phone_masked: String,
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("access_token", &"[REDACTED]")
+            .field("user_id", &self.user_id)
+            .field("app_id", &self.app_id)
+            .field("is_new_user", &self.is_new_user)
+            .finish()
+    }
+}
+
+/// Why a login failed. Each variant is one row of the gRPC error table
+/// (`grpc::error`), with a stable machine-readable reason.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// A field is missing or malformed (INVALID_ARGUMENT, `INVALID_ARGUMENT`).
+    #[error(transparent)]
+    InvalidField(#[from] FieldError),
+    /// `app_id` was omitted but several apps are configured (INVALID_ARGUMENT, `APP_ID_REQUIRED`).
+    #[error("`app_id` is required: this service serves several mini programs")]
+    AppIdRequired,
+    /// The app is not configured here (NOT_FOUND, `UNKNOWN_APP`).
+    #[error("unknown app_id")]
+    UnknownApp,
+    /// The `wx.login` code is invalid or expired (UNAUTHENTICATED, `LOGIN_CODE_INVALID`).
+    #[error("the wx.login code is invalid or expired: call wx.login again")]
+    LoginCodeInvalid,
+    /// The `wx.login` code was already used (UNAUTHENTICATED, `LOGIN_CODE_USED`).
+    #[error("the wx.login code was already used: call wx.login again and retry once")]
+    LoginCodeUsed,
+    /// The phone code is invalid, expired, used or not this user's (UNAUTHENTICATED, `PHONE_CODE_INVALID`).
+    #[error("the phone code is invalid, expired or already used: ask the user to tap the phone button again")]
+    PhoneCodeInvalid,
+    /// WeChat blocked this user (40226) (PERMISSION_DENIED, `USER_BLOCKED`).
+    #[error("WeChat blocked this login as high-risk")]
+    UserBlocked,
+    /// WeChat rate limit (45011) (RESOURCE_EXHAUSTED, `WECHAT_RATE_LIMITED`).
+    #[error("WeChat rate limit reached: retry in a minute")]
+    RateLimited,
+    /// WeChat is busy, down, slow, or answered garbage (UNAVAILABLE, `WECHAT_UNAVAILABLE`).
+    #[error("WeChat is unavailable: retry later")]
+    WechatUnavailable,
+    /// WeChat rejected our credentials or permissions: an operator must fix the
+    /// app's configuration (FAILED_PRECONDITION, `WECHAT_APP_MISCONFIGURED`).
+    #[error("the service's WeChat credentials for this app are rejected by WeChat")]
+    WechatMisconfigured,
+    /// The encrypted data does not decrypt with the session key of this code,
+    /// nor with the stored previous key (FAILED_PRECONDITION, `SESSION_KEY_STALE`).
+    #[error("the encrypted data does not match this login's session: call wx.login before the phone button, then retry")]
+    SessionKeyStale,
+    /// The encrypted data was produced for another app (PERMISSION_DENIED, `WATERMARK_MISMATCH`).
+    #[error("the encrypted data was produced for another mini program")]
+    WatermarkMismatch,
+    /// The encrypted data is too old (FAILED_PRECONDITION, `ENCRYPTED_DATA_EXPIRED`).
+    #[error("the encrypted data has expired: ask the user to tap the phone button again")]
+    EncryptedDataExpired,
+    /// The database is unreachable or saturated (UNAVAILABLE, `DATABASE_UNAVAILABLE`).
+    #[error("the user database is unavailable: retry later")]
+    DatabaseUnavailable,
+    /// Anything else; details are logged, never returned (INTERNAL, `INTERNAL`).
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+/// Everything a login needs, shared by all requests.
+pub struct LoginService {
+    apps: Vec<AppId>,
+    wechat: WechatClient,
+    store: Store,
+    tokens: TokenIssuer,
+    vault: SessionVault,
+    watermark_max_age: Duration,
+    session_key_ttl: Duration,
+}
+
+fn now_ms(now: SystemTime) -> i64 {
+    now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl LoginService {
+    /// Assembles the use case from its parts.
+    pub fn new(
+        settings: &Settings,
+        apps: &[AppCredentials],
+        wechat: WechatClient,
+        store: Store,
+        tokens: TokenIssuer,
+        vault: SessionVault,
+    ) -> Self {
+        Self {
+            apps: apps.iter().map(|a| a.app_id.clone()).collect(),
+            wechat,
+            store,
+            tokens,
+            vault,
+            watermark_max_age: Duration::from_secs(settings.wechat.watermark_max_age_secs),
+            session_key_ttl: Duration::from_secs(settings.session_keys.ttl_secs),
+        }
+    }
+
+    /// The store, for health checks.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The token issuer, for verification by callers that hold the service.
+    pub fn tokens(&self) -> &TokenIssuer {
+        &self.tokens
+    }
+
+    fn resolve_app(&self, requested: Option<AppId>) -> Result<AppId, LoginError> {
+        match requested {
+            Some(app) if self.apps.contains(&app) => Ok(app),
+            Some(_) => Err(LoginError::UnknownApp),
+            None => match self.apps.as_slice() {
+                [only] => Ok(only.clone()),
+                _ => Err(LoginError::AppIdRequired),
+            },
+        }
+    }
+
+    /// Runs one login. Order matters: the phone code (a paid, single-use
+    /// credential) is spent only after the `wx.login` code was accepted.
+    #[tracing::instrument(name = "login", skip_all, fields(app_id = tracing::field::Empty, flow = request.phone.flow(), user_id = tracing::field::Empty))]
+    pub async fn login(self: &Arc<Self>, request: LoginRequest) -> Result<LoginResponse, LoginError> {
+        let app_id = self.resolve_app(request.app_id)?;
+        tracing::Span::current().record("app_id", tracing::field::display(&app_id));
+
+        let session = self.wechat.code2session(&app_id, &request.code).await.map_err(map_code2session_error)?;
+        let now = SystemTime::now();
+        let sealed = self.vault.seal(&app_id, &session.openid, &session.session_key).map_err(|e| LoginError::Internal(e.into()))?;
+        let key_expires_at = now_ms(now) + self.session_key_ttl.as_millis() as i64;
+
+        let phone = match self.phone(&app_id, &session, request.phone, now).await {
+            Ok(phone) => phone,
+            Err(err) => {
+                // Keep the fresh session_key so the user's next legacy attempt can fall back to it.
+                if let Err(store_err) = self.store.save_session_key(&app_id, &session.openid, &sealed, key_expires_at).await {
+                    tracing::warn!(error = %store_err, "could not store the session key after a failed login");
+                }
+                return Err(err);
+            }
+        };
+
+        let outcome = self
+            .store
+            .record_login(&LoginRecord {
+                app_id: &app_id,
+                openid: &session.openid,
+                unionid: session.unionid.as_ref(),
+                phone: &phone,
+                sealed_session_key: &sealed,
+                session_key_expires_at_ms: key_expires_at,
+                now_ms: now_ms(now),
+            })
+            .await
+            .map_err(map_store_error)?;
+        tracing::Span::current().record("user_id", tracing::field::display(outcome.user_id));
+
+        let issued = self.tokens.issue(outcome.user_id, &app_id).map_err(map_token_error)?;
+        Ok(LoginResponse {
+            access_token: issued.token,
+            expires_in: issued.expires_in,
+            user_id: outcome.user_id,
+            app_id,
+            openid: session.openid,
+            unionid: session.unionid,
+            is_new_user: outcome.is_new_user,
+            phone_masked: phone.masked(),
+        })
+    }
+
+    async fn phone(&self, app_id: &AppId, session: &WxSession, proof: PhoneProof, now: SystemTime) -> Result<Phone, LoginError> {
+        match proof {
+            PhoneProof::Code(code) => {
+                self.wechat.phone_number(app_id, &code, &session.openid).await.map_err(map_phone_error)
+            }
+            PhoneProof::Encrypted { encrypted_data, iv } => {
+                let fresh = self.decrypt(app_id, &session.session_key, &encrypted_data, &iv, now);
+                match fresh {
+                    Err(e) if e.is_key_failure() => self.decrypt_with_stored_key(app_id, session, &encrypted_data, &iv, now).await,
+                    other => other.map_err(map_decrypt_error),
+                }
+            }
+        }
+    }
+
+    fn decrypt(&self, app_id: &AppId, key: &SessionKey, data: &str, iv: &str, now: SystemTime) -> Result<Phone, DecryptError> {
+        decrypt_phone(app_id, key, data, iv, now, self.watermark_max_age).map(|r| r.phone)
+    }
+
+    /// The rescue path: the mini-program called `wx.login` after the phone
+    /// button, so the data was encrypted with the previous key of this openid.
+    async fn decrypt_with_stored_key(
+        &self,
+        app_id: &AppId,
+        session: &WxSession,
+        data: &str,
+        iv: &str,
+        now: SystemTime,
+    ) -> Result<Phone, LoginError> {
+        let stored = self.store.session_key(app_id, &session.openid, now_ms(now)).await.map_err(map_store_error)?;
+        let Some(sealed) = stored else {
+            return Err(LoginError::SessionKeyStale);
+        };
+        let previous = match self.vault.open(app_id, &session.openid, &sealed) {
+            Ok(key) => key,
+            Err(e) => {
+                tracing::warn!(error = %e, "stored session key does not open");
+                return Err(LoginError::SessionKeyStale);
+            }
+        };
+        if previous == session.session_key {
+            return Err(LoginError::SessionKeyStale);
+        }
+        match self.decrypt(app_id, &previous, data, iv, now) {
+            Ok(phone) => {
+                metrics::counter!("mp_auth_session_key_rescues_total").increment(1);
+                Ok(phone)
+            }
+            Err(e) if e.is_key_failure() => Err(LoginError::SessionKeyStale),
+            Err(e) => Err(map_decrypt_error(e)),
+        }
+    }
+}
+
+fn map_decrypt_error(e: DecryptError) -> LoginError {
+    match e {
+        DecryptError::Base64 { field: "iv", .. } | DecryptError::IvLength(_) => {
+            LoginError::InvalidField(FieldError::new("iv", "must be the base64 of 16 bytes, as the phone button returns it"))
+        }
+        DecryptError::Base64 { .. } | DecryptError::CiphertextLength(_) => LoginError::InvalidField(FieldError::new(
+            "encrypted_data",
+            "must be the base64 ciphertext the phone button returns (a multiple of 16 bytes)",
+        )),
+        // No padding oracle: padding and JSON failures are one reason.
+        DecryptError::Padding | DecryptError::NotJson | DecryptError::BadPhone => LoginError::SessionKeyStale,
+        DecryptError::WatermarkAppId => LoginError::WatermarkMismatch,
+        DecryptError::StaleWatermark { .. } => LoginError::EncryptedDataExpired,
+    }
+}
+
+fn map_store_error(e: StoreError) -> LoginError {
+    match e {
+        StoreError::Unavailable(_) | StoreError::Contention => LoginError::DatabaseUnavailable,
+        other => LoginError::Internal(anyhow::Error::new(other)),
+    }
+}
+
+fn map_token_error(e: TokenError) -> LoginError {
+    LoginError::Internal(anyhow::Error::new(e))
+}
+
+fn map_common_wechat_error(e: WechatError) -> LoginError {
+    use WechatError as W;
+    match e {
+        W::UserBlocked => LoginError::UserBlocked,
+        W::RateLimited { .. } => LoginError::RateLimited,
+        W::UnknownApp => LoginError::UnknownApp,
+        W::InvalidAppSecret | W::InvalidAppId | W::NotAuthorized | W::IpNotWhitelisted | W::AccessTokenInvalid => {
+            tracing::error!(error = %e, "WeChat rejected this app's credentials: check apps[].app_secret and the IP whitelist");
+            LoginError::WechatMisconfigured
+        }
+        e if e.is_retryable() => {
+            tracing::warn!(error = %e, "WeChat unavailable");
+            LoginError::WechatUnavailable
+        }
+        other => {
+            tracing::warn!(error = %other, "unexpected WeChat answer");
+            LoginError::WechatUnavailable
+        }
+    }
+}
+
+fn map_code2session_error(e: WechatError) -> LoginError {
+    match e {
+        WechatError::InvalidCode => LoginError::LoginCodeInvalid,
+        WechatError::CodeUsed => LoginError::LoginCodeUsed,
+        other => map_common_wechat_error(other),
+    }
+}
+
+fn map_phone_error(e: WechatError) -> LoginError {
+    match e {
+        WechatError::InvalidCode | WechatError::CodeUsed => LoginError::PhoneCodeInvalid,
+        other => map_common_wechat_error(other),
+    }
+}
