@@ -35,6 +35,21 @@ pub enum Command {
     WechatSim(crate::simulator::cli::SimArgs),
     /// Decrypt a legacy encryptedData payload and explain exactly what is wrong with it.
     Decrypt(crate::wechat::decrypt_cmd::DecryptArgs),
+    /// Run the gRPC login service (`mpauth.v1.Auth`, health, reflection).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+}
+
+/// Arguments of `mp-auth serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// gRPC listen address (default 0.0.0.0:50051; MP_AUTH_GRPC__LISTEN).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Run pending migrations before serving (MP_AUTH_DATABASE__MIGRATE_ON_START).
+    #[arg(long)]
+    pub migrate: bool,
 }
 
 /// Entry point of the binary.
@@ -53,6 +68,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::WechatSim(args) => run_async(crate::simulator::cli::run(settings, args)),
         Command::Decrypt(args) => crate::wechat::decrypt_cmd::run(&settings, args),
+        Command::Serve(args) => run_async(serve(settings, args)),
+        Command::Migrate => run_async(migrate(settings)),
     };
     match result {
         Ok(code) => code,
@@ -72,4 +89,25 @@ where
         .enable_all()
         .build()?;
     rt.block_on(fut)
+}
+
+async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if let Some(listen) = args.listen {
+        settings.grpc.listen = listen;
+    }
+    settings.database.migrate_on_start |= args.migrate;
+    crate::telemetry::init(&settings.log);
+    let server = crate::grpc::GrpcServer::build(&settings).await?;
+    tracing::info!(addr = %server.local_addr(), "gRPC server listening");
+    server.run_until(crate::shutdown::signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
+    crate::telemetry::init(&settings.log);
+    let store = crate::store::Store::connect(&settings.database_url()?, &settings.database).await?;
+    let applied = store.migrate().await?;
+    tracing::info!(applied, "migrations applied");
+    println!("{applied} migration(s) applied");
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,7 +10,11 @@
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod grpc;
+pub mod login;
+pub mod shutdown;
 pub mod simulator;
+pub mod store;
 pub mod telemetry;
 pub mod tokens;
 pub mod wechat;

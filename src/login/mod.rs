@@ -95,7 +95,9 @@ pub enum LoginError {
     #[error("the wx.login code was already used: call wx.login again and retry once")]
     LoginCodeUsed,
     /// The phone code is invalid, expired, used or not this user's (UNAUTHENTICATED, `PHONE_CODE_INVALID`).
-    #[error("the phone code is invalid, expired or already used: ask the user to tap the phone button again")]
+    #[error(
+        "the phone code is invalid, expired or already used: ask the user to tap the phone button again"
+    )]
     PhoneCodeInvalid,
     /// WeChat blocked this user (40226) (PERMISSION_DENIED, `USER_BLOCKED`).
     #[error("WeChat blocked this login as high-risk")]
@@ -112,7 +114,9 @@ pub enum LoginError {
     WechatMisconfigured,
     /// The encrypted data does not decrypt with the session key of this code,
     /// nor with the stored previous key (FAILED_PRECONDITION, `SESSION_KEY_STALE`).
-    #[error("the encrypted data does not match this login's session: call wx.login before the phone button, then retry")]
+    #[error(
+        "the encrypted data does not match this login's session: call wx.login before the phone button, then retry"
+    )]
     SessionKeyStale,
     /// The encrypted data was produced for another app (PERMISSION_DENIED, `WATERMARK_MISMATCH`).
     #[error("the encrypted data was produced for another mini program")]
@@ -140,7 +144,9 @@ pub struct LoginService {
 }
 
 fn now_ms(now: SystemTime) -> i64 {
-    now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    now.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl LoginService {
@@ -188,20 +194,34 @@ impl LoginService {
     /// Runs one login. Order matters: the phone code (a paid, single-use
     /// credential) is spent only after the `wx.login` code was accepted.
     #[tracing::instrument(name = "login", skip_all, fields(app_id = tracing::field::Empty, flow = request.phone.flow(), user_id = tracing::field::Empty))]
-    pub async fn login(self: &Arc<Self>, request: LoginRequest) -> Result<LoginResponse, LoginError> {
+    pub async fn login(
+        self: &Arc<Self>,
+        request: LoginRequest,
+    ) -> Result<LoginResponse, LoginError> {
         let app_id = self.resolve_app(request.app_id)?;
         tracing::Span::current().record("app_id", tracing::field::display(&app_id));
 
-        let session = self.wechat.code2session(&app_id, &request.code).await.map_err(map_code2session_error)?;
+        let session = self
+            .wechat
+            .code2session(&app_id, &request.code)
+            .await
+            .map_err(map_code2session_error)?;
         let now = SystemTime::now();
-        let sealed = self.vault.seal(&app_id, &session.openid, &session.session_key).map_err(|e| LoginError::Internal(e.into()))?;
+        let sealed = self
+            .vault
+            .seal(&app_id, &session.openid, &session.session_key)
+            .map_err(|e| LoginError::Internal(e.into()))?;
         let key_expires_at = now_ms(now) + self.session_key_ttl.as_millis() as i64;
 
         let phone = match self.phone(&app_id, &session, request.phone, now).await {
             Ok(phone) => phone,
             Err(err) => {
                 // Keep the fresh session_key so the user's next legacy attempt can fall back to it.
-                if let Err(store_err) = self.store.save_session_key(&app_id, &session.openid, &sealed, key_expires_at).await {
+                if let Err(store_err) = self
+                    .store
+                    .save_session_key(&app_id, &session.openid, &sealed, key_expires_at)
+                    .await
+                {
                     tracing::warn!(error = %store_err, "could not store the session key after a failed login");
                 }
                 return Err(err);
@@ -223,7 +243,10 @@ impl LoginService {
             .map_err(map_store_error)?;
         tracing::Span::current().record("user_id", tracing::field::display(outcome.user_id));
 
-        let issued = self.tokens.issue(outcome.user_id, &app_id).map_err(map_token_error)?;
+        let issued = self
+            .tokens
+            .issue(outcome.user_id, &app_id)
+            .map_err(map_token_error)?;
         Ok(LoginResponse {
             access_token: issued.token,
             expires_in: issued.expires_in,
@@ -236,22 +259,40 @@ impl LoginService {
         })
     }
 
-    async fn phone(&self, app_id: &AppId, session: &WxSession, proof: PhoneProof, now: SystemTime) -> Result<Phone, LoginError> {
+    async fn phone(
+        &self,
+        app_id: &AppId,
+        session: &WxSession,
+        proof: PhoneProof,
+        now: SystemTime,
+    ) -> Result<Phone, LoginError> {
         match proof {
-            PhoneProof::Code(code) => {
-                self.wechat.phone_number(app_id, &code, &session.openid).await.map_err(map_phone_error)
-            }
+            PhoneProof::Code(code) => self
+                .wechat
+                .phone_number(app_id, &code, &session.openid)
+                .await
+                .map_err(map_phone_error),
             PhoneProof::Encrypted { encrypted_data, iv } => {
                 let fresh = self.decrypt(app_id, &session.session_key, &encrypted_data, &iv, now);
                 match fresh {
-                    Err(e) if e.is_key_failure() => self.decrypt_with_stored_key(app_id, session, &encrypted_data, &iv, now).await,
+                    Err(e) if e.is_key_failure() => {
+                        self.decrypt_with_stored_key(app_id, session, &encrypted_data, &iv, now)
+                            .await
+                    }
                     other => other.map_err(map_decrypt_error),
                 }
             }
         }
     }
 
-    fn decrypt(&self, app_id: &AppId, key: &SessionKey, data: &str, iv: &str, now: SystemTime) -> Result<Phone, DecryptError> {
+    fn decrypt(
+        &self,
+        app_id: &AppId,
+        key: &SessionKey,
+        data: &str,
+        iv: &str,
+        now: SystemTime,
+    ) -> Result<Phone, DecryptError> {
         decrypt_phone(app_id, key, data, iv, now, self.watermark_max_age).map(|r| r.phone)
     }
 
@@ -265,7 +306,11 @@ impl LoginService {
         iv: &str,
         now: SystemTime,
     ) -> Result<Phone, LoginError> {
-        let stored = self.store.session_key(app_id, &session.openid, now_ms(now)).await.map_err(map_store_error)?;
+        let stored = self
+            .store
+            .session_key(app_id, &session.openid, now_ms(now))
+            .await
+            .map_err(map_store_error)?;
         let Some(sealed) = stored else {
             return Err(LoginError::SessionKeyStale);
         };
@@ -293,14 +338,21 @@ impl LoginService {
 fn map_decrypt_error(e: DecryptError) -> LoginError {
     match e {
         DecryptError::Base64 { field: "iv", .. } | DecryptError::IvLength(_) => {
-            LoginError::InvalidField(FieldError::new("iv", "must be the base64 of 16 bytes, as the phone button returns it"))
+            LoginError::InvalidField(FieldError::new(
+                "iv",
+                "must be the base64 of 16 bytes, as the phone button returns it",
+            ))
         }
-        DecryptError::Base64 { .. } | DecryptError::CiphertextLength(_) => LoginError::InvalidField(FieldError::new(
-            "encrypted_data",
-            "must be the base64 ciphertext the phone button returns (a multiple of 16 bytes)",
-        )),
+        DecryptError::Base64 { .. } | DecryptError::CiphertextLength(_) => {
+            LoginError::InvalidField(FieldError::new(
+                "encrypted_data",
+                "must be the base64 ciphertext the phone button returns (a multiple of 16 bytes)",
+            ))
+        }
         // No padding oracle: padding and JSON failures are one reason.
-        DecryptError::Padding | DecryptError::NotJson | DecryptError::BadPhone => LoginError::SessionKeyStale,
+        DecryptError::Padding | DecryptError::NotJson | DecryptError::BadPhone => {
+            LoginError::SessionKeyStale
+        }
         DecryptError::WatermarkAppId => LoginError::WatermarkMismatch,
         DecryptError::StaleWatermark { .. } => LoginError::EncryptedDataExpired,
     }
@@ -323,7 +375,11 @@ fn map_common_wechat_error(e: WechatError) -> LoginError {
         W::UserBlocked => LoginError::UserBlocked,
         W::RateLimited { .. } => LoginError::RateLimited,
         W::UnknownApp => LoginError::UnknownApp,
-        W::InvalidAppSecret | W::InvalidAppId | W::NotAuthorized | W::IpNotWhitelisted | W::AccessTokenInvalid => {
+        W::InvalidAppSecret
+        | W::InvalidAppId
+        | W::NotAuthorized
+        | W::IpNotWhitelisted
+        | W::AccessTokenInvalid => {
             tracing::error!(error = %e, "WeChat rejected this app's credentials: check apps[].app_secret and the IP whitelist");
             LoginError::WechatMisconfigured
         }

@@ -47,11 +47,19 @@ impl SessionVault {
         // A 32-byte key is always valid for AES-256-GCM.
         #[allow(clippy::expect_used)]
         let unbound = UnboundKey::new(&AES_256_GCM, key).expect("32-byte AES-256 key");
-        Self { key: LessSafeKey::new(unbound), rng: SystemRandom::new() }
+        Self {
+            key: LessSafeKey::new(unbound),
+            rng: SystemRandom::new(),
+        }
     }
 
     /// Seals a session key for the row `(app_id, openid)`.
-    pub fn seal(&self, app_id: &AppId, openid: &OpenId, session_key: &SessionKey) -> Result<Vec<u8>, VaultError> {
+    pub fn seal(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        session_key: &SessionKey,
+    ) -> Result<Vec<u8>, VaultError> {
         let mut nonce = [0u8; NONCE_LEN];
         self.rng.fill(&mut nonce).map_err(|_| VaultError::Random)?;
         let mut buf = Vec::with_capacity(1 + NONCE_LEN + 16 + AES_256_GCM.tag_len());
@@ -59,22 +67,37 @@ impl SessionVault {
         buf.extend_from_slice(&nonce);
         let mut body = session_key.bytes().to_vec();
         self.key
-            .seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(aad(app_id, openid)), &mut body)
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(app_id, openid)),
+                &mut body,
+            )
             .map_err(|_| VaultError::Random)?;
         buf.extend_from_slice(&body);
         Ok(buf)
     }
 
     /// Opens a sealed key stored for `(app_id, openid)`.
-    pub fn open(&self, app_id: &AppId, openid: &OpenId, sealed: &[u8]) -> Result<SessionKey, VaultError> {
+    pub fn open(
+        &self,
+        app_id: &AppId,
+        openid: &OpenId,
+        sealed: &[u8],
+    ) -> Result<SessionKey, VaultError> {
         if sealed.len() != 1 + NONCE_LEN + 16 + AES_256_GCM.tag_len() || sealed[0] != VERSION {
             return Err(VaultError::Open);
         }
-        let nonce: [u8; NONCE_LEN] = sealed[1..1 + NONCE_LEN].try_into().map_err(|_| VaultError::Open)?;
+        let nonce: [u8; NONCE_LEN] = sealed[1..1 + NONCE_LEN]
+            .try_into()
+            .map_err(|_| VaultError::Open)?;
         let mut body = sealed[1 + NONCE_LEN..].to_vec();
         let plain = self
             .key
-            .open_in_place(Nonce::assume_unique_for_key(nonce), Aad::from(aad(app_id, openid)), &mut body)
+            .open_in_place(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(aad(app_id, openid)),
+                &mut body,
+            )
             .map_err(|_| VaultError::Open)?;
         let bytes: [u8; 16] = (&*plain).try_into().map_err(|_| VaultError::Open)?;
         Ok(SessionKey::from_bytes(bytes))
@@ -97,16 +120,30 @@ mod tests {
         let sealed = vault.seal(&app, &openid, &key).unwrap();
         assert!(!sealed.windows(16).any(|w| w == [5u8; 16]));
         assert_eq!(vault.open(&app, &openid, &sealed).unwrap(), key);
-        assert_ne!(sealed, vault.seal(&app, &openid, &key).unwrap(), "nonces are random");
+        assert_ne!(
+            sealed,
+            vault.seal(&app, &openid, &key).unwrap(),
+            "nonces are random"
+        );
     }
 
     #[test]
     fn sealed_keys_do_not_open_for_another_row_or_key_or_after_tampering() {
         let vault = SessionVault::new(&[9u8; 32]);
         let (app, openid) = ids();
-        let sealed = vault.seal(&app, &openid, &SessionKey::from_bytes([5u8; 16])).unwrap();
-        assert!(vault.open(&app, &OpenId::parse("o124").unwrap(), &sealed).is_err());
-        assert!(SessionVault::new(&[8u8; 32]).open(&app, &openid, &sealed).is_err());
+        let sealed = vault
+            .seal(&app, &openid, &SessionKey::from_bytes([5u8; 16]))
+            .unwrap();
+        assert!(
+            vault
+                .open(&app, &OpenId::parse("o124").unwrap(), &sealed)
+                .is_err()
+        );
+        assert!(
+            SessionVault::new(&[8u8; 32])
+                .open(&app, &openid, &sealed)
+                .is_err()
+        );
         let mut tampered = sealed.clone();
         tampered[20] ^= 1;
         assert!(vault.open(&app, &openid, &tampered).is_err());

@@ -27,7 +27,11 @@ impl Hs256Signer {
         }
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
-        Ok(Self { encoding: EncodingKey::from_secret(bytes), decoding: DecodingKey::from_secret(bytes), header })
+        Ok(Self {
+            encoding: EncodingKey::from_secret(bytes),
+            decoding: DecodingKey::from_secret(bytes),
+            header,
+        })
     }
 }
 
@@ -37,11 +41,18 @@ impl TokenSigner for Hs256Signer {
     }
 
     fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError> {
-        jsonwebtoken::encode(&self.header, claims, &self.encoding).map_err(|e| TokenError::Unexpected(e.to_string()))
+        jsonwebtoken::encode(&self.header, claims, &self.encoding)
+            .map_err(|e| TokenError::Unexpected(e.to_string()))
     }
 
-    fn verify(&self, token: &str, issuer: &str, audience: &str) -> Result<AccessClaims, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
+    fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<AccessClaims, TokenError> {
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return Err(TokenError::Invalid("typ is not at+jwt".into()));
         }
@@ -86,25 +97,37 @@ mod tests {
         assert_eq!(header.typ.as_deref(), Some("at+jwt"));
         assert_eq!(header.alg, Algorithm::HS256);
         let payload = t.token.split('.').nth(1).unwrap();
-        let json: serde_json::Value =
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let json: serde_json::Value = serde_json::from_slice(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(payload)
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(json["sub"], serde_json::json!("42"));
         assert_eq!(json["client_id"], serde_json::json!("wx4f4bc4dec97d474b"));
         assert!(json["jti"].as_str().unwrap().len() >= 32);
-        assert_eq!(json["exp"].as_u64().unwrap() - json["iat"].as_u64().unwrap(), 7200);
+        assert_eq!(
+            json["exp"].as_u64().unwrap() - json["iat"].as_u64().unwrap(),
+            7200
+        );
         let claims = iss.verify(&t.token).unwrap();
         assert_eq!(claims.sub, "42");
     }
 
     #[test]
     fn weak_secrets_are_refused() {
-        assert!(matches!(Hs256Signer::new(&SecretString::from("short")), Err(TokenError::BadKey(_))));
+        assert!(matches!(
+            Hs256Signer::new(&SecretString::from("short")),
+            Err(TokenError::BadKey(_))
+        ));
     }
 
     #[test]
     fn tokens_from_another_key_do_not_verify() {
         let app = AppId::parse("wxa").unwrap();
-        let t = issuer("another-secret-another-secret-another-secret").issue(UserId(1), &app).unwrap();
+        let t = issuer("another-secret-another-secret-another-secret")
+            .issue(UserId(1), &app)
+            .unwrap();
         assert!(issuer(SECRET).verify(&t.token).is_err());
     }
 
@@ -117,7 +140,10 @@ mod tests {
         let none = format!("{}.{}.", b64(br#"{"alg":"none","typ":"at+jwt"}"#), payload);
         assert!(iss.verify(&none).is_err());
         let hs512 = jsonwebtoken::encode(
-            &Header { typ: Some("at+jwt".into()), ..Header::new(Algorithm::HS512) },
+            &Header {
+                typ: Some("at+jwt".into()),
+                ..Header::new(Algorithm::HS512)
+            },
             &iss.verify(&t.token).unwrap(),
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
@@ -128,14 +154,27 @@ mod tests {
     #[test]
     fn tokens_without_at_jwt_typ_are_rejected() {
         let iss = issuer(SECRET);
-        let claims = iss.verify(&iss.issue(UserId(7), &AppId::parse("wxa").unwrap()).unwrap().token).unwrap();
-        let plain = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(SECRET.as_bytes())).unwrap();
+        let claims = iss
+            .verify(
+                &iss.issue(UserId(7), &AppId::parse("wxa").unwrap())
+                    .unwrap()
+                    .token,
+            )
+            .unwrap();
+        let plain = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
         assert!(iss.verify(&plain).is_err());
     }
 
     #[test]
     fn debug_of_issued_token_is_redacted() {
-        let t = issuer(SECRET).issue(UserId(1), &AppId::parse("wxa").unwrap()).unwrap();
+        let t = issuer(SECRET)
+            .issue(UserId(1), &AppId::parse("wxa").unwrap())
+            .unwrap();
         assert!(!format!("{t:?}").contains(&t.token));
     }
 }

@@ -57,7 +57,8 @@ pub trait TokenSigner: Send + Sync + 'static {
     /// Signs `claims` with header `typ: at+jwt`.
     fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError>;
     /// Verifies signature, algorithm, `typ`, `iss`, `aud` and expiry.
-    fn verify(&self, token: &str, issuer: &str, audience: &str) -> Result<AccessClaims, TokenError>;
+    fn verify(&self, token: &str, issuer: &str, audience: &str)
+    -> Result<AccessClaims, TokenError>;
 }
 
 /// A freshly issued access token.
@@ -72,7 +73,10 @@ pub struct IssuedToken {
 
 impl std::fmt::Debug for IssuedToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedToken").field("token", &"[REDACTED]").field("expires_in", &self.expires_in).finish()
+        f.debug_struct("IssuedToken")
+            .field("token", &"[REDACTED]")
+            .field("expires_in", &self.expires_in)
+            .finish()
     }
 }
 
@@ -100,8 +104,12 @@ impl TokenIssuer {
 
     fn self_test(&self) -> Result<(), TokenError> {
         let app = AppId::parse("selftest").map_err(|e| TokenError::SelfTest(e.to_string()))?;
-        let issued = self.issue(UserId(1), &app).map_err(|e| TokenError::SelfTest(e.to_string()))?;
-        let claims = self.verify(&issued.token).map_err(|e| TokenError::SelfTest(e.to_string()))?;
+        let issued = self
+            .issue(UserId(1), &app)
+            .map_err(|e| TokenError::SelfTest(e.to_string()))?;
+        let claims = self
+            .verify(&issued.token)
+            .map_err(|e| TokenError::SelfTest(e.to_string()))?;
         if claims.sub != "1" || claims.client_id != "selftest" {
             return Err(TokenError::SelfTest("claims did not round-trip".into()));
         }
@@ -110,7 +118,10 @@ impl TokenIssuer {
 
     /// Issues a token for `user` logged in to `app`.
     pub fn issue(&self, user: UserId, app: &AppId) -> Result<IssuedToken, TokenError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let jti = uuid::Uuid::now_v7().to_string();
         let claims = AccessClaims {
             iss: self.issuer.clone(),
@@ -122,7 +133,11 @@ impl TokenIssuer {
             client_id: app.as_str().to_owned(),
         };
         let token = self.signer.sign(&claims)?;
-        Ok(IssuedToken { token, expires_in: self.ttl.as_secs(), jti })
+        Ok(IssuedToken {
+            token,
+            expires_in: self.ttl.as_secs(),
+            jti,
+        })
     }
 
     /// Verifies a token issued by this service.

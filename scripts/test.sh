@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (README, `.ci/run`): prepares what the tests need on a fresh
+# machine (MariaDB, tools) idempotently, then runs formatting, lints and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== test environment"
+scripts/test-env.sh
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "== cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --all-targets --locked
+
+echo "== all tests passed"

@@ -1,0 +1,108 @@
+//! The one table from [`LoginError`] to gRPC status: a code, a stable
+//! machine-readable reason in `google.rpc.ErrorInfo` (domain `mpauth.v1`),
+//! and a message safe for clients. Internal details are logged, never returned.
+
+use crate::login::LoginError;
+use std::{collections::HashMap, time::Duration};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "mpauth.v1";
+
+/// One row of the table.
+pub struct ErrorRow {
+    /// The gRPC status code.
+    pub code: Code,
+    /// The stable reason clients switch on.
+    pub reason: &'static str,
+}
+
+/// The error table. Exhaustive: a new variant does not compile until it has a row.
+pub fn row(err: &LoginError) -> ErrorRow {
+    use LoginError as E;
+    let (code, reason) = match err {
+        E::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        E::AppIdRequired => (Code::InvalidArgument, "APP_ID_REQUIRED"),
+        E::UnknownApp => (Code::NotFound, "UNKNOWN_APP"),
+        E::LoginCodeInvalid => (Code::Unauthenticated, "LOGIN_CODE_INVALID"),
+        E::LoginCodeUsed => (Code::Unauthenticated, "LOGIN_CODE_USED"),
+        E::PhoneCodeInvalid => (Code::Unauthenticated, "PHONE_CODE_INVALID"),
+        E::UserBlocked => (Code::PermissionDenied, "USER_BLOCKED"),
+        E::RateLimited => (Code::ResourceExhausted, "WECHAT_RATE_LIMITED"),
+        E::WechatUnavailable => (Code::Unavailable, "WECHAT_UNAVAILABLE"),
+        E::WechatMisconfigured => (Code::Internal, "WECHAT_APP_MISCONFIGURED"),
+        E::SessionKeyStale => (Code::FailedPrecondition, "SESSION_KEY_STALE"),
+        E::WatermarkMismatch => (Code::InvalidArgument, "WATERMARK_MISMATCH"),
+        E::EncryptedDataExpired => (Code::FailedPrecondition, "ENCRYPTED_DATA_EXPIRED"),
+        E::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
+        E::Internal(_) => (Code::Internal, "INTERNAL"),
+    };
+    ErrorRow { code, reason }
+}
+
+/// Builds the status for a login error: the table's code and reason, the
+/// error's client-safe message, the offending field for INVALID_ARGUMENT,
+/// and a retry delay for rate limits.
+pub fn to_status(err: &LoginError) -> Status {
+    let ErrorRow { code, reason } = row(err);
+    let mut metadata = HashMap::new();
+    let mut details = ErrorDetails::new();
+    match err {
+        LoginError::InvalidField(field) => {
+            metadata.insert("field".to_owned(), field.field.to_owned());
+            details.add_bad_request_violation(field.field, field.problem);
+        }
+        LoginError::AppIdRequired => {
+            metadata.insert("field".to_owned(), "app_id".to_owned());
+        }
+        LoginError::RateLimited => {
+            details.set_retry_info(Some(Duration::from_secs(60)));
+        }
+        _ => {}
+    }
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, err.to_string(), details)
+}
+
+/// Reads the reason back from a status (used by the gateway and tests).
+pub fn reason_of(status: &Status) -> Option<String> {
+    status.get_details_error_info().map(|info| info.reason)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::FieldError;
+
+    #[test]
+    fn invalid_field_names_the_field() {
+        let st = to_status(&LoginError::InvalidField(FieldError::new(
+            "code",
+            "is required",
+        )));
+        assert_eq!(st.code(), Code::InvalidArgument);
+        let info = st.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata.get("field").map(String::as_str), Some("code"));
+        assert!(st.message().contains("code"));
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_details() {
+        let st = to_status(&LoginError::Internal(anyhow::anyhow!(
+            "mysql://root:hunter2@db password leaked"
+        )));
+        assert_eq!(st.code(), Code::Internal);
+        assert!(!st.message().contains("hunter2"));
+        assert_eq!(reason_of(&st).as_deref(), Some("INTERNAL"));
+    }
+
+    #[test]
+    fn rate_limits_carry_retry_info() {
+        let st = to_status(&LoginError::RateLimited);
+        assert_eq!(st.code(), Code::ResourceExhausted);
+        assert!(st.get_details_retry_info().is_some());
+    }
+}

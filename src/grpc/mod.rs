@@ -1,0 +1,8 @@
+//! The gRPC edge: the `mpauth.v1.Auth` service, its one error table, health,
+//! reflection and the server lifecycle. Generated types stay here and in the gateway.
+
+pub mod auth;
+pub mod error;
+pub mod server;
+
+pub use server::{GrpcServer, HEALTH_AUTH, HEALTH_LIVENESS, build_login_service};
