@@ -54,7 +54,7 @@ struct Status {
     #[serde(default)]
     errcode: i64,
     #[serde(default)]
-    errmsg: String,
+    errmsg: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -383,7 +383,7 @@ async fn send(
         return Err(WechatError::from_errcode(
             endpoint,
             status.errcode,
-            &status.errmsg,
+            status.errmsg.as_deref().unwrap_or_default(),
         ));
     }
     Ok(body)
