@@ -4,4 +4,9 @@
 pub mod client;
 pub mod crypto;
 pub mod decrypt_cmd;
-pub use client::{WechatClient, WechatError, WxSession};
+pub mod error;
+pub mod token;
+
+pub use client::{WechatClient, WxSession};
+pub use error::{Endpoint, WechatError};
+pub use token::TokenCache;
