@@ -374,21 +374,25 @@ fn map_common_wechat_error(e: WechatError) -> LoginError {
     match e {
         W::UserBlocked => LoginError::UserBlocked,
         W::RateLimited { .. } => LoginError::RateLimited,
-        W::UnknownApp => LoginError::UnknownApp,
-        W::InvalidAppSecret
+        W::UnknownApp(_) => LoginError::UnknownApp,
+        // A wx.login code or phone code problem reaching here was classified by the caller.
+        W::InvalidCode | W::CodeUsed => LoginError::LoginCodeInvalid,
+        W::InvalidAppSecret { .. }
         | W::InvalidAppId
         | W::NotAuthorized
-        | W::IpNotWhitelisted
-        | W::AccessTokenInvalid => {
-            tracing::error!(error = %e, "WeChat rejected this app's credentials: check apps[].app_secret and the IP whitelist");
+        | W::IpNotWhitelisted { .. }
+        | W::AccessTokenInvalid { .. }
+        | W::MissingParameter { .. }
+        | W::Config(_) => {
+            tracing::error!(error = %e, "WeChat rejected this app's credentials or request: check apps[].app_secret, the API IP whitelist and the account's permissions");
             LoginError::WechatMisconfigured
         }
-        e if e.is_retryable() => {
-            tracing::warn!(error = %e, "WeChat unavailable");
+        W::WatermarkMismatch | W::BadPhone => {
+            tracing::warn!(error = %e, "WeChat returned an unusable phone record");
             LoginError::WechatUnavailable
         }
-        other => {
-            tracing::warn!(error = %other, "unexpected WeChat answer");
+        W::Busy | W::Api { .. } | W::HttpStatus(_) | W::Malformed(_) | W::Timeout | W::Connect(_) | W::Transport(_) => {
+            tracing::warn!(error = %e, "WeChat unavailable");
             LoginError::WechatUnavailable
         }
     }
