@@ -3,6 +3,8 @@
 //! hardened security context, and a Secret template without real values. Skipped (with a message)
 //! when kubectl is not installed.
 
+use figment::{Figment, providers::Serialized};
+use mp_auth::config::Settings;
 use serde_json::Value;
 use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::OnceLock};
 
@@ -412,6 +414,80 @@ fn network_policies_admit_only_the_gateway_to_the_grpc_port() {
         ports.iter().all(|p| **p == GRPC_PORT || **p == 53),
         "the gateway talks only to the server and DNS: {ports:?}"
     );
+}
+
+/// The settings the binary would load from this environment: the same `MP_AUTH_` prefix, `__`
+/// nesting and value parsing as `Settings::load`, without touching the process environment.
+fn settings_from(env: &BTreeMap<String, String>) -> Settings {
+    let mut figment = Figment::from(Serialized::defaults(Settings::default()));
+    for (key, value) in env {
+        let Some(key) = key.strip_prefix("MP_AUTH_") else {
+            continue;
+        };
+        let value: figment::value::Value = value.parse().unwrap();
+        figment = figment.merge((key.to_ascii_lowercase().replace("__", "."), value));
+    }
+    figment
+        .extract()
+        .unwrap_or_else(|e| panic!("the manifests' settings do not load: {e}"))
+}
+
+#[test]
+fn every_container_environment_loads_into_the_settings_the_binary_reads() {
+    let Some(objects) = manifests() else { return };
+    let server_env = environment(objects, container(object(objects, "Deployment", SERVER)));
+    let server = settings_from(&server_env);
+    server.validate_common().unwrap();
+    assert_eq!(server.grpc.listen.port(), GRPC_PORT);
+    assert_eq!(
+        server.admin.metrics_listen.map(|a| a.port()),
+        Some(SERVER_METRICS_PORT)
+    );
+    assert_eq!(
+        server.grpc.drain_timeout_ms.to_string(),
+        server_env[SERVER_DRAIN_ENV]
+    );
+    assert!(!server.database.migrate_on_start, "the Job migrates");
+    let secret_file = |name: &str| Some(PathBuf::from(format!("{SECRET_MOUNT_DIR}{name}")));
+    assert_eq!(server.database.url_file, secret_file("database-url"));
+    assert_eq!(
+        server.token.hs256_secret_file,
+        secret_file("token-hs256-secret")
+    );
+    assert_eq!(
+        server.session_keys.encryption_key_file,
+        secret_file("session-key-encryption-key")
+    );
+    assert!(!server.apps.is_empty());
+    for app in &server.apps {
+        assert!(app.app_secret.is_none(), "AppSecrets come from files");
+        assert_eq!(
+            app.app_secret_file,
+            secret_file(&format!("app-{}", app.app_id))
+        );
+    }
+
+    let gateway_env = environment(objects, container(object(objects, "Deployment", GATEWAY)));
+    let gateway = settings_from(&gateway_env);
+    assert_eq!(gateway.gateway.listen.port(), GATEWAY_HTTP_PORT);
+    assert_eq!(
+        gateway.admin.metrics_listen.map(|a| a.port()),
+        Some(GATEWAY_METRICS_PORT)
+    );
+    assert_eq!(
+        gateway.gateway.backend_url,
+        format!("http://{SERVER}:{GRPC_PORT}")
+    );
+    assert_eq!(
+        gateway.gateway.drain_timeout_ms.to_string(),
+        gateway_env[GATEWAY_DRAIN_ENV]
+    );
+
+    let job = settings_from(&environment(
+        objects,
+        container(object(objects, "Job", MIGRATE)),
+    ));
+    assert_eq!(job.database.url_file, secret_file("database-url"));
 }
 
 #[test]
