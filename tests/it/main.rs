@@ -2,3 +2,4 @@
 //! The integration tests: one test binary, one module per area.
 
 mod k8s;
+mod simulator;
