@@ -4,6 +4,7 @@
 //! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone, ...).
 //! - [`config`]: typed, layered settings validated at start-up.
 //! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
+//! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
 //! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 

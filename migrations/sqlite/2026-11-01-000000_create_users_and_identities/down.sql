@@ -1,0 +1,2 @@
+DROP TABLE wechat_identities;
+DROP TABLE users;

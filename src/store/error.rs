@@ -1,0 +1,198 @@
+//! The store's error type and the classification of driver errors into the cases a
+//! caller acts on: retry the transaction, report the database unavailable, or give up.
+//!
+//! diesel-async keeps only the server's message of a MySQL error (not its code), so
+//! the classification reads messages; the unit tests pin the messages it relies on.
+
+use diesel::result::{ConnectionError, Error as DieselError};
+
+/// What went wrong in the store. Messages never contain the URL's password or data
+/// values (quoted values in server messages are redacted).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached, refused us, went away, or no pooled connection
+    /// was free within `acquire_timeout_ms`. Retryable; maps to UNAVAILABLE.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// The transaction kept hitting deadlocks or lock-wait timeouts until
+    /// `max_tx_attempts` ran out. Retryable; maps to UNAVAILABLE (or ABORTED).
+    #[error("database contention: the transaction was retried until max_tx_attempts ran out")]
+    Contention,
+    /// Anything else: a schema mismatch, a bug, a bad URL. Maps to INTERNAL.
+    #[error("database error: {0}")]
+    Unexpected(String),
+}
+
+/// What to do about one failed statement or transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Class {
+    /// Deadlock, lock-wait timeout, SQLite busy: run the whole transaction again.
+    Retry,
+    /// The connection or server is gone.
+    Unavailable,
+    /// Not transient.
+    Other,
+}
+
+const RETRY_MARKERS: &[&str] = &[
+    // MySQL/MariaDB 1213 and 1205 both end with this advice.
+    "try restarting transaction",
+    "Deadlock found",
+    "Lock wait timeout exceeded",
+    // SQLite SQLITE_BUSY / SQLITE_LOCKED.
+    "database is locked",
+    "database table is locked",
+    "database is busy",
+];
+
+const UNAVAILABLE_MARKERS: &[&str] = &[
+    // mysql_async's I/O and driver errors (connection reset, closed, EOF).
+    "Input/output error",
+    "Driver error",
+    "Connection to the server is closed",
+    "Lost connection",
+    "server has gone away",
+    "Server shutdown in progress",
+    "Connection was killed",
+    "Too many connections",
+    // SQLite cannot open or reach its file.
+    "unable to open database file",
+];
+
+/// Classifies a diesel error by what the caller should do.
+pub(crate) fn classify(err: &DieselError) -> Class {
+    match err {
+        DieselError::DatabaseError(_, info) => classify_message(info.message()),
+        DieselError::BrokenTransactionManager => Class::Unavailable,
+        _ => Class::Other,
+    }
+}
+
+pub(crate) fn classify_message(message: &str) -> Class {
+    if RETRY_MARKERS.iter().any(|m| message.contains(m)) {
+        Class::Retry
+    } else if UNAVAILABLE_MARKERS.iter().any(|m| message.contains(m)) {
+        Class::Unavailable
+    } else {
+        Class::Other
+    }
+}
+
+impl StoreError {
+    /// Maps a failed statement: transient failures to their cases, the rest to
+    /// `Unexpected` with `context` and a redacted message.
+    pub(crate) fn from_query(context: &str, err: &DieselError) -> Self {
+        match classify(err) {
+            Class::Retry => StoreError::Contention,
+            Class::Unavailable => StoreError::Unavailable(format!("{context}: {}", redact_values(&err.to_string()))),
+            Class::Other => StoreError::Unexpected(format!("{context}: {}", redact_values(&err.to_string()))),
+        }
+    }
+
+    /// Maps a failure to open a connection. The message is kept (it says "Access
+    /// denied" or "Connection refused") minus anything that looks like the password.
+    pub(crate) fn from_connect(err: &ConnectionError, password: Option<&str>) -> Self {
+        let message = redact_secret(&err.to_string(), password);
+        match err {
+            ConnectionError::InvalidConnectionUrl(_) => {
+                StoreError::Unexpected(format!("invalid database URL: {message}"))
+            }
+            _ => StoreError::Unavailable(format!("cannot connect to the database: {message}")),
+        }
+    }
+}
+
+/// Replaces every occurrence of `secret` (if any, and not trivially short) in `message`.
+pub(crate) fn redact_secret(message: &str, secret: Option<&str>) -> String {
+    match secret {
+        Some(s) if s.len() >= 3 => message.replace(s, "[REDACTED]"),
+        _ => message.to_owned(),
+    }
+}
+
+/// Blanks out single-quoted values in server messages, e.g.
+/// `Duplicate entry '+8613580006666' for key 'phone'` keeps its shape but not the data.
+pub(crate) fn redact_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut inside = false;
+    for c in message.chars() {
+        if c == '\'' {
+            inside = !inside;
+            out.push(c);
+            if inside {
+                out.push('…');
+            }
+        } else if !inside {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The password part of `scheme://user:password@host/...`, if any.
+pub(crate) fn url_password(url: &str) -> Option<&str> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?']).next()?;
+    let userinfo = authority.rsplit_once('@')?.0;
+    userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deadlock_and_lock_wait_timeout_are_retried() {
+        assert_eq!(
+            classify_message("Deadlock found when trying to get lock; try restarting transaction"),
+            Class::Retry
+        );
+        assert_eq!(
+            classify_message("Lock wait timeout exceeded; try restarting transaction"),
+            Class::Retry
+        );
+        assert_eq!(classify_message("database is locked"), Class::Retry);
+    }
+
+    #[test]
+    fn lost_connections_are_unavailable_and_constraint_errors_are_not() {
+        assert_eq!(
+            classify_message("Input/output error: Connection reset by peer (os error 104)"),
+            Class::Unavailable
+        );
+        assert_eq!(
+            classify_message("Driver error: `Connection to the server is closed.'"),
+            Class::Unavailable
+        );
+        assert_eq!(
+            classify_message("Duplicate entry 'x' for key 'PRIMARY'"),
+            Class::Other
+        );
+    }
+
+    #[test]
+    fn quoted_values_are_redacted_from_messages() {
+        let m = redact_values("Duplicate entry '+8613580006666' for key 'users_phone_key'");
+        assert!(!m.contains("8613580006666"), "{m}");
+        assert!(m.starts_with("Duplicate entry '"), "{m}");
+    }
+
+    #[test]
+    fn the_url_password_is_found_and_redacted() {
+        let url = "mysql://app:s3cr%40t@db:3306/mp?x=1";
+        assert_eq!(url_password(url), Some("s3cr%40t"));
+        assert_eq!(url_password("mysql://app@db/mp"), None);
+        assert_eq!(url_password("sqlite://x.db"), None);
+        let m = redact_secret("bad url mysql://app:s3cr%40t@db", url_password(url));
+        assert!(!m.contains("s3cr"), "{m}");
+    }
+
+    #[test]
+    fn retryable_errors_become_contention() {
+        let err = DieselError::DatabaseError(
+            diesel::result::DatabaseErrorKind::Unknown,
+            Box::new("Deadlock found when trying to get lock; try restarting transaction".to_owned()),
+        );
+        assert!(matches!(StoreError::from_query("login", &err), StoreError::Contention));
+    }
+}

@@ -1,0 +1,176 @@
+//! MySQL/MariaDB: the bb8 pool of `AsyncMysqlConnection`s and the backend-specific
+//! upserts. Statements are `sql_query` with binds, cached as prepared statements by
+//! diesel-async (keyed by their SQL text).
+
+use super::{LoginOutcome, LoginRecord, now_ms};
+use crate::domain::UserId;
+use diesel::{
+    ConnectionError, ConnectionResult, QueryResult, QueryableByName,
+    sql_types::{BigInt, Binary, Nullable, Text},
+};
+use diesel_async::{
+    AsyncConnection, AsyncMysqlConnection, RunQueryDsl,
+    pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
+};
+use futures::{FutureExt, future::BoxFuture};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicI64, Ordering},
+    },
+    time::Duration,
+};
+
+pub(super) type Conn = AsyncMysqlConnection;
+pub(super) type Pool = bb8::Pool<AsyncDieselConnectionManager<Conn>>;
+
+/// Opens one connection, bounded by `timeout` (mysql_async has no connect timeout of its own).
+pub(super) async fn establish(url: &str, timeout: Duration) -> ConnectionResult<Conn> {
+    match tokio::time::timeout(timeout, Conn::establish(url)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectionError::BadConnection(format!(
+            "no answer from the database server within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// Until when (unix ms) checkouts verify their connection with `SELECT 1`.
+///
+/// Pooled connections are not verified on checkout (that would add a round trip to
+/// every login). Instead, when a statement fails because its connection is gone (server
+/// restart, killed connection), the store opens a short window in which every checkout
+/// is verified, so the pool sheds its dead connections instead of handing them out one
+/// failed request at a time.
+#[derive(Clone, Default)]
+pub(super) struct VerifyWindow(Arc<AtomicI64>);
+
+impl VerifyWindow {
+    const LENGTH_MS: i64 = 10_000;
+
+    pub(super) fn open(&self) {
+        AtomicI64::store(&self.0, now_ms() + Self::LENGTH_MS, Ordering::Relaxed);
+    }
+    fn is_open(&self) -> bool {
+        AtomicI64::load(&self.0, Ordering::Relaxed) > now_ms()
+    }
+}
+
+fn verify(conn: &mut Conn, needed: bool) -> BoxFuture<'_, QueryResult<()>> {
+    async move {
+        if needed {
+            diesel::sql_query("SELECT 1").execute(conn).await?;
+        }
+        Ok(())
+    }
+    .boxed()
+}
+
+/// The connection manager: connects with a timeout, verifies only inside a [`VerifyWindow`].
+pub(super) fn manager(
+    url: &str,
+    connect_timeout: Duration,
+    window: VerifyWindow,
+) -> AsyncDieselConnectionManager<Conn> {
+    let mut config = ManagerConfig::<Conn>::default();
+    config.custom_setup = Box::new(move |url: &str| establish(url, connect_timeout).boxed());
+    config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn: &mut Conn| {
+        verify(conn, window.is_open())
+    }));
+    AsyncDieselConnectionManager::new_with_config(url, config)
+}
+
+#[derive(QueryableByName)]
+struct InsertId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// `id = LAST_INSERT_ID(id)` makes `LAST_INSERT_ID()` return the existing row's id when
+/// the phone is taken. `login_count + 1` makes the update always change the row, so
+/// affected rows are 1 for an insert and 2 for an update (diesel-async connects with
+/// CLIENT_FOUND_ROWS, under which an unchanged row would also count 1). An upsert that
+/// updates still consumes an AUTO_INCREMENT value: ids have gaps, which is harmless.
+/// (`VALUES(col)` is deprecated in MySQL 8.0.20+ but works there and in MariaDB.)
+const UPSERT_USER: &str = "INSERT INTO users \
+     (phone, country_code, login_count, created_at, updated_at, last_login_at) \
+     VALUES (?, ?, 1, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id), login_count = login_count + 1, \
+     updated_at = VALUES(updated_at), last_login_at = VALUES(last_login_at)";
+
+const LAST_ID: &str = "SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id";
+
+/// Links (or moves) the identity to the user; a login without unionid keeps the stored one.
+const UPSERT_IDENTITY: &str = "INSERT INTO wechat_identities \
+     (app_id, openid, user_id, unionid, session_key, session_key_expires_at, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE user_id = VALUES(user_id), \
+     unionid = COALESCE(VALUES(unionid), unionid), session_key = VALUES(session_key), \
+     session_key_expires_at = VALUES(session_key_expires_at), updated_at = VALUES(updated_at)";
+
+const UPSERT_SESSION_KEY: &str = "INSERT INTO wechat_identities \
+     (app_id, openid, user_id, session_key, session_key_expires_at, created_at, updated_at) \
+     VALUES (?, ?, NULL, ?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE session_key = VALUES(session_key), \
+     session_key_expires_at = VALUES(session_key_expires_at), updated_at = VALUES(updated_at)";
+
+/// One attempt of the login transaction.
+///
+/// Round trips, the same for a new and a returning user: BEGIN, upsert user, read
+/// LAST_INSERT_ID(), upsert identity, COMMIT = 5 (diesel-async does not expose the
+/// insert id of the OK packet, hence the SELECT). No SELECT-then-INSERT: concurrent
+/// logins of one new phone queue on the unique key's row lock and all see one id.
+pub(super) async fn record_login(
+    conn: &mut Conn,
+    login: &LoginRecord<'_>,
+) -> QueryResult<LoginOutcome> {
+    let phone = login.phone.e164();
+    let phone = phone.as_str();
+    conn.transaction(async |conn| {
+        let affected = diesel::sql_query(UPSERT_USER)
+            .bind::<Text, _>(phone)
+            .bind::<Text, _>(login.phone.country_code())
+            .bind::<BigInt, _>(login.now_ms)
+            .bind::<BigInt, _>(login.now_ms)
+            .bind::<BigInt, _>(login.now_ms)
+            .execute(conn)
+            .await?;
+        let InsertId { id } = diesel::sql_query(LAST_ID).get_result(conn).await?;
+        diesel::sql_query(UPSERT_IDENTITY)
+            .bind::<Text, _>(login.app_id.as_str())
+            .bind::<Text, _>(login.openid.as_str())
+            .bind::<BigInt, _>(id)
+            .bind::<Nullable<Text>, _>(login.unionid.map(|u| u.as_str()))
+            .bind::<Binary, _>(login.sealed_session_key)
+            .bind::<BigInt, _>(login.session_key_expires_at_ms)
+            .bind::<BigInt, _>(login.now_ms)
+            .bind::<BigInt, _>(login.now_ms)
+            .execute(conn)
+            .await?;
+        Ok(LoginOutcome {
+            user_id: UserId(id),
+            is_new_user: affected == 1,
+        })
+    })
+    .await
+}
+
+pub(super) async fn save_session_key(
+    conn: &mut Conn,
+    app_id: &str,
+    openid: &str,
+    sealed: &[u8],
+    expires_at_ms: i64,
+    now_ms: i64,
+) -> QueryResult<()> {
+    diesel::sql_query(UPSERT_SESSION_KEY)
+        .bind::<Text, _>(app_id)
+        .bind::<Text, _>(openid)
+        .bind::<Binary, _>(sealed)
+        .bind::<BigInt, _>(expires_at_ms)
+        .bind::<BigInt, _>(now_ms)
+        .bind::<BigInt, _>(now_ms)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
