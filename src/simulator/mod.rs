@@ -5,7 +5,7 @@
 //!
 //! Layout:
 //! - [`state`]: the in-memory world (apps, users, session keys, codes, tokens).
-//! - [`wechat_api`]: the WeChat endpoints, byte-for-byte like the real ones.
+//! - `wechat_api`: the WeChat endpoints, byte-for-byte like the real ones.
 //! - [`control`]: the `/_sim/` control API.
 //! - [`faults`]: injected latency, HTTP errors, garbage and errcodes.
 //! - [`client`]: [`SimClient`], a typed client of the control API.
@@ -16,7 +16,7 @@ pub mod client;
 pub mod control;
 pub mod faults;
 pub mod state;
-pub mod wechat_api;
+mod wechat_api;
 
 pub use client::SimClient;
 pub use control::{MintedLogin, MintedPhone, SimStats};
