@@ -88,34 +88,10 @@ pub async fn run(settings: Settings, args: SimArgs) -> anyhow::Result<ExitCode> 
     }
     let sim = Simulator::start(listener, config).await?;
     println!("wechat-sim listening on {}", sim.base_url());
-    shutdown_signal().await;
+    crate::shutdown::signal().await;
     tracing::info!("wechat simulator stopping");
     sim.shutdown().await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
 }
 
 #[cfg(test)]
