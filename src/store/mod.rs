@@ -247,7 +247,9 @@ impl Store {
 
     /// A cheap liveness check (`SELECT 1`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_conn!(self, "ping", |conn| diesel::sql_query("SELECT 1").execute(conn).await)?;
+        with_conn!(self, "ping", |conn| diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .await)?;
         Ok(())
     }
 
@@ -299,7 +301,9 @@ impl Store {
                     reconnected = true;
                     attempt -= 1;
                     self.verify_window.open();
-                    tracing::warn!("database connection lost during login; retrying on a fresh one");
+                    tracing::warn!(
+                        "database connection lost during login; retrying on a fresh one"
+                    );
                 }
                 _ => return Err(self.query_error("login transaction", &err)),
             }
@@ -355,7 +359,10 @@ impl Store {
     /// The number of users (for tests and the benchmark's duplicate check).
     pub async fn user_count(&self) -> Result<i64, StoreError> {
         use schema::users::dsl::users;
-        with_conn!(self, "counting users", |conn| users.count().get_result(conn).await)
+        with_conn!(self, "counting users", |conn| users
+            .count()
+            .get_result(conn)
+            .await)
     }
 
     /// The id of the user with this phone, if any (for tests and diagnostics).
@@ -538,7 +545,10 @@ mod tests {
     #[test]
     fn sqlite_urls_map_to_paths() {
         assert_eq!(sqlite::path_of("sqlite://dev.db"), Some("dev.db"));
-        assert_eq!(sqlite::path_of("sqlite:///var/lib/x.db"), Some("/var/lib/x.db"));
+        assert_eq!(
+            sqlite::path_of("sqlite:///var/lib/x.db"),
+            Some("/var/lib/x.db")
+        );
         assert_eq!(sqlite::path_of("sqlite:dev.db"), Some("dev.db"));
         assert_eq!(sqlite::path_of("mysql://x"), None);
     }
