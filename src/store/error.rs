@@ -46,10 +46,11 @@ const RETRY_MARKERS: &[&str] = &[
 ];
 
 const UNAVAILABLE_MARKERS: &[&str] = &[
-    // mysql_async's I/O and driver errors (connection reset, closed, EOF).
+    // mysql_async's I/O errors and the driver errors of a broken connection.
     "Input/output error",
-    "Driver error",
     "Connection to the server is closed",
+    "Packet out of order",
+    "Unexpected packet",
     "Lost connection",
     "server has gone away",
     "Server shutdown in progress",

@@ -52,7 +52,7 @@ pub struct PoolState {
 }
 
 /// What a completed login writes: the user (by phone) and the identity linked to it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct LoginRecord<'a> {
     pub app_id: &'a AppId,
     pub openid: &'a OpenId,
@@ -64,6 +64,19 @@ pub struct LoginRecord<'a> {
     pub session_key_expires_at_ms: i64,
     /// The login's time, unix milliseconds.
     pub now_ms: i64,
+}
+
+impl fmt::Debug for LoginRecord<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The phone masks itself; the sealed key is left out.
+        f.debug_struct("LoginRecord")
+            .field("app_id", self.app_id)
+            .field("openid", self.openid)
+            .field("unionid", &self.unionid)
+            .field("phone", self.phone)
+            .field("now_ms", &self.now_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The result of [`Store::record_login`].
@@ -197,7 +210,8 @@ impl Store {
 
     /// Applies pending migrations; returns how many were applied.
     ///
-    /// Runs diesel's synchronous migration harness on the blocking pool.
+    /// Runs diesel's synchronous migration harness on tokio's blocking pool, so it works
+    /// on any runtime flavour (no `block_in_place` on a worker thread).
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         match &self.inner {
             Inner::Mysql(pool) => {

@@ -445,3 +445,52 @@ async fn a_sqlite_file_that_cannot_be_opened_is_unavailable() {
     let err = Store::connect(&url, &test_settings()).await.unwrap_err();
     assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_answers_unavailable_after_the_acquire_timeout() {
+    let db = TestDb::mysql().await;
+    // Logins of this openid hold their connection for a second.
+    db.execute(
+        "CREATE TRIGGER slow BEFORE INSERT ON wechat_identities FOR EACH ROW \
+         BEGIN IF NEW.openid = 'o-slow' THEN DO SLEEP(1); END IF; END",
+    )
+    .await;
+    let store = db
+        .connect_with(&DatabaseSettings {
+            pool_size: 1,
+            acquire_timeout_ms: 200,
+            ..test_settings()
+        })
+        .await;
+    let slow = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            login(
+                &store,
+                &app("wxapp1"),
+                &openid("o-slow"),
+                &phone("13580006666"),
+                None,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let err = store.ping().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(ref m) if m.contains("200 ms")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    slow.await.unwrap().unwrap();
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrations_also_run_on_a_current_thread_runtime() {
+    let db = TestDb::unmigrated(Backend::Mysql).await;
+    assert!(db.store.migrate().await.unwrap() >= 1);
+    let db = TestDb::unmigrated(Backend::Sqlite).await;
+    assert!(db.store.migrate().await.unwrap() >= 1);
+}
