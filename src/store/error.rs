@@ -46,10 +46,11 @@ const RETRY_MARKERS: &[&str] = &[
 ];
 
 const UNAVAILABLE_MARKERS: &[&str] = &[
-    // mysql_async's I/O and driver errors (connection reset, closed, EOF).
+    // mysql_async's I/O errors and the driver errors of a broken connection.
     "Input/output error",
-    "Driver error",
     "Connection to the server is closed",
+    "Packet out of order",
+    "Unexpected packet",
     "Lost connection",
     "server has gone away",
     "Server shutdown in progress",
@@ -84,8 +85,12 @@ impl StoreError {
     pub(crate) fn from_query(context: &str, err: &DieselError) -> Self {
         match classify(err) {
             Class::Retry => StoreError::Contention,
-            Class::Unavailable => StoreError::Unavailable(format!("{context}: {}", redact_values(&err.to_string()))),
-            Class::Other => StoreError::Unexpected(format!("{context}: {}", redact_values(&err.to_string()))),
+            Class::Unavailable => {
+                StoreError::Unavailable(format!("{context}: {}", redact_values(&err.to_string())))
+            }
+            Class::Other => {
+                StoreError::Unexpected(format!("{context}: {}", redact_values(&err.to_string())))
+            }
         }
     }
 
@@ -134,7 +139,10 @@ pub(crate) fn url_password(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let authority = rest.split(['/', '?']).next()?;
     let userinfo = authority.rsplit_once('@')?.0;
-    userinfo.split_once(':').map(|(_, p)| p).filter(|p| !p.is_empty())
+    userinfo
+        .split_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| !p.is_empty())
 }
 
 #[cfg(test)]
@@ -191,8 +199,13 @@ mod tests {
     fn retryable_errors_become_contention() {
         let err = DieselError::DatabaseError(
             diesel::result::DatabaseErrorKind::Unknown,
-            Box::new("Deadlock found when trying to get lock; try restarting transaction".to_owned()),
+            Box::new(
+                "Deadlock found when trying to get lock; try restarting transaction".to_owned(),
+            ),
         );
-        assert!(matches!(StoreError::from_query("login", &err), StoreError::Contention));
+        assert!(matches!(
+            StoreError::from_query("login", &err),
+            StoreError::Contention
+        ));
     }
 }

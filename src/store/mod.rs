@@ -52,7 +52,7 @@ pub struct PoolState {
 }
 
 /// What a completed login writes: the user (by phone) and the identity linked to it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct LoginRecord<'a> {
     pub app_id: &'a AppId,
     pub openid: &'a OpenId,
@@ -64,6 +64,19 @@ pub struct LoginRecord<'a> {
     pub session_key_expires_at_ms: i64,
     /// The login's time, unix milliseconds.
     pub now_ms: i64,
+}
+
+impl fmt::Debug for LoginRecord<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The phone masks itself; the sealed key is left out.
+        f.debug_struct("LoginRecord")
+            .field("app_id", self.app_id)
+            .field("openid", self.openid)
+            .field("unionid", &self.unionid)
+            .field("phone", self.phone)
+            .field("now_ms", &self.now_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The result of [`Store::record_login`].
@@ -197,7 +210,8 @@ impl Store {
 
     /// Applies pending migrations; returns how many were applied.
     ///
-    /// Runs diesel's synchronous migration harness on the blocking pool.
+    /// Runs diesel's synchronous migration harness on tokio's blocking pool, so it works
+    /// on any runtime flavour (no `block_in_place` on a worker thread).
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         match &self.inner {
             Inner::Mysql(pool) => {
@@ -247,7 +261,9 @@ impl Store {
 
     /// A cheap liveness check (`SELECT 1`).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        with_conn!(self, "ping", |conn| diesel::sql_query("SELECT 1").execute(conn).await)?;
+        with_conn!(self, "ping", |conn| diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .await)?;
         Ok(())
     }
 
@@ -299,7 +315,9 @@ impl Store {
                     reconnected = true;
                     attempt -= 1;
                     self.verify_window.open();
-                    tracing::warn!("database connection lost during login; retrying on a fresh one");
+                    tracing::warn!(
+                        "database connection lost during login; retrying on a fresh one"
+                    );
                 }
                 _ => return Err(self.query_error("login transaction", &err)),
             }
@@ -355,7 +373,10 @@ impl Store {
     /// The number of users (for tests and the benchmark's duplicate check).
     pub async fn user_count(&self) -> Result<i64, StoreError> {
         use schema::users::dsl::users;
-        with_conn!(self, "counting users", |conn| users.count().get_result(conn).await)
+        with_conn!(self, "counting users", |conn| users
+            .count()
+            .get_result(conn)
+            .await)
     }
 
     /// The id of the user with this phone, if any (for tests and diagnostics).
@@ -538,7 +559,10 @@ mod tests {
     #[test]
     fn sqlite_urls_map_to_paths() {
         assert_eq!(sqlite::path_of("sqlite://dev.db"), Some("dev.db"));
-        assert_eq!(sqlite::path_of("sqlite:///var/lib/x.db"), Some("/var/lib/x.db"));
+        assert_eq!(
+            sqlite::path_of("sqlite:///var/lib/x.db"),
+            Some("/var/lib/x.db")
+        );
         assert_eq!(sqlite::path_of("sqlite:dev.db"), Some("dev.db"));
         assert_eq!(sqlite::path_of("mysql://x"), None);
     }

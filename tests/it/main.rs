@@ -1,5 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The integration tests: one test binary, one module per area.
 
+mod db;
 mod k8s;
 mod simulator;
+mod store;

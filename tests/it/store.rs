@@ -1,0 +1,496 @@
+//! The store against real databases: every case in `on_both_backends!` runs on a
+//! fresh MariaDB database and on a temp-file SQLite database.
+
+use crate::db::{TestDb, mysql_server_url, test_settings};
+use mp_auth::{
+    config::DatabaseSettings,
+    domain::{AppId, OpenId, Phone, UnionId},
+    store::{Backend, LoginOutcome, LoginRecord, Store, StoreError},
+};
+use secrecy::SecretString;
+use std::time::{Duration, Instant};
+
+fn app(id: &str) -> AppId {
+    AppId::parse(id).unwrap()
+}
+fn openid(id: &str) -> OpenId {
+    OpenId::parse(id).unwrap()
+}
+fn phone(number: &str) -> Phone {
+    Phone::new("86", number).unwrap()
+}
+
+const NOW: i64 = 1_790_000_000_000;
+const HOUR_MS: i64 = 3_600_000;
+
+async fn login(
+    store: &Store,
+    app_id: &AppId,
+    openid: &OpenId,
+    phone: &Phone,
+    unionid: Option<&UnionId>,
+) -> Result<LoginOutcome, StoreError> {
+    store
+        .record_login(&LoginRecord {
+            app_id,
+            openid,
+            unionid,
+            phone,
+            sealed_session_key: b"sealed-key-bytes",
+            session_key_expires_at_ms: NOW + HOUR_MS,
+            now_ms: NOW,
+        })
+        .await
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(mp_auth::store::Backend::Mysql).await
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(mp_auth::store::Backend::Sqlite).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_new_user_is_created_once_and_returns_with_the_same_id,
+    one_phone_from_two_apps_is_one_user_with_two_identities,
+    a_login_without_unionid_keeps_the_stored_unionid,
+    an_openid_moves_to_the_new_user_when_its_phone_changes,
+    concurrent_logins_of_one_new_phone_create_exactly_one_user,
+    concurrent_logins_of_one_openid_leave_one_user_and_one_identity,
+    a_saved_session_key_is_read_back_until_it_expires,
+    saving_a_session_key_keeps_the_identity_linked_to_its_user,
+    a_failure_between_the_two_statements_leaves_nothing_written,
+    contention_that_never_clears_ends_as_contention,
+    migrations_are_current_after_migrate_and_not_before,
+    ping_and_pool_state_report_a_live_pool,
+);
+
+async fn a_new_user_is_created_once_and_returns_with_the_same_id(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (a, o, p) = (app("wxapp1"), openid("o-first"), phone("13580006666"));
+    let first = login(&db.store, &a, &o, &p, None).await.unwrap();
+    assert!(first.is_new_user);
+    let second = login(&db.store, &a, &o, &p, None).await.unwrap();
+    assert!(!second.is_new_user);
+    assert_eq!(first.user_id, second.user_id);
+    assert!(first.user_id.0 > 0);
+    assert_eq!(db.store.user_count().await.unwrap(), 1);
+    let row = db.store.identity(&a, &o).await.unwrap().unwrap();
+    assert_eq!(row.user_id, Some(first.user_id.0));
+    assert_eq!(row.session_key.as_deref(), Some(&b"sealed-key-bytes"[..]));
+    assert_eq!(
+        db.store.user_id_by_phone(&p).await.unwrap(),
+        Some(first.user_id)
+    );
+}
+
+async fn one_phone_from_two_apps_is_one_user_with_two_identities(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let p = phone("13580006666");
+    let one = login(&db.store, &app("wxone"), &openid("o-in-one"), &p, None)
+        .await
+        .unwrap();
+    let two = login(&db.store, &app("wxtwo"), &openid("o-in-two"), &p, None)
+        .await
+        .unwrap();
+    assert!(one.is_new_user);
+    assert!(!two.is_new_user);
+    assert_eq!(one.user_id, two.user_id);
+    assert_eq!(db.store.user_count().await.unwrap(), 1);
+    assert_eq!(db.store.identity_count(one.user_id).await.unwrap(), 2);
+}
+
+async fn a_login_without_unionid_keeps_the_stored_unionid(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (a, o, p) = (app("wxapp1"), openid("o-union"), phone("13580006666"));
+    let union = UnionId::parse("u-123").unwrap();
+    login(&db.store, &a, &o, &p, Some(&union)).await.unwrap();
+    login(&db.store, &a, &o, &p, None).await.unwrap();
+    let row = db.store.identity(&a, &o).await.unwrap().unwrap();
+    assert_eq!(row.unionid.as_deref(), Some("u-123"));
+}
+
+async fn an_openid_moves_to_the_new_user_when_its_phone_changes(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (a, o) = (app("wxapp1"), openid("o-mover"));
+    let old = login(&db.store, &a, &o, &phone("13580006666"), None)
+        .await
+        .unwrap();
+    let new = login(&db.store, &a, &o, &phone("13900001111"), None)
+        .await
+        .unwrap();
+    assert!(new.is_new_user);
+    assert_ne!(old.user_id, new.user_id);
+    let row = db.store.identity(&a, &o).await.unwrap().unwrap();
+    assert_eq!(row.user_id, Some(new.user_id.0));
+    assert_eq!(db.store.identity_count(old.user_id).await.unwrap(), 0);
+    assert_eq!(db.store.user_count().await.unwrap(), 2);
+}
+
+async fn concurrent_logins_of_one_new_phone_create_exactly_one_user(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let a = app("wxapp1");
+    let p = phone("13580006666");
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let (store, a, p) = (db.store.clone(), a.clone(), p.clone());
+            tokio::spawn(async move {
+                login(&store, &a, &openid(&format!("o-burst-{i}")), &p, None).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap().unwrap());
+    }
+    let id = outcomes[0].user_id;
+    assert!(outcomes.iter().all(|o| o.user_id == id));
+    assert_eq!(outcomes.iter().filter(|o| o.is_new_user).count(), 1);
+    assert_eq!(db.store.user_count().await.unwrap(), 1);
+    assert_eq!(db.store.identity_count(id).await.unwrap(), 200);
+}
+
+async fn concurrent_logins_of_one_openid_leave_one_user_and_one_identity(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (a, o, p) = (app("wxapp1"), openid("o-same"), phone("13580006666"));
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let (store, a, o, p) = (db.store.clone(), a.clone(), o.clone(), p.clone());
+            tokio::spawn(async move { login(&store, &a, &o, &p, None).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap().unwrap().user_id);
+    }
+    assert!(ids.iter().all(|id| *id == ids[0]));
+    assert_eq!(db.store.user_count().await.unwrap(), 1);
+    assert_eq!(db.store.identity_count(ids[0]).await.unwrap(), 1);
+}
+
+async fn a_saved_session_key_is_read_back_until_it_expires(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (a, o) = (app("wxapp1"), openid("o-key"));
+    assert_eq!(db.store.session_key(&a, &o, NOW).await.unwrap(), None);
+    db.store
+        .save_session_key(&a, &o, b"sealed-1", NOW + HOUR_MS)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.session_key(&a, &o, NOW).await.unwrap().as_deref(),
+        Some(&b"sealed-1"[..])
+    );
+    db.store
+        .save_session_key(&a, &o, b"sealed-2", NOW + HOUR_MS)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.store.session_key(&a, &o, NOW).await.unwrap().as_deref(),
+        Some(&b"sealed-2"[..])
+    );
+    assert_eq!(
+        db.store.session_key(&a, &o, NOW + HOUR_MS).await.unwrap(),
+        None
+    );
+    let row = db.store.identity(&a, &o).await.unwrap().unwrap();
+    assert_eq!(row.user_id, None, "a saved key alone links no user");
+}
+
+async fn saving_a_session_key_keeps_the_identity_linked_to_its_user(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let (a, o) = (app("wxapp1"), openid("o-linked"));
+    let out = login(&db.store, &a, &o, &phone("13580006666"), None)
+        .await
+        .unwrap();
+    db.store
+        .save_session_key(&a, &o, b"newer", NOW + 2 * HOUR_MS)
+        .await
+        .unwrap();
+    let row = db.store.identity(&a, &o).await.unwrap().unwrap();
+    assert_eq!(row.user_id, Some(out.user_id.0));
+    assert_eq!(row.session_key.as_deref(), Some(&b"newer"[..]));
+}
+
+async fn a_failure_between_the_two_statements_leaves_nothing_written(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    db.execute(match backend {
+        Backend::Mysql => {
+            "CREATE TRIGGER inject_failure BEFORE INSERT ON wechat_identities FOR EACH ROW \
+             BEGIN IF NEW.openid = 'o-boom' THEN \
+             SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected failure'; END IF; END"
+        }
+        Backend::Sqlite => {
+            "CREATE TRIGGER inject_failure BEFORE INSERT ON wechat_identities \
+             WHEN NEW.openid = 'o-boom' BEGIN SELECT RAISE(ABORT, 'injected failure'); END;"
+        }
+    })
+    .await;
+    let (a, o, p) = (app("wxapp1"), openid("o-boom"), phone("13580006666"));
+    let err = login(&db.store, &a, &o, &p, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unexpected(_)), "{err:?}");
+    assert!(!err.to_string().contains("13580006666"), "{err}");
+    assert_eq!(db.store.user_id_by_phone(&p).await.unwrap(), None);
+    assert_eq!(db.store.user_count().await.unwrap(), 0);
+    assert_eq!(db.store.identity(&a, &o).await.unwrap(), None);
+    // The store is still usable afterwards.
+    login(&db.store, &a, &openid("o-fine"), &p, None)
+        .await
+        .unwrap();
+}
+
+async fn contention_that_never_clears_ends_as_contention(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    db.execute(match backend {
+        Backend::Mysql => {
+            "CREATE TRIGGER always_deadlock BEFORE INSERT ON wechat_identities FOR EACH ROW \
+             SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, \
+             MESSAGE_TEXT = 'Deadlock found when trying to get lock; try restarting transaction'"
+        }
+        Backend::Sqlite => {
+            "CREATE TRIGGER always_deadlock BEFORE INSERT ON wechat_identities \
+             BEGIN SELECT RAISE(ABORT, 'database is locked'); END;"
+        }
+    })
+    .await;
+    let store = db
+        .connect_with(&DatabaseSettings {
+            max_tx_attempts: 3,
+            ..test_settings()
+        })
+        .await;
+    let p = phone("13580006666");
+    let err = login(&store, &app("wxapp1"), &openid("o-stuck"), &p, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Contention), "{err:?}");
+    assert_eq!(store.user_count().await.unwrap(), 0);
+}
+
+async fn migrations_are_current_after_migrate_and_not_before(backend: Backend) {
+    let db = TestDb::unmigrated(backend).await;
+    assert!(!db.store.migrations_current().await.unwrap());
+    assert!(db.store.migrate().await.unwrap() >= 1);
+    assert!(db.store.migrations_current().await.unwrap());
+    assert_eq!(db.store.migrate().await.unwrap(), 0);
+}
+
+async fn ping_and_pool_state_report_a_live_pool(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    assert_eq!(db.store.backend(), backend);
+    db.store.ping().await.unwrap();
+    let state = db.store.pool_state();
+    assert!(state.connections >= 1, "{state:?}");
+    assert!(state.idle <= state.connections, "{state:?}");
+}
+
+// MySQL-only behaviour.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_login_is_retried_and_then_succeeds() {
+    let db = TestDb::mysql().await;
+    // A per-connection counter survives the rollback: the first two attempts deadlock.
+    db.execute(
+        "CREATE TRIGGER flaky BEFORE INSERT ON wechat_identities FOR EACH ROW BEGIN \
+         SET @mp_attempts = COALESCE(@mp_attempts, 0) + 1; \
+         IF @mp_attempts < 3 THEN SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, \
+         MESSAGE_TEXT = 'Deadlock found when trying to get lock; try restarting transaction'; \
+         END IF; END",
+    )
+    .await;
+    let store = db
+        .connect_with(&DatabaseSettings {
+            pool_size: 1,
+            max_tx_attempts: 5,
+            ..test_settings()
+        })
+        .await;
+    let p = phone("13580006666");
+    let out = login(&store, &app("wxapp1"), &openid("o-flaky"), &p, None)
+        .await
+        .unwrap();
+    assert!(
+        out.is_new_user,
+        "the rolled-back attempts left no user behind"
+    );
+    assert_eq!(store.user_count().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_connection_is_replaced_without_failing_the_login() {
+    use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
+    #[derive(diesel::QueryableByName)]
+    struct Pid {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+    }
+    let db = TestDb::mysql().await;
+    let p = phone("13580006666");
+    login(&db.store, &app("wxapp1"), &openid("o-1"), &p, None)
+        .await
+        .unwrap();
+    let mut admin = AsyncMysqlConnection::establish(db.url()).await.unwrap();
+    let pids: Vec<Pid> = diesel::sql_query(
+        "SELECT CAST(ID AS SIGNED) AS id FROM information_schema.PROCESSLIST \
+         WHERE DB = DATABASE() AND ID <> CONNECTION_ID()",
+    )
+    .load(&mut admin)
+    .await
+    .unwrap();
+    assert!(!pids.is_empty());
+    for pid in pids {
+        diesel::sql_query(format!("KILL CONNECTION {}", pid.id))
+            .execute(&mut admin)
+            .await
+            .unwrap();
+    }
+    let out = login(&db.store, &app("wxapp1"), &openid("o-2"), &p, None)
+        .await
+        .unwrap();
+    assert!(!out.is_new_user);
+    db.store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn connecting_to_a_closed_port_is_unavailable_and_fast() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let url = SecretString::from(format!("mysql://u:pw-not-shown@127.0.0.1:{port}/db"));
+    let settings = DatabaseSettings {
+        acquire_timeout_ms: 1_000,
+        ..DatabaseSettings::default()
+    };
+    let started = Instant::now();
+    let err = Store::connect(&url, &settings).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    match err {
+        StoreError::Unavailable(m) => {
+            assert!(m.to_lowercase().contains("refused"), "{m}");
+            assert!(!m.contains("pw-not-shown"), "{m}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_server_that_never_answers_is_unavailable_within_the_acquire_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let url = SecretString::from(format!("mysql://u:p@127.0.0.1:{port}/db"));
+    let settings = DatabaseSettings {
+        acquire_timeout_ms: 300,
+        ..DatabaseSettings::default()
+    };
+    let started = Instant::now();
+    let err = Store::connect(&url, &settings).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    silent.abort();
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_reported_without_echoing_it() {
+    let server = mysql_server_url();
+    let (scheme_user, host) = server.rsplit_once('@').unwrap();
+    let user = scheme_user
+        .trim_start_matches("mysql://")
+        .split(':')
+        .next()
+        .unwrap();
+    let url = SecretString::from(format!("mysql://{user}:Wrong-Password-42@{host}/mysql"));
+    let err = Store::connect(&url, &test_settings()).await.unwrap_err();
+    match err {
+        StoreError::Unavailable(m) => {
+            assert!(m.contains("Access denied"), "{m}");
+            assert!(!m.contains("Wrong-Password-42"), "{m}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unsupported_url_is_rejected_with_a_hint() {
+    let url = SecretString::from("postgres://u:p@localhost/db".to_owned());
+    let err = Store::connect(&url, &test_settings()).await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unexpected(ref m) if m.contains("sqlite://")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sqlite_file_that_cannot_be_opened_is_unavailable() {
+    let url = SecretString::from("sqlite:///nonexistent-dir-mp-auth/x/y.db".to_owned());
+    let err = Store::connect(&url, &test_settings()).await.unwrap_err();
+    assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_answers_unavailable_after_the_acquire_timeout() {
+    let db = TestDb::mysql().await;
+    // Logins of this openid hold their connection for a second.
+    db.execute(
+        "CREATE TRIGGER slow BEFORE INSERT ON wechat_identities FOR EACH ROW \
+         BEGIN IF NEW.openid = 'o-slow' THEN DO SLEEP(1); END IF; END",
+    )
+    .await;
+    let store = db
+        .connect_with(&DatabaseSettings {
+            pool_size: 1,
+            acquire_timeout_ms: 200,
+            ..test_settings()
+        })
+        .await;
+    let slow = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            login(
+                &store,
+                &app("wxapp1"),
+                &openid("o-slow"),
+                &phone("13580006666"),
+                None,
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let err = store.ping().await.unwrap_err();
+    assert!(
+        matches!(err, StoreError::Unavailable(ref m) if m.contains("200 ms")),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(2));
+    slow.await.unwrap().unwrap();
+    store.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn migrations_also_run_on_a_current_thread_runtime() {
+    let db = TestDb::unmigrated(Backend::Mysql).await;
+    assert!(db.store.migrate().await.unwrap() >= 1);
+    let db = TestDb::unmigrated(Backend::Sqlite).await;
+    assert!(db.store.migrate().await.unwrap() >= 1);
+}
