@@ -3,3 +3,4 @@
 
 mod k8s;
 mod simulator;
+mod wechat_client;
