@@ -2,6 +2,9 @@
 //! The integration tests: one test binary, one module per area.
 
 mod db;
+mod helpers;
 mod k8s;
+mod login;
 mod simulator;
 mod store;
+mod wechat_client;
