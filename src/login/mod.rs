@@ -391,7 +391,13 @@ fn map_common_wechat_error(e: WechatError) -> LoginError {
             tracing::warn!(error = %e, "WeChat returned an unusable phone record");
             LoginError::WechatUnavailable
         }
-        W::Busy | W::Api { .. } | W::HttpStatus(_) | W::Malformed(_) | W::Timeout | W::Connect(_) | W::Transport(_) => {
+        W::Busy
+        | W::Api { .. }
+        | W::HttpStatus(_)
+        | W::Malformed(_)
+        | W::Timeout
+        | W::Connect(_)
+        | W::Transport(_) => {
             tracing::warn!(error = %e, "WeChat unavailable");
             LoginError::WechatUnavailable
         }

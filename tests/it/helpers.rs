@@ -1,0 +1,283 @@
+//! `TestApp`: the real gRPC service on a free port, against a fresh MariaDB
+//! database and a WeChat simulator on its own free port. One method per RPC.
+//! Logs are silent unless `TEST_LOG` is set.
+
+#![allow(dead_code)]
+
+use crate::db::TestDb;
+use mp_auth::{
+    config::{AppSettings, Settings},
+    grpc::GrpcServer,
+    proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
+    simulator::{RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig},
+    store::Backend,
+    tokens::{Hs256Signer, TokenIssuer},
+};
+use secrecy::SecretString;
+use std::{net::SocketAddr, time::Duration};
+use tonic::transport::Channel;
+
+/// The HS256 secret every test server signs with.
+pub const TEST_TOKEN_SECRET: &str = "test-signing-secret-0123456789-abcdefghijklmnop";
+/// The session-key vault key of every test server (base64 of 32 bytes).
+pub const TEST_VAULT_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+static INIT_LOG: std::sync::Once = std::sync::Once::new();
+
+/// Installs a log subscriber when `TEST_LOG` is set.
+pub fn init_test_log() {
+    INIT_LOG.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter("info")
+                .with_test_writer()
+                .try_init();
+        }
+    });
+}
+
+/// A unique app id, so tests sharing the simulator image never collide.
+pub fn unique_app_id() -> String {
+    format!("wx{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
+}
+
+/// A unique handle for a simulated WeChat user.
+pub fn unique_user() -> String {
+    format!("user-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A unique CN mobile number.
+pub fn unique_phone() -> String {
+    let n = uuid::Uuid::new_v4().as_u128() % 100_000_000;
+    format!("139{n:08}")
+}
+
+/// Knobs for [`TestApp::spawn_with`].
+pub struct TestAppOptions {
+    /// How many apps to configure (all bound to one open platform).
+    pub apps: usize,
+    /// The simulator's session_key refresh period.
+    pub session_refresh: Duration,
+    /// Changes to the server's settings before it starts.
+    pub tweak: Box<dyn FnOnce(&mut Settings) + Send>,
+}
+
+impl Default for TestAppOptions {
+    fn default() -> Self {
+        Self {
+            apps: 1,
+            session_refresh: Duration::from_secs(3600),
+            tweak: Box::new(|_| {}),
+        }
+    }
+}
+
+/// A running service under test.
+pub struct TestApp {
+    pub sim: RunningSimulator,
+    pub sim_client: SimClient,
+    pub db: TestDb,
+    pub grpc_addr: SocketAddr,
+    pub settings: Settings,
+    /// The configured app ids (the first is the default).
+    pub app_ids: Vec<String>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The service's test settings for `apps` pointing at `sim_url` and `db_url`.
+pub fn test_settings(apps: &[(String, String)], sim_url: &str, db_url: &str) -> Settings {
+    let mut s = Settings::default();
+    s.apps = apps
+        .iter()
+        .map(|(id, secret)| AppSettings {
+            app_id: id.clone(),
+            app_secret: Some(SecretString::from(secret.clone())),
+            app_secret_file: None,
+        })
+        .collect();
+    s.wechat.base_url = sim_url.to_owned();
+    s.wechat.timeout_ms = 2_000;
+    s.database.url = Some(SecretString::from(db_url.to_owned()));
+    s.database.acquire_timeout_ms = 10_000;
+    s.token.hs256_secret = Some(SecretString::from(TEST_TOKEN_SECRET));
+    s.session_keys.encryption_key = Some(SecretString::from(TEST_VAULT_KEY));
+    s.grpc.listen = ([127, 0, 0, 1], 0).into();
+    s.grpc.health_check_interval_ms = 200;
+    s.gateway.listen = ([127, 0, 0, 1], 0).into();
+    s
+}
+
+impl TestApp {
+    /// One app, a long session_key refresh period.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(TestAppOptions::default()).await
+    }
+
+    pub async fn spawn_with(opts: TestAppOptions) -> TestApp {
+        init_test_log();
+        let apps: Vec<(String, String)> = (0..opts.apps)
+            .map(|_| {
+                (
+                    unique_app_id(),
+                    format!("secret-{}", uuid::Uuid::new_v4().simple()),
+                )
+            })
+            .collect();
+        let sim_apps = apps
+            .iter()
+            .map(|(id, secret)| SimApp {
+                app_id: mp_auth::domain::AppId::parse(id).unwrap(),
+                app_secret: SecretString::from(secret.clone()),
+                open_platform: Some("test-open-platform".into()),
+            })
+            .collect();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sim = Simulator::start(
+            listener,
+            SimulatorConfig {
+                apps: sim_apps,
+                session_refresh: opts.session_refresh,
+                force_refresh_min_interval: Duration::ZERO,
+                ..SimulatorConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let db = TestDb::new(Backend::Mysql).await;
+        let mut settings = test_settings(&apps, &sim.base_url(), db.url());
+        (opts.tweak)(&mut settings);
+        let server = GrpcServer::build(&settings).await.expect("server builds");
+        let grpc_addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(server.run_until(async {
+            let _ = stopped.await;
+        }));
+        let sim_client = sim.client();
+        TestApp {
+            sim,
+            sim_client,
+            db,
+            grpc_addr,
+            settings,
+            app_ids: apps.into_iter().map(|(id, _)| id).collect(),
+            stop: Some(stop),
+            server: Some(task),
+        }
+    }
+
+    /// The default (first) app id.
+    pub fn app_id(&self) -> &str {
+        &self.app_ids[0]
+    }
+
+    /// A gRPC client of the service.
+    pub async fn client(&self) -> AuthClient<Channel> {
+        AuthClient::connect(format!("http://{}", self.grpc_addr))
+            .await
+            .unwrap()
+    }
+
+    /// A token issuer with the server's key, to verify tokens.
+    pub fn token_issuer(&self) -> TokenIssuer {
+        let signer = Hs256Signer::new(&SecretString::from(TEST_TOKEN_SECRET)).unwrap();
+        TokenIssuer::new(&self.settings.token, Box::new(signer)).unwrap()
+    }
+
+    /// Calls `MiniProgramLogin` with a raw request.
+    pub async fn login_raw(
+        &self,
+        req: proto::MiniProgramLoginRequest,
+    ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
+        self.client()
+            .await
+            .mini_program_login(req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Mints a wx.login code and a phone code for `user` and logs in with the new flow.
+    pub async fn login_with_phone_code(
+        &self,
+        app_id: &str,
+        user: &str,
+        phone: Option<&str>,
+    ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
+        let code = self
+            .sim_client
+            .login(app_id, user, phone)
+            .await
+            .unwrap()
+            .code;
+        let pressed = self.sim_client.phone(app_id, user).await.unwrap();
+        self.login_raw(proto::MiniProgramLoginRequest {
+            app_id: app_id.into(),
+            code,
+            phone: Some(Phone::PhoneCode(pressed.code)),
+        })
+        .await
+    }
+
+    /// Mints a wx.login code, then presses the phone button, and logs in with the legacy fields.
+    pub async fn login_with_encrypted_data(
+        &self,
+        app_id: &str,
+        user: &str,
+        phone: Option<&str>,
+    ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
+        let code = self
+            .sim_client
+            .login(app_id, user, phone)
+            .await
+            .unwrap()
+            .code;
+        let pressed = self.sim_client.phone(app_id, user).await.unwrap();
+        self.login_raw(encrypted_request(
+            app_id,
+            code,
+            pressed.encrypted_data,
+            pressed.iv,
+        ))
+        .await
+    }
+
+    /// Stops the server (bounded drain) and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.server.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// A legacy-flow request.
+pub fn encrypted_request(
+    app_id: &str,
+    code: String,
+    encrypted_data: String,
+    iv: String,
+) -> proto::MiniProgramLoginRequest {
+    proto::MiniProgramLoginRequest {
+        app_id: app_id.into(),
+        code,
+        phone: Some(Phone::Encrypted(proto::EncryptedPhone {
+            encrypted_data,
+            iv,
+        })),
+    }
+}
+
+/// The status's ErrorInfo reason.
+pub fn reason(status: &tonic::Status) -> String {
+    mp_auth::grpc::error::reason_of(status).unwrap_or_default()
+}

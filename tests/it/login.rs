@@ -1,0 +1,740 @@
+//! End-to-end tests of `Auth/MiniProgramLogin`: real gRPC over a socket, the
+//! WeChat simulator on its own port, a fresh MariaDB database per test.
+
+use crate::helpers::*;
+use mp_auth::{
+    domain::{AppId, Phone, SessionKey},
+    proto::{self, mini_program_login_request::Phone as WirePhone},
+    simulator::{Fault, FaultEndpoint},
+    wechat::crypto::{encrypt_b64, phone_plaintext},
+};
+use std::{collections::HashSet, time::Duration};
+use tonic::Code;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_user_then_returning_user_with_the_phone_code_flow() {
+    let app = TestApp::spawn().await;
+    let user = unique_user();
+    let phone = unique_phone();
+    let first = app
+        .login_with_phone_code(app.app_id(), &user, Some(&phone))
+        .await
+        .unwrap();
+    assert!(first.is_new_user);
+    assert_eq!(first.token_type, "Bearer");
+    assert_eq!(first.expires_in, 7200);
+    assert!(!first.openid.is_empty());
+    assert_eq!(first.app_id, app.app_id());
+    let second = app
+        .login_with_phone_code(app.app_id(), &user, None)
+        .await
+        .unwrap();
+    assert!(!second.is_new_user);
+    assert_eq!(second.user_id, first.user_id);
+    assert_eq!(second.openid, first.openid);
+    let claims = app.token_issuer().verify(&second.access_token).unwrap();
+    assert_eq!(claims.sub, second.user_id);
+    assert_eq!(app.db.store.user_count().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn new_user_then_returning_user_with_the_legacy_encrypted_flow() {
+    let app = TestApp::spawn().await;
+    let user = unique_user();
+    let first = app
+        .login_with_encrypted_data(app.app_id(), &user, None)
+        .await
+        .unwrap();
+    assert!(first.is_new_user);
+    let second = app
+        .login_with_encrypted_data(app.app_id(), &user, None)
+        .await
+        .unwrap();
+    assert!(!second.is_new_user);
+    assert_eq!(second.user_id, first.user_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_id_may_be_omitted_when_one_app_is_configured() {
+    let app = TestApp::spawn().await;
+    let user = unique_user();
+    let code = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let ok = app
+        .login_raw(proto::MiniProgramLoginRequest {
+            app_id: String::new(),
+            code,
+            phone: Some(WirePhone::PhoneCode(pressed.code)),
+        })
+        .await
+        .unwrap();
+    assert_eq!(ok.app_id, app.app_id());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_same_phone_from_two_apps_gives_one_user_with_two_identities_and_the_unionid() {
+    let app = TestApp::spawn_with(TestAppOptions {
+        apps: 2,
+        ..Default::default()
+    })
+    .await;
+    let user = unique_user();
+    let a = app
+        .login_with_phone_code(&app.app_ids[0], &user, None)
+        .await
+        .unwrap();
+    let b = app
+        .login_with_phone_code(&app.app_ids[1], &user, None)
+        .await
+        .unwrap();
+    assert!(a.is_new_user);
+    assert!(!b.is_new_user);
+    assert_eq!(a.user_id, b.user_id);
+    assert_ne!(a.openid, b.openid, "openids differ per app");
+    assert!(!a.unionid.is_empty());
+    assert_eq!(a.unionid, b.unionid, "one open platform, one unionid");
+    let user_id = mp_auth::domain::UserId(a.user_id.parse().unwrap());
+    assert_eq!(app.db.store.identity_count(user_id).await.unwrap(), 2);
+    assert_eq!(app.db.store.user_count().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn app_id_is_required_when_several_apps_are_configured_and_unknown_apps_are_refused() {
+    let app = TestApp::spawn_with(TestAppOptions {
+        apps: 2,
+        ..Default::default()
+    })
+    .await;
+    let user = unique_user();
+    let code = app
+        .sim_client
+        .login(&app.app_ids[0], &user, None)
+        .await
+        .unwrap()
+        .code;
+    let err = app
+        .login_raw(proto::MiniProgramLoginRequest {
+            app_id: String::new(),
+            code: code.clone(),
+            phone: Some(WirePhone::PhoneCode("x".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason(&err), "APP_ID_REQUIRED");
+    let err = app
+        .login_raw(proto::MiniProgramLoginRequest {
+            app_id: "wx_not_configured".into(),
+            code,
+            phone: Some(WirePhone::PhoneCode("x".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(reason(&err), "UNKNOWN_APP");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let cases = [
+        (
+            proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code: String::new(),
+                phone: Some(WirePhone::PhoneCode("p".into())),
+            },
+            "code",
+        ),
+        (
+            proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code: "c".into(),
+                phone: None,
+            },
+            "phone",
+        ),
+        (
+            proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code: "c".into(),
+                phone: Some(WirePhone::PhoneCode(String::new())),
+            },
+            "phone_code",
+        ),
+        (
+            encrypted_request(app.app_id(), "c".into(), String::new(), "iv".into()),
+            "encrypted_data",
+        ),
+        (
+            encrypted_request(app.app_id(), "c".into(), "data".into(), String::new()),
+            "iv",
+        ),
+        (
+            proto::MiniProgramLoginRequest {
+                app_id: "wx bad id".into(),
+                code: "c".into(),
+                phone: Some(WirePhone::PhoneCode("p".into())),
+            },
+            "app_id",
+        ),
+    ];
+    for (req, field) in cases {
+        let err = app.login_raw(req).await.unwrap_err();
+        assert_eq!(err.code(), Code::InvalidArgument, "{field}");
+        assert_eq!(reason(&err), "INVALID_ARGUMENT");
+        let info = tonic_types::StatusExt::get_details_error_info(&err).unwrap();
+        assert_eq!(info.metadata.get("field").map(String::as_str), Some(field));
+    }
+    let stats = app.sim_client.stats().await.unwrap();
+    assert_eq!(
+        stats.calls.get("jscode2session").copied().unwrap_or(0),
+        0,
+        "bad input never reaches WeChat"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_encrypted_data_is_invalid_argument_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let user = unique_user();
+    let code = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let err = app
+        .login_raw(encrypted_request(
+            app.app_id(),
+            code,
+            pressed.encrypted_data,
+            "AAAA".into(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(
+        tonic_types::StatusExt::get_details_error_info(&err)
+            .unwrap()
+            .metadata["field"],
+        "iv"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replayed_login_code_is_unauthenticated_login_code_used() {
+    let app = TestApp::spawn().await;
+    let user = unique_user();
+    let code = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let p1 = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    app.login_raw(proto::MiniProgramLoginRequest {
+        app_id: app.app_id().into(),
+        code: code.clone(),
+        phone: Some(WirePhone::PhoneCode(p1.code)),
+    })
+    .await
+    .unwrap();
+    let p2 = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let err = app
+        .login_raw(proto::MiniProgramLoginRequest {
+            app_id: app.app_id().into(),
+            code,
+            phone: Some(WirePhone::PhoneCode(p2.code.clone())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(reason(&err), "LOGIN_CODE_USED");
+    // The phone code of the failed attempt was not spent: it still works.
+    let code = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    app.login_raw(proto::MiniProgramLoginRequest {
+        app_id: app.app_id().into(),
+        code,
+        phone: Some(WirePhone::PhoneCode(p2.code)),
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wechat_errcodes_map_to_status_codes_and_reasons() {
+    let app = TestApp::spawn().await;
+    let cases: [(i64, Code, &str); 6] = [
+        (40029, Code::Unauthenticated, "LOGIN_CODE_INVALID"),
+        (40163, Code::Unauthenticated, "LOGIN_CODE_USED"),
+        (40226, Code::PermissionDenied, "USER_BLOCKED"),
+        (45011, Code::ResourceExhausted, "WECHAT_RATE_LIMITED"),
+        (-1, Code::Unavailable, "WECHAT_UNAVAILABLE"),
+        (40125, Code::Internal, "WECHAT_APP_MISCONFIGURED"),
+    ];
+    for (errcode, code, expected) in cases {
+        app.sim_client
+            .set_fault(&Fault {
+                errcode: Some(errcode),
+                count: Some(1),
+                ..Fault::on(FaultEndpoint::Jscode2Session)
+            })
+            .await
+            .unwrap();
+        let err = app
+            .login_with_phone_code(app.app_id(), &unique_user(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "errcode {errcode}");
+        assert_eq!(reason(&err), expected, "errcode {errcode}");
+    }
+    assert_eq!(
+        app.db.store.user_count().await.unwrap(),
+        0,
+        "failed logins create no user"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wechat_5xx_garbage_and_timeouts_are_unavailable() {
+    let app = TestApp::spawn_with(TestAppOptions {
+        tweak: Box::new(|s| s.wechat.timeout_ms = 300),
+        ..Default::default()
+    })
+    .await;
+    let faults = [
+        Fault {
+            http_status: Some(502),
+            ..Fault::on(FaultEndpoint::Jscode2Session)
+        },
+        Fault {
+            body: Some("<html>busy</html>".into()),
+            ..Fault::on(FaultEndpoint::Jscode2Session)
+        },
+        Fault {
+            body: Some("{\"openid\":\"o".into()),
+            ..Fault::on(FaultEndpoint::Jscode2Session)
+        },
+        Fault {
+            latency_ms: Some(1_000),
+            count: Some(1),
+            ..Fault::on(FaultEndpoint::Jscode2Session)
+        },
+        Fault {
+            http_status: Some(503),
+            ..Fault::on(FaultEndpoint::GetUserPhoneNumber)
+        },
+    ];
+    for fault in faults {
+        app.sim_client.set_fault(&fault).await.unwrap();
+        let err = app
+            .login_with_phone_code(app.app_id(), &unique_user(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{fault:?}");
+        assert_eq!(reason(&err), "WECHAT_UNAVAILABLE");
+        app.sim_client.clear_faults().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn phone_codes_are_single_use_and_bound_to_their_user() {
+    let app = TestApp::spawn().await;
+    let (alice, bob) = (unique_user(), unique_user());
+    let bob_phone = app.sim_client.phone(app.app_id(), &bob).await.unwrap();
+    let code = app
+        .sim_client
+        .login(app.app_id(), &alice, None)
+        .await
+        .unwrap()
+        .code;
+    let err = app
+        .login_raw(proto::MiniProgramLoginRequest {
+            app_id: app.app_id().into(),
+            code,
+            phone: Some(WirePhone::PhoneCode(bob_phone.code)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated);
+    assert_eq!(reason(&err), "PHONE_CODE_INVALID");
+
+    let pressed = app.sim_client.phone(app.app_id(), &alice).await.unwrap();
+    for attempt in 0..2 {
+        let code = app
+            .sim_client
+            .login(app.app_id(), &alice, None)
+            .await
+            .unwrap()
+            .code;
+        let res = app
+            .login_raw(proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code,
+                phone: Some(WirePhone::PhoneCode(pressed.code.clone())),
+            })
+            .await;
+        if attempt == 0 {
+            res.unwrap();
+        } else {
+            assert_eq!(reason(&res.unwrap_err()), "PHONE_CODE_INVALID");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stale_access_token_heals_itself_with_one_retry() {
+    let app = TestApp::spawn().await;
+    app.login_with_phone_code(app.app_id(), &unique_user(), None)
+        .await
+        .unwrap();
+    // Someone force-refreshes the token behind the service's back.
+    let http = reqwest::Client::new();
+    let secret =
+        secrecy::ExposeSecret::expose_secret(app.settings.apps[0].app_secret.as_ref().unwrap())
+            .to_owned();
+    let body: serde_json::Value = http
+        .post(format!("{}/cgi-bin/stable_token", app.sim.base_url()))
+        .json(&serde_json::json!({"grant_type": "client_credential", "appid": app.app_id(), "secret": secret, "force_refresh": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body["access_token"].is_string(), "{body}");
+    let before = app.sim_client.stats().await.unwrap();
+    app.login_with_phone_code(app.app_id(), &unique_user(), None)
+        .await
+        .unwrap();
+    let after = app.sim_client.stats().await.unwrap();
+    let calls = |s: &mp_auth::simulator::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        calls(&after, "getuserphonenumber") - calls(&before, "getuserphonenumber"),
+        2,
+        "one failure, one retry"
+    );
+    assert_eq!(
+        calls(&after, "stable_token") - calls(&before, "stable_token"),
+        1,
+        "one refetch"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_previous_session_key_rescues_wx_login_called_after_the_phone_button() {
+    // session_refresh 0: every wx.login rotates the key, the worst case.
+    let app = TestApp::spawn_with(TestAppOptions {
+        session_refresh: Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    let user = unique_user();
+    let first = app
+        .login_with_encrypted_data(app.app_id(), &user, None)
+        .await
+        .unwrap();
+    // Phone button first (encrypted with the current key), then wx.login rotates it.
+    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let code = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let ok = app
+        .login_raw(encrypted_request(
+            app.app_id(),
+            code,
+            pressed.encrypted_data,
+            pressed.iv,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(ok.user_id, first.user_id);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_previous_session_key_a_rotated_session_is_session_key_stale() {
+    let app = TestApp::spawn_with(TestAppOptions {
+        session_refresh: Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    let user = unique_user();
+    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let code = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let err = app
+        .login_raw(encrypted_request(
+            app.app_id(),
+            code,
+            pressed.encrypted_data,
+            pressed.iv,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "SESSION_KEY_STALE");
+    assert_eq!(app.db.store.user_count().await.unwrap(), 0);
+}
+
+/// Mints a code and learns its session_key by exchanging a twin code (the
+/// simulator keeps the key while the session is fresh).
+async fn session_key_of(app: &TestApp, user: &str) -> SessionKey {
+    let probe = app
+        .sim_client
+        .login(app.app_id(), user, None)
+        .await
+        .unwrap()
+        .code;
+    let secret =
+        secrecy::ExposeSecret::expose_secret(app.settings.apps[0].app_secret.as_ref().unwrap())
+            .to_owned();
+    let body: serde_json::Value = serde_json::from_str(
+        &reqwest::Client::new()
+            .get(format!("{}/sns/jscode2session", app.sim.base_url()))
+            .query(&[
+                ("appid", app.app_id()),
+                ("secret", &secret),
+                ("js_code", &probe),
+                ("grant_type", "authorization_code"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    SessionKey::from_base64(body["session_key"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_expired() {
+    let app = TestApp::spawn().await;
+    let user = unique_user();
+    let key = session_key_of(&app, &user).await;
+    let phone = Phone::new("86", &unique_phone()).unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let iv = [1u8; 16];
+    let iv_b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, iv);
+
+    let foreign = encrypt_b64(
+        &key,
+        &iv,
+        &phone_plaintext(&AppId::parse("wx_someone_else").unwrap(), &phone, now),
+    );
+    let code = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let err = app
+        .login_raw(encrypted_request(
+            app.app_id(),
+            code,
+            foreign,
+            iv_b64.clone(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(reason(&err), "WATERMARK_MISMATCH");
+
+    let stale = encrypt_b64(
+        &key,
+        &iv,
+        &phone_plaintext(&AppId::parse(app.app_id()).unwrap(), &phone, now - 3_600),
+    );
+    let code = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let err = app
+        .login_raw(encrypted_request(app.app_id(), code, stale, iv_b64))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(reason(&err), "ENCRYPTED_DATA_EXPIRED");
+    assert_eq!(app.db.store.user_count().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_concurrent_logins_for_one_new_phone_create_one_user() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let phone = unique_phone();
+    let mut minted = Vec::new();
+    for _ in 0..200 {
+        let user = unique_user();
+        let code = app
+            .sim_client
+            .login(app.app_id(), &user, Some(&phone))
+            .await
+            .unwrap()
+            .code;
+        let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+        minted.push((code, pressed.code));
+    }
+    let mut tasks = Vec::new();
+    for (code, phone_code) in minted {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            app.login_raw(proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code,
+                phone: Some(WirePhone::PhoneCode(phone_code)),
+            })
+            .await
+        }));
+    }
+    let mut subs = HashSet::new();
+    let mut new_users = 0;
+    for t in tasks {
+        let ok = t.await.unwrap().unwrap();
+        new_users += usize::from(ok.is_new_user);
+        subs.insert(app.token_issuer().verify(&ok.access_token).unwrap().sub);
+    }
+    assert_eq!(subs.len(), 1, "one user id in every token");
+    assert_eq!(new_users, 1, "exactly one login created the user");
+    assert_eq!(app.db.store.user_count().await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_concurrent_logins_for_one_openid_create_one_user_and_one_identity() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let user = unique_user();
+    let mut minted = Vec::new();
+    for _ in 0..200 {
+        let code = app
+            .sim_client
+            .login(app.app_id(), &user, None)
+            .await
+            .unwrap()
+            .code;
+        let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+        minted.push((code, pressed));
+    }
+    let mut tasks = Vec::new();
+    for (i, (code, pressed)) in minted.into_iter().enumerate() {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            // Mix both flows.
+            if i % 2 == 0 {
+                app.login_raw(proto::MiniProgramLoginRequest {
+                    app_id: app.app_id().into(),
+                    code,
+                    phone: Some(WirePhone::PhoneCode(pressed.code)),
+                })
+                .await
+            } else {
+                app.login_raw(encrypted_request(
+                    app.app_id(),
+                    code,
+                    pressed.encrypted_data,
+                    pressed.iv,
+                ))
+                .await
+            }
+        }));
+    }
+    let mut ids = HashSet::new();
+    for t in tasks {
+        ids.insert(t.await.unwrap().unwrap().user_id);
+    }
+    assert_eq!(ids.len(), 1);
+    let user_id = mp_auth::domain::UserId(ids.into_iter().next().unwrap().parse().unwrap());
+    assert_eq!(app.db.store.user_count().await.unwrap(), 1);
+    assert_eq!(app.db.store.identity_count(user_id).await.unwrap(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failure_between_the_statements_of_the_login_transaction_leaves_nothing_half_written() {
+    let app = TestApp::spawn().await;
+    let user = unique_user();
+    let openid = app
+        .sim_client
+        .login(app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .openid;
+    app.db
+        .execute(&format!(
+            "CREATE TRIGGER fail_identity BEFORE INSERT ON wechat_identities FOR EACH ROW \
+             IF NEW.openid = '{openid}' AND NEW.user_id IS NOT NULL THEN SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'injected'; END IF"
+        ))
+        .await;
+    let err = app
+        .login_with_phone_code(app.app_id(), &user, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Internal);
+    assert_eq!(reason(&err), "INTERNAL");
+    assert!(
+        !err.message().contains("injected"),
+        "internal details are not returned"
+    );
+    assert_eq!(
+        app.db.store.user_count().await.unwrap(),
+        0,
+        "the user insert was rolled back"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_token_verifies_independently_with_the_configured_key() {
+    let app = TestApp::spawn().await;
+    let ok = app
+        .login_with_phone_code(app.app_id(), &unique_user(), None)
+        .await
+        .unwrap();
+    let header = jsonwebtoken::decode_header(&ok.access_token).unwrap();
+    assert_eq!(header.typ.as_deref(), Some("at+jwt"));
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_issuer(&["mp-auth"]);
+    validation.set_audience(&["mp-auth-clients"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(
+        &ok.access_token,
+        &jsonwebtoken::DecodingKey::from_secret(TEST_TOKEN_SECRET.as_bytes()),
+        &validation,
+    )
+    .unwrap();
+    assert_eq!(
+        data.claims["sub"],
+        serde_json::Value::String(ok.user_id.clone())
+    );
+    assert_eq!(
+        data.claims["client_id"],
+        serde_json::Value::String(app.app_id().into())
+    );
+    assert!(data.claims["jti"].is_string());
+    let wrong = jsonwebtoken::decode::<serde_json::Value>(
+        &ok.access_token,
+        &jsonwebtoken::DecodingKey::from_secret(b"another-key-another-key-another-key!!"),
+        &validation,
+    );
+    assert!(wrong.is_err());
+}
