@@ -87,15 +87,17 @@ pub struct TestApp {
 
 /// The service's test settings for `apps` pointing at `sim_url` and `db_url`.
 pub fn test_settings(apps: &[(String, String)], sim_url: &str, db_url: &str) -> Settings {
-    let mut s = Settings::default();
-    s.apps = apps
-        .iter()
-        .map(|(id, secret)| AppSettings {
-            app_id: id.clone(),
-            app_secret: Some(SecretString::from(secret.clone())),
-            app_secret_file: None,
-        })
-        .collect();
+    let mut s = Settings {
+        apps: apps
+            .iter()
+            .map(|(id, secret)| AppSettings {
+                app_id: id.clone(),
+                app_secret: Some(SecretString::from(secret.clone())),
+                app_secret_file: None,
+            })
+            .collect(),
+        ..Settings::default()
+    };
     s.wechat.base_url = sim_url.to_owned();
     s.wechat.timeout_ms = 2_000;
     s.database.url = Some(SecretString::from(db_url.to_owned()));
