@@ -39,6 +39,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Load-test the login (gRPC or gateway) or the database alone (`--limit-run`).
+    Bench(Box<crate::bench::BenchArgs>),
 }
 
 /// Arguments of `mp-auth serve`.
@@ -70,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Decrypt(args) => crate::wechat::decrypt_cmd::run(&settings, args),
         Command::Serve(args) => run_async(serve(settings, args)),
         Command::Migrate => run_async(migrate(settings)),
+        Command::Bench(args) => run_async(crate::bench::run(settings, *args)),
     };
     match result {
         Ok(code) => code,

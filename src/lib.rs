@@ -6,8 +6,10 @@
 //! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
 //! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
 //! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
+//! - [`bench`]: the load generator (`mp-auth bench`) and the database limit run.
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod domain;
