@@ -117,6 +117,13 @@ impl GrpcServer {
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
 
+        let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        if let Some(addr) = self.settings.admin.metrics_listen {
+            crate::telemetry::serve_metrics(addr, async {
+                let _ = admin_stop_rx.await;
+            })
+            .await?;
+        }
         let checker = tokio::spawn(health_loop(
             self.login.store().clone(),
             reporter.clone(),
@@ -147,6 +154,7 @@ impl GrpcServer {
             () = shutdown => {}
         }
         checker.abort();
+        let _ = admin_stop_tx.send(());
         for name in ["", HEALTH_AUTH, HEALTH_LIVENESS] {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
@@ -181,6 +189,9 @@ async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration)
         })
         .await
         .unwrap_or(false);
+        let pool = store.pool_state();
+        metrics::gauge!("mp_auth_db_pool_connections").set(f64::from(pool.connections));
+        metrics::gauge!("mp_auth_db_pool_idle_connections").set(f64::from(pool.idle));
         let status = if healthy {
             ServingStatus::Serving
         } else {

@@ -5,6 +5,7 @@ mod db;
 mod helpers;
 mod k8s;
 mod login;
+mod metrics;
 mod simulator;
 mod store;
 mod wechat_client;
