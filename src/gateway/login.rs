@@ -22,8 +22,8 @@ use axum::{
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::convert::Infallible;
-use tonic::metadata::AsciiMetadataValue;
+use std::{convert::Infallible, time::Instant};
+use tonic::{Code, metadata::AsciiMetadataValue};
 use utoipa::ToSchema;
 
 /// The login request. Unknown extra fields are ignored; `null` and `""` count as absent.
@@ -322,9 +322,17 @@ pub async fn mp_login(
     }
     // One attempt only: WeChat codes are single-use, a retry could only fail or double-log-in.
     let mut client = state.auth.clone();
+    let started = Instant::now();
     let call = client.mini_program_login(request);
     match tokio::time::timeout(state.backend_timeout, call).await {
         Err(_) => Err(ApiError::Timeout),
+        // The channel enforces the request's grpc-timeout itself and reports
+        // its expiry as CANCELLED: that is the gateway's own deadline.
+        Ok(Err(status))
+            if status.code() == Code::Cancelled && started.elapsed() >= state.backend_timeout =>
+        {
+            Err(ApiError::Timeout)
+        }
         Ok(Err(status)) => {
             let err = from_status(&status);
             if matches!(
