@@ -39,6 +39,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Run the HTTP+JSON gateway for mini-programs (`POST /auth/mp_login`), a client of `serve`.
+    Gateway(GatewayArgs),
 }
 
 /// Arguments of `mp-auth serve`.
@@ -50,6 +52,17 @@ pub struct ServeArgs {
     /// Run pending migrations before serving (MP_AUTH_DATABASE__MIGRATE_ON_START).
     #[arg(long)]
     pub migrate: bool,
+}
+
+/// Arguments of `mp-auth gateway`.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// HTTP listen address (default 0.0.0.0:8080; MP_AUTH_GATEWAY__LISTEN).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// URL of the gRPC service (default http://127.0.0.1:50051; MP_AUTH_GATEWAY__BACKEND_URL).
+    #[arg(long)]
+    pub backend: Option<String>,
 }
 
 /// Entry point of the binary.
@@ -70,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Decrypt(args) => crate::wechat::decrypt_cmd::run(&settings, args),
         Command::Serve(args) => run_async(serve(settings, args)),
         Command::Migrate => run_async(migrate(settings)),
+        Command::Gateway(args) => run_async(gateway(settings, args)),
     };
     match result {
         Ok(code) => code,
@@ -100,6 +114,24 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCo
     let server = crate::grpc::GrpcServer::build(&settings).await?;
     tracing::info!(addr = %server.local_addr(), "gRPC server listening");
     server.run_until(crate::shutdown::signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn gateway(mut settings: Settings, args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    if let Some(listen) = args.listen {
+        settings.gateway.listen = listen;
+    }
+    if let Some(backend) = args.backend {
+        settings.gateway.backend_url = backend;
+    }
+    crate::telemetry::init(&settings.log);
+    let gateway = crate::gateway::Gateway::build(&settings).await?;
+    tracing::info!(
+        addr = %gateway.local_addr(),
+        backend = %settings.gateway.backend_url,
+        "HTTP gateway listening"
+    );
+    gateway.run_until(crate::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

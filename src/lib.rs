@@ -6,11 +6,13 @@
 //! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
 //! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
 //! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
+//! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the service.
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod gateway;
 pub mod grpc;
 pub mod login;
 pub mod shutdown;
