@@ -39,6 +39,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
+    /// All-in-one dev mode: simulator + gRPC service + gateway on an embedded SQLite database.
+    Dev(crate::dev::DevArgs),
+    /// Play a mini-program user: mint codes at the simulator, log in, print the token's claims.
+    Login(crate::client::LoginArgs),
     /// Run the HTTP+JSON gateway for mini-programs (`POST /auth/mp_login`), a client of `serve`.
     Gateway(GatewayArgs),
 }
@@ -83,6 +87,8 @@ pub fn main() -> ExitCode {
         Command::Decrypt(args) => crate::wechat::decrypt_cmd::run(&settings, args),
         Command::Serve(args) => run_async(serve(settings, args)),
         Command::Migrate => run_async(migrate(settings)),
+        Command::Dev(args) => run_async(crate::dev::run(settings, args)),
+        Command::Login(args) => run_async(crate::client::run(args)),
         Command::Gateway(args) => run_async(gateway(settings, args)),
     };
     match result {

@@ -59,23 +59,31 @@ impl DevSecrets {
     fn generate() -> anyhow::Result<Self> {
         use ring::rand::{SecureRandom, SystemRandom};
         let rng = SystemRandom::new();
-        let mut random = |n: usize| -> anyhow::Result<String> {
+        let random = |n: usize| -> anyhow::Result<String> {
             let mut buf = vec![0u8; n];
-            rng.fill(&mut buf).map_err(|_| anyhow::anyhow!("random generator failed"))?;
+            rng.fill(&mut buf)
+                .map_err(|_| anyhow::anyhow!("random generator failed"))?;
             Ok(base64::engine::general_purpose::STANDARD.encode(buf))
         };
-        Ok(Self { app_secret: random(16)?, token_secret: random(48)?, session_key_encryption_key: random(32)? })
+        Ok(Self {
+            app_secret: random(16)?,
+            token_secret: random(48)?,
+            session_key_encryption_key: random(32)?,
+        })
     }
 
     /// Loads `dev-secrets.json` from the data directory, creating it on first run.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
         let path = dir.join("dev-secrets.json");
         if path.exists() {
-            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-            return serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            return serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()));
         }
         let secrets = Self::generate()?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&secrets)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_vec_pretty(&secrets)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -100,7 +108,10 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
         settings.log.format = LogFormat::Pretty;
     }
     crate::telemetry::init(&settings.log);
-    std::fs::create_dir_all(&args.data_dir).with_context(|| format!("creating {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    // endpoints.json appears only once this run is ready (tests and scripts wait for it).
+    let _ = std::fs::remove_file(args.data_dir.join("endpoints.json"));
     let secrets = DevSecrets::load_or_create(&args.data_dir)?;
     eprintln!(
         "\n  !!! DEV MODE: using DEV-ONLY secrets generated in {} !!!\n  !!! Never use dev mode or these secrets in production.  !!!\n",
@@ -110,13 +121,25 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     // The simulator plays WeChat for the demo app.
     let sim_listener = tokio::net::TcpListener::bind((args.host, args.sim_port))
         .await
-        .with_context(|| format!("binding the simulator port {} (use --sim-port or MP_AUTH_DEV_SIM_PORT)", args.sim_port))?;
+        .with_context(|| {
+            format!(
+                "binding the simulator port {} (use --sim-port or MP_AUTH_DEV_SIM_PORT)",
+                args.sim_port
+            )
+        })?;
     let demo = SimApp {
         app_id: crate::domain::AppId::parse(DEMO_APP_ID)?,
         app_secret: SecretString::from(secrets.app_secret.clone()),
         open_platform: Some("mp-auth-dev".into()),
     };
-    let sim = Simulator::start(sim_listener, SimulatorConfig { apps: vec![demo], ..SimulatorConfig::default() }).await?;
+    let sim = Simulator::start(
+        sim_listener,
+        SimulatorConfig {
+            apps: vec![demo],
+            ..SimulatorConfig::default()
+        },
+    )
+    .await?;
 
     settings.apps = vec![AppSettings {
         app_id: DEMO_APP_ID.into(),
@@ -125,7 +148,9 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     }];
     settings.wechat.base_url = sim.base_url();
     settings.token.hs256_secret = Some(SecretString::from(secrets.token_secret.clone()));
-    settings.session_keys.encryption_key = Some(SecretString::from(secrets.session_key_encryption_key.clone()));
+    settings.session_keys.encryption_key = Some(SecretString::from(
+        secrets.session_key_encryption_key.clone(),
+    ));
     if settings.database.url.is_none() && settings.database.url_file.is_none() {
         let db = args.data_dir.join("mp-auth-dev.db");
         settings.database.url = Some(SecretString::from(format!("sqlite://{}", db.display())));
@@ -158,12 +183,16 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     };
     wait_ready(&endpoints.gateway).await?;
     if !args.no_demo {
-        match crate::client::demo_login(&endpoints.simulator, &endpoints.gateway, DEMO_APP_ID).await {
+        match crate::client::demo_login(&endpoints.simulator, &endpoints.gateway, DEMO_APP_ID).await
+        {
             Ok(summary) => println!("Demo login through the gateway succeeded:\n{summary}"),
             Err(e) => eprintln!("warning: the demo login failed: {e:#}"),
         }
     }
-    std::fs::write(args.data_dir.join("endpoints.json"), serde_json::to_vec_pretty(&endpoints)?)?;
+    std::fs::write(
+        args.data_dir.join("endpoints.json"),
+        serde_json::to_vec_pretty(&endpoints)?,
+    )?;
     print_instructions(&endpoints, &settings);
 
     crate::shutdown::signal().await;
@@ -177,7 +206,9 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
 
 async fn wait_ready(gateway: &str) -> anyhow::Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(2)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()?;
     for _ in 0..100 {
         if let Ok(r) = http.get(format!("{gateway}/readyz")).send().await
             && r.status().is_success()
@@ -190,8 +221,17 @@ async fn wait_ready(gateway: &str) -> anyhow::Result<()> {
 }
 
 fn print_instructions(e: &DevEndpoints, settings: &Settings) {
-    let db = settings.database.url.as_ref().map(|u| u.expose_secret().to_owned()).unwrap_or_default();
-    let db = if db.starts_with("sqlite://") { db } else { "MySQL (DATABASE_URL)".to_owned() };
+    let db = settings
+        .database
+        .url
+        .as_ref()
+        .map(|u| u.expose_secret().to_owned())
+        .unwrap_or_default();
+    let db = if db.starts_with("sqlite://") {
+        db
+    } else {
+        "MySQL (DATABASE_URL)".to_owned()
+    };
     println!(
         r#"
 mp-auth dev mode is running (Ctrl-C to stop)

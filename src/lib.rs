@@ -10,7 +10,9 @@
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod dev;
 pub mod domain;
 pub mod gateway;
 pub mod grpc;

@@ -2,6 +2,7 @@
 //! The integration tests: one test binary, one module per area.
 
 mod db;
+mod dev;
 mod gateway;
 mod helpers;
 mod k8s;
