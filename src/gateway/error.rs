@@ -76,6 +76,34 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, in the order of docs/http-api.md's table.
+    pub const ALL: [Reason; 24] = [
+        Reason::InvalidArgument,
+        Reason::MalformedJson,
+        Reason::AppIdRequired,
+        Reason::WatermarkMismatch,
+        Reason::UnknownApp,
+        Reason::LoginCodeInvalid,
+        Reason::LoginCodeUsed,
+        Reason::PhoneCodeInvalid,
+        Reason::UserBlocked,
+        Reason::NotFound,
+        Reason::MethodNotAllowed,
+        Reason::RequestTimeout,
+        Reason::SessionKeyStale,
+        Reason::EncryptedDataExpired,
+        Reason::PayloadTooLarge,
+        Reason::UnsupportedMediaType,
+        Reason::RateLimited,
+        Reason::WechatRateLimited,
+        Reason::Internal,
+        Reason::WechatUnavailable,
+        Reason::DatabaseUnavailable,
+        Reason::BackendUnavailable,
+        Reason::NotReady,
+        Reason::Timeout,
+    ];
+
     /// The wire string, e.g. `LOGIN_CODE_USED`.
     pub fn as_str(self) -> &'static str {
         self.row().2
@@ -688,18 +716,31 @@ mod tests {
 
     #[test]
     fn wire_names_match_the_serde_names() {
-        for reason in [
-            Reason::InvalidArgument,
-            Reason::MalformedJson,
-            Reason::SessionKeyStale,
-            Reason::BackendUnavailable,
-            Reason::Timeout,
-            Reason::NotReady,
-            Reason::WechatRateLimited,
-        ] {
+        for reason in Reason::ALL {
             assert_eq!(
                 serde_json::to_value(reason).unwrap(),
                 serde_json::Value::String(reason.as_str().to_owned())
+            );
+        }
+    }
+
+    #[test]
+    fn the_http_api_doc_lists_every_reason_with_its_status() {
+        let doc = include_str!("../../docs/http-api.md");
+        for reason in Reason::ALL {
+            let row = format!(
+                "| {} | `{}` |",
+                reason.http_status().as_u16(),
+                reason.as_str()
+            );
+            let line = doc
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("docs/http-api.md lacks a row starting {row:?}"));
+            assert!(
+                line.contains(reason.action()),
+                "{line} lacks {:?}",
+                reason.action()
             );
         }
     }

@@ -335,16 +335,21 @@ pub async fn mp_login(
         }
         Ok(Err(status)) => {
             let err = from_status(&status);
-            if matches!(
-                err.reason(),
-                super::Reason::Internal | super::Reason::BackendUnavailable
-            ) {
-                tracing::error!(
+            // The client gets an opaque message for these: the details go to the log.
+            match err.reason() {
+                super::Reason::Internal => tracing::error!(
                     request_id = %request_id,
                     grpc_code = ?status.code(),
                     grpc_message = status.message(),
                     "backend error"
-                );
+                ),
+                super::Reason::BackendUnavailable => tracing::warn!(
+                    request_id = %request_id,
+                    grpc_code = ?status.code(),
+                    grpc_message = status.message(),
+                    "backend unavailable"
+                ),
+                _ => {}
             }
             Err(err)
         }
