@@ -16,6 +16,21 @@ pub struct DevProcess {
 impl DevProcess {
     /// Starts dev mode on free ports in `dir` and waits until it is ready.
     pub fn start(dir: &Path) -> DevProcess {
+        let stderr = if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        Self::start_with(dir, Stdio::null(), stderr, &[])
+    }
+
+    /// Starts dev mode with the given output streams and extra environment.
+    pub fn start_with(
+        dir: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+        env: &[(&str, &str)],
+    ) -> DevProcess {
         let _ = std::fs::remove_file(dir.join("endpoints.json"));
         let child = Command::new(env!("CARGO_BIN_EXE_mp-auth"))
             .args([
@@ -31,12 +46,9 @@ impl DevProcess {
             .arg(dir)
             .env_remove("DATABASE_URL")
             .env("MP_AUTH_LOG__FORMAT", "json")
-            .stdout(Stdio::null())
-            .stderr(if std::env::var_os("TEST_LOG").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .envs(env.iter().copied())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut dev = DevProcess {

@@ -4,8 +4,10 @@
 mod db;
 mod dev;
 mod gateway;
+mod gateway_e2e;
 mod helpers;
 mod k8s;
+mod log_leaks;
 mod login;
 mod metrics;
 mod simulator;
