@@ -95,7 +95,7 @@ pub async fn login_via_gateway(
             serde_json::json!({"code": login.code, "encryptedData": pressed.encrypted_data, "iv": pressed.iv, "appId": app_id})
         }
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()?;

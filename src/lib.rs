@@ -21,6 +21,7 @@ pub mod shutdown;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod wechat;
 

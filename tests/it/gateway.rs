@@ -48,7 +48,7 @@ fn init_logs() {
 }
 
 fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    mp_auth::tls::install_crypto_provider();
     reqwest::Client::builder().build().unwrap()
 }
 

@@ -30,7 +30,7 @@ async fn stack(opts: TestAppOptions) -> Stack {
 }
 
 fn http() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    mp_auth::tls::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -20,7 +20,7 @@ async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {
     let sim = SimClient::new(&dev.endpoint("simulator"));
     let gateway = dev.endpoint("gateway");
     let app = dev.endpoint("app_id");
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    mp_auth::tls::install_crypto_provider();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()

@@ -85,7 +85,7 @@ async fn the_metrics_endpoint_serves_prometheus_text() {
         mp_auth::telemetry::serve_metrics(([127, 0, 0, 1], 0).into(), std::future::pending())
             .await
             .unwrap();
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    mp_auth::tls::install_crypto_provider();
     let resp = reqwest::get(format!("http://{addr}/metrics"))
         .await
         .unwrap();
