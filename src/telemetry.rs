@@ -29,9 +29,12 @@ pub fn init(settings: &LogSettings) {
 /// The process-wide Prometheus recorder (installed once; later calls reuse it).
 pub fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
-        std::sync::OnceLock::new();
-    if let Some(handle) = HANDLE.get() {
+    static HANDLE: std::sync::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::Mutex::new(None);
+    let mut slot = HANDLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(handle) = slot.as_ref() {
         return Ok(handle.clone());
     }
     let latency_buckets = [
@@ -41,15 +44,11 @@ pub fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHan
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)?
         .build_recorder();
     let handle = recorder.handle();
-    if metrics::set_global_recorder(recorder).is_err() {
-        // Another recorder won the race (tests): keep whichever handle was stored.
-        return HANDLE
-            .get()
-            .cloned()
-            .ok_or_else(|| anyhow::anyhow!("a different metrics recorder is already installed"));
-    }
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| anyhow::anyhow!("a different metrics recorder is already installed"))?;
     describe_metrics();
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    *slot = Some(handle.clone());
+    Ok(handle)
 }
 
 fn describe_metrics() {
