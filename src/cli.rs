@@ -117,6 +117,7 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCo
     }
     settings.database.migrate_on_start |= args.migrate;
     crate::telemetry::init(&settings.log);
+    start_metrics(&settings).await?;
     let server = crate::grpc::GrpcServer::build(&settings).await?;
     tracing::info!(addr = %server.local_addr(), "gRPC server listening");
     server.run_until(crate::shutdown::signal()).await?;
@@ -131,6 +132,7 @@ async fn gateway(mut settings: Settings, args: GatewayArgs) -> anyhow::Result<Ex
         settings.gateway.backend_url = backend;
     }
     crate::telemetry::init(&settings.log);
+    start_metrics(&settings).await?;
     let gateway = crate::gateway::Gateway::build(&settings).await?;
     tracing::info!(
         addr = %gateway.local_addr(),
@@ -148,4 +150,12 @@ async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(applied, "migrations applied");
     println!("{applied} migration(s) applied");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `/metrics` on `admin.metrics_listen`, when set, for the life of the process.
+async fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(addr) = settings.admin.metrics_listen {
+        crate::telemetry::serve_metrics(addr, std::future::pending()).await?;
+    }
+    Ok(())
 }

@@ -117,13 +117,6 @@ impl GrpcServer {
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
 
-        let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        if let Some(addr) = self.settings.admin.metrics_listen {
-            crate::telemetry::serve_metrics(addr, async {
-                let _ = admin_stop_rx.await;
-            })
-            .await?;
-        }
         let checker = tokio::spawn(health_loop(
             self.login.store().clone(),
             reporter.clone(),
@@ -154,7 +147,6 @@ impl GrpcServer {
             () = shutdown => {}
         }
         checker.abort();
-        let _ = admin_stop_tx.send(());
         for name in ["", HEALTH_AUTH, HEALTH_LIVENESS] {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
