@@ -21,7 +21,7 @@ use std::{
 };
 
 /// Routes that are never rate limited and are logged at DEBUG (probes).
-const PROBES: [&str; 2] = ["/healthz", "/readyz"];
+const PROBES: [&str; 2] = [super::HEALTHZ_PATH, super::READYZ_PATH];
 /// Route label of requests that matched no route (keeps metric labels bounded).
 const UNMATCHED: &str = "unmatched";
 /// Longest path written to the access log.

@@ -146,13 +146,18 @@ impl AppState {
     }
 }
 
+/// Liveness probe path: 200 while the process is alive.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness probe path: 200 while the backend reports `mpauth.v1.Auth` SERVING.
+pub const READYZ_PATH: &str = "/readyz";
+
 /// The gateway's routes, wrapped in the edge middleware. Every response that
 /// is not a success is the JSON error shape, including unknown routes and methods.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/auth/mp_login", post(login::mp_login))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+        .route(HEALTHZ_PATH, get(health::healthz))
+        .route(READYZ_PATH, get(health::readyz))
         .route("/openapi.json", get(openapi::openapi_json))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
