@@ -39,6 +39,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate,
+    /// All-in-one dev mode: simulator + gRPC service + gateway on an embedded SQLite database.
+    Dev(crate::dev::DevArgs),
+    /// Play a mini-program user: mint codes at the simulator, log in, print the token's claims.
+    Login(crate::client::LoginArgs),
+    /// Run the HTTP+JSON gateway for mini-programs (`POST /auth/mp_login`), a client of `serve`.
+    Gateway(GatewayArgs),
     /// Load-test the login (gRPC or gateway) or the database alone (`--limit-run`).
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -52,6 +58,17 @@ pub struct ServeArgs {
     /// Run pending migrations before serving (MP_AUTH_DATABASE__MIGRATE_ON_START).
     #[arg(long)]
     pub migrate: bool,
+}
+
+/// Arguments of `mp-auth gateway`.
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    /// HTTP listen address (default 0.0.0.0:8080; MP_AUTH_GATEWAY__LISTEN).
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// URL of the gRPC service (default http://127.0.0.1:50051; MP_AUTH_GATEWAY__BACKEND_URL).
+    #[arg(long)]
+    pub backend: Option<String>,
 }
 
 /// Entry point of the binary.
@@ -72,6 +89,9 @@ pub fn main() -> ExitCode {
         Command::Decrypt(args) => crate::wechat::decrypt_cmd::run(&settings, args),
         Command::Serve(args) => run_async(serve(settings, args)),
         Command::Migrate => run_async(migrate(settings)),
+        Command::Dev(args) => run_async(crate::dev::run(settings, args)),
+        Command::Login(args) => run_async(crate::client::run(args)),
+        Command::Gateway(args) => run_async(gateway(settings, args)),
         Command::Bench(args) => run_async(crate::bench::run(settings, *args)),
     };
     match result {
@@ -100,9 +120,29 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCo
     }
     settings.database.migrate_on_start |= args.migrate;
     crate::telemetry::init(&settings.log);
+    start_metrics(&settings).await?;
     let server = crate::grpc::GrpcServer::build(&settings).await?;
     tracing::info!(addr = %server.local_addr(), "gRPC server listening");
     server.run_until(crate::shutdown::signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn gateway(mut settings: Settings, args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    if let Some(listen) = args.listen {
+        settings.gateway.listen = listen;
+    }
+    if let Some(backend) = args.backend {
+        settings.gateway.backend_url = backend;
+    }
+    crate::telemetry::init(&settings.log);
+    start_metrics(&settings).await?;
+    let gateway = crate::gateway::Gateway::build(&settings).await?;
+    tracing::info!(
+        addr = %gateway.local_addr(),
+        backend = %settings.gateway.backend_url,
+        "HTTP gateway listening"
+    );
+    gateway.run_until(crate::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -113,4 +153,12 @@ async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {
     tracing::info!(applied, "migrations applied");
     println!("{applied} migration(s) applied");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Serves `/metrics` on `admin.metrics_listen`, when set, for the life of the process.
+async fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
+    if let Some(addr) = settings.admin.metrics_listen {
+        crate::telemetry::serve_metrics(addr, std::future::pending()).await?;
+    }
+    Ok(())
 }

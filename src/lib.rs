@@ -6,19 +6,24 @@
 //! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
 //! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
 //! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
+//! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the service.
 //! - [`bench`]: the load generator (`mp-auth bench`) and the database limit run.
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 
 pub mod bench;
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod dev;
 pub mod domain;
+pub mod gateway;
 pub mod grpc;
 pub mod login;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod tokens;
 pub mod wechat;
 

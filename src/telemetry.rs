@@ -25,3 +25,120 @@ pub fn init(settings: &LogSettings) {
             .try_init(),
     };
 }
+
+/// The process-wide Prometheus recorder (installed once; later calls reuse it).
+pub fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    static HANDLE: std::sync::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        std::sync::Mutex::new(None);
+    let mut slot = HANDLE
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(handle) = slot.as_ref() {
+        return Ok(handle.clone());
+    }
+    let latency_buckets = [
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder)
+        .map_err(|_| anyhow::anyhow!("a different metrics recorder is already installed"))?;
+    describe_metrics();
+    *slot = Some(handle.clone());
+    Ok(handle)
+}
+
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        "mp_auth_logins_total",
+        "Logins by outcome (success/error), reason, flow and app_id."
+    );
+    describe_histogram!(
+        "mp_auth_login_duration_seconds",
+        Unit::Seconds,
+        "Login latency inside the gRPC service."
+    );
+    describe_counter!(
+        "mp_auth_wechat_calls_total",
+        "WeChat API calls by endpoint and errcode (0 = success)."
+    );
+    describe_histogram!(
+        "mp_auth_wechat_call_duration_seconds",
+        Unit::Seconds,
+        "WeChat API call latency by endpoint."
+    );
+    describe_counter!(
+        "mp_auth_wechat_token_refreshes_total",
+        "Stable access_token fetches by app."
+    );
+    describe_counter!(
+        "mp_auth_wechat_token_self_heals_total",
+        "Stale access_token (40001/42001/40014) retries by app."
+    );
+    describe_counter!(
+        "mp_auth_session_key_rescues_total",
+        "Legacy decryptions rescued by the stored previous session_key."
+    );
+    describe_counter!(
+        "mp_auth_db_tx_retries_total",
+        "Login transactions retried after a deadlock or lock-wait timeout."
+    );
+    describe_gauge!(
+        "mp_auth_db_pool_connections",
+        "Open database connections in the pool."
+    );
+    describe_gauge!(
+        "mp_auth_db_pool_idle_connections",
+        "Idle database connections in the pool."
+    );
+    describe_counter!(
+        "mp_auth_http_requests_total",
+        "Gateway HTTP requests by route and status."
+    );
+    describe_histogram!(
+        "mp_auth_http_request_duration_seconds",
+        Unit::Seconds,
+        "Gateway HTTP request latency by route."
+    );
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `addr` until `shutdown`.
+/// Returns the bound address (port 0 picks a free port).
+pub async fn serve_metrics(
+    addr: std::net::SocketAddr,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<std::net::SocketAddr> {
+    use anyhow::Context as _;
+    let handle = prometheus()?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("binding the metrics listener {addr} (MP_AUTH_ADMIN__METRICS_LISTEN)")
+    })?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let handle = handle.clone();
+            async move {
+                handle.run_upkeep();
+                (
+                    [(http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    handle.render(),
+                )
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::error!(error = %e, "metrics server failed");
+        }
+    });
+    tracing::info!(addr = %bound, "metrics listening on /metrics");
+    Ok(bound)
+}

@@ -103,7 +103,7 @@ impl proto::auth_server::Auth for AuthService {
             .record(elapsed.as_secs_f64());
         match result {
             Ok(ok) => {
-                metrics::counter!("mp_auth_logins_total", "outcome" => "success", "reason" => "OK", "flow" => flow).increment(1);
+                metrics::counter!("mp_auth_logins_total", "outcome" => "success", "reason" => "OK", "flow" => flow, "app_id" => ok.app_id.to_string()).increment(1);
                 tracing::info!(
                     request_id, client_ip, app_id = %ok.app_id, flow, outcome = "success", reason = "OK",
                     user_id = %ok.user_id, is_new_user = ok.is_new_user, phone = %ok.phone_masked,
@@ -125,12 +125,15 @@ impl proto::auth_server::Auth for AuthService {
             }
             Err(err) => {
                 let r = row(&err);
-                metrics::counter!("mp_auth_logins_total", "outcome" => "error", "reason" => r.reason, "flow" => flow).increment(1);
-                let app_id: &str = if AppId::parse(&requested_app).is_ok() {
+                // Only configured app ids become label values (bounded cardinality).
+                let known_app =
+                    !matches!(err, LoginError::UnknownApp | LoginError::InvalidField(_));
+                let app_id: &str = if known_app && AppId::parse(&requested_app).is_ok() {
                     &requested_app
                 } else {
                     ""
                 };
+                metrics::counter!("mp_auth_logins_total", "outcome" => "error", "reason" => r.reason, "flow" => flow, "app_id" => app_id.to_owned()).increment(1);
                 if let LoginError::Internal(source) = &err {
                     tracing::error!(
                         request_id,

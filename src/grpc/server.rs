@@ -181,6 +181,9 @@ async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration)
         })
         .await
         .unwrap_or(false);
+        let pool = store.pool_state();
+        metrics::gauge!("mp_auth_db_pool_connections").set(f64::from(pool.connections));
+        metrics::gauge!("mp_auth_db_pool_idle_connections").set(f64::from(pool.idle));
         let status = if healthy {
             ServingStatus::Serving
         } else {

@@ -109,7 +109,7 @@ pub enum LoginError {
     #[error("WeChat is unavailable: retry later")]
     WechatUnavailable,
     /// WeChat rejected our credentials or permissions: an operator must fix the
-    /// app's configuration (FAILED_PRECONDITION, `WECHAT_APP_MISCONFIGURED`).
+    /// app's configuration (INTERNAL, `WECHAT_APP_MISCONFIGURED`).
     #[error("the service's WeChat credentials for this app are rejected by WeChat")]
     WechatMisconfigured,
     /// The encrypted data does not decrypt with the session key of this code,
@@ -118,7 +118,7 @@ pub enum LoginError {
         "the encrypted data does not match this login's session: call wx.login before the phone button, then retry"
     )]
     SessionKeyStale,
-    /// The encrypted data was produced for another app (PERMISSION_DENIED, `WATERMARK_MISMATCH`).
+    /// The encrypted data was produced for another app (INVALID_ARGUMENT, `WATERMARK_MISMATCH`).
     #[error("the encrypted data was produced for another mini program")]
     WatermarkMismatch,
     /// The encrypted data is too old (FAILED_PRECONDITION, `ENCRYPTED_DATA_EXPIRED`).

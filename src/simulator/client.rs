@@ -17,9 +17,7 @@ pub struct SimClient {
 impl SimClient {
     /// A client for the simulator at `base_url` (e.g. `http://127.0.0.1:9400`).
     pub fn new(base_url: &str) -> Self {
-        // reqwest is built without a default rustls provider; ring's is the
-        // project's. Installing twice is harmless (the second call is refused).
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_crypto_provider();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()

@@ -93,8 +93,7 @@ impl WechatClient {
     /// Builds the client: one HTTP/1.1 connection pool with the configured
     /// connect and total timeouts, redirects off (URLs carry secrets).
     pub fn new(settings: &WechatSettings, apps: &[AppCredentials]) -> Result<Self, WechatError> {
-        // reqwest is built without a default TLS provider; installing twice is harmless.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::tls::install_crypto_provider();
         let base_url = settings.base_url.trim_end_matches('/').to_owned();
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(WechatError::Config(

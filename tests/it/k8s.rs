@@ -8,19 +8,19 @@ use mp_auth::config::Settings;
 use serde_json::Value;
 use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::OnceLock};
 
-// The contract, in one place. These must match the constants in `mp_auth::grpc` and
-// `mp_auth::gateway` (and the defaults in `mp_auth::config`); point them there once those exist.
+// The contract, in one place: the names and paths come from the binary's own constants;
+// the ports are checked against the configuration defaults below.
 const GRPC_PORT: u16 = 50051;
 const SERVER_METRICS_PORT: u16 = 9090;
 const GATEWAY_HTTP_PORT: u16 = 8080;
 const GATEWAY_METRICS_PORT: u16 = 9091;
 const METRICS_PATH: &str = "/metrics";
 /// grpc.health.v1 service that stays SERVING while the process is alive.
-const LIVENESS_SERVICE: &str = "liveness";
+const LIVENESS_SERVICE: &str = mp_auth::grpc::HEALTH_LIVENESS;
 /// grpc.health.v1 service that is SERVING only when the database answers and migrations are current.
-const READINESS_SERVICE: &str = "mpauth.v1.Auth";
-const HEALTHZ_PATH: &str = "/healthz";
-const READYZ_PATH: &str = "/readyz";
+const READINESS_SERVICE: &str = mp_auth::grpc::HEALTH_AUTH;
+const HEALTHZ_PATH: &str = mp_auth::gateway::HEALTHZ_PATH;
+const READYZ_PATH: &str = mp_auth::gateway::READYZ_PATH;
 const SERVER_DRAIN_ENV: &str = "MP_AUTH_GRPC__DRAIN_TIMEOUT_MS";
 const GATEWAY_DRAIN_ENV: &str = "MP_AUTH_GATEWAY__DRAIN_TIMEOUT_MS";
 const DEFAULT_DRAIN_TIMEOUT_MS: i64 = 10_000;
@@ -525,4 +525,21 @@ fn secret_template_holds_only_placeholders_and_is_never_applied() {
     for key in referenced {
         assert!(values.contains_key(key), "the Secret template lacks {key}");
     }
+}
+
+#[test]
+fn manifest_ports_and_drain_are_the_binarys_defaults() {
+    let defaults = mp_auth::config::Settings::default();
+    assert_eq!(defaults.grpc.listen.port(), GRPC_PORT);
+    assert_eq!(defaults.gateway.listen.port(), GATEWAY_HTTP_PORT);
+    assert_eq!(
+        defaults.grpc.drain_timeout_ms as i64,
+        DEFAULT_DRAIN_TIMEOUT_MS
+    );
+    assert_eq!(
+        defaults.gateway.drain_timeout_ms as i64,
+        DEFAULT_DRAIN_TIMEOUT_MS
+    );
+    let backend = defaults.gateway.backend_url;
+    assert!(backend.ends_with(&format!(":{GRPC_PORT}")), "{backend}");
 }

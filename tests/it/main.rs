@@ -2,9 +2,14 @@
 //! The integration tests: one test binary, one module per area.
 
 mod db;
+mod dev;
+mod gateway;
+mod gateway_e2e;
 mod helpers;
 mod k8s;
+mod log_leaks;
 mod login;
+mod metrics;
 mod simulator;
 mod store;
 mod wechat_client;

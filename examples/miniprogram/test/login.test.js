@@ -117,7 +117,7 @@ function suite() {
     assert.deepEqual(req.body, { code: loadCode, appId: env.appId, phoneCode: detail.code })
     assert.equal(req.response.statusCode, 200, JSON.stringify(req.response.data))
     const body = req.response.data
-    assert.equal(body.token_type, 'Bearer')
+    assert.equal(body.token_type, 'bearer')
     assert.equal(body.openid, shim.log.logins[0].openid)
 
     const stored = shim.wx.getStorageSync(TOKEN_KEY)

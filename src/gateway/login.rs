@@ -1,0 +1,520 @@
+//! `POST /auth/mp_login`: the JSON body the mini-program sends (the original
+//! `{code, encryptedData, iv}` or the new `{code, phoneCode}`), forwarded once,
+//! never retried, to `mpauth.v1.Auth/MiniProgramLogin` with a deadline.
+
+use super::{
+    AppState,
+    client_ip::ClientIp,
+    error::{ApiError, ErrorBody, from_status},
+    request_id::RequestId,
+};
+use crate::{
+    grpc::auth::{CLIENT_IP_HEADER, REQUEST_ID_HEADER},
+    proto::{self, mini_program_login_request::Phone},
+};
+use anyhow::Context as _;
+use axum::{
+    Json,
+    extract::{FromRequest, FromRequestParts, Request, State},
+    http::{HeaderMap, HeaderValue, header, request::Parts},
+    response::{IntoResponse, Response},
+};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::{convert::Infallible, time::Instant};
+use tonic::{Code, metadata::AsciiMetadataValue};
+use utoipa::ToSchema;
+
+/// The login request. Unknown extra fields are ignored; `null` and `""` count as absent.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[schema(example = json!({"code": "0a1b2c3d4e5f", "phoneCode": "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"}))]
+pub struct LoginRequest {
+    /// The code from `wx.login()`: single-use, valid for 5 minutes.
+    pub code: String,
+    /// New flow: `e.detail.code` of `<button open-type="getPhoneNumber">`. Preferred when both flows are sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone_code: Option<String>,
+    /// Legacy flow: `e.detail.encryptedData`, exactly as received.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encrypted_data: Option<String>,
+    /// Legacy flow: `e.detail.iv`, exactly as received. Required with `encryptedData`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iv: Option<String>,
+    /// The mini-program's AppID; required only when the service serves several.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+}
+
+// Codes are secrets: never print them.
+impl std::fmt::Debug for LoginRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginRequest")
+            .field("flow", &self.flow())
+            .field("app_id", &self.app_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoginRequest {
+    /// Reads the body's fields, checking only their presence and JSON types;
+    /// the service validates the values.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| ApiError::MalformedJson {
+            problem: format!(
+                "{} at line {} column {}",
+                match e.classify() {
+                    serde_json::error::Category::Eof => "unexpected end of input",
+                    serde_json::error::Category::Io => "unreadable input",
+                    _ => "syntax error",
+                },
+                e.line(),
+                e.column()
+            ),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(ApiError::MalformedJson {
+                problem: "the top-level value must be an object".into(),
+            });
+        };
+        let request = Self {
+            code: string_field(&map, "code")?.ok_or(ApiError::InvalidField {
+                field: "code",
+                problem: "is required: send the code from wx.login()",
+            })?,
+            phone_code: string_field(&map, "phoneCode")?,
+            encrypted_data: string_field(&map, "encryptedData")?,
+            iv: string_field(&map, "iv")?,
+            app_id: string_field(&map, "appId")?,
+        };
+        if request.phone_code.is_none() {
+            match (&request.encrypted_data, &request.iv) {
+                (Some(_), Some(_)) => {}
+                (Some(_), None) => {
+                    return Err(ApiError::InvalidField {
+                        field: "iv",
+                        problem: "is required with encryptedData",
+                    });
+                }
+                (None, _) => {
+                    return Err(ApiError::InvalidField {
+                        field: "phoneCode",
+                        problem: "is required: send phoneCode (preferred) or encryptedData and iv",
+                    });
+                }
+            }
+        }
+        Ok(request)
+    }
+
+    /// `phone_code` or `encrypted_data`, for logs.
+    pub fn flow(&self) -> &'static str {
+        if self.phone_code.is_some() {
+            "phone_code"
+        } else {
+            "encrypted_data"
+        }
+    }
+
+    /// The gRPC request: phoneCode wins over encryptedData; values pass through untouched.
+    pub fn into_proto(self) -> proto::MiniProgramLoginRequest {
+        let phone = match (self.phone_code, self.encrypted_data) {
+            (Some(code), _) => Some(Phone::PhoneCode(code)),
+            (None, Some(encrypted_data)) => Some(Phone::Encrypted(proto::EncryptedPhone {
+                encrypted_data,
+                iv: self.iv.unwrap_or_default(),
+            })),
+            (None, None) => None,
+        };
+        proto::MiniProgramLoginRequest {
+            app_id: self.app_id.unwrap_or_default(),
+            code: self.code,
+            phone,
+        }
+    }
+}
+
+/// A string field: absent, `null` and `""` are `None`; any other non-string is an error.
+fn string_field(map: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ApiError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::InvalidField {
+            field: name,
+            problem: "must be a string",
+        }),
+    }
+}
+
+/// A successful login.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({
+    "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl",
+    "token_type": "bearer", "expires_in": 7200, "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+    "user_id": "42", "is_new_user": false
+}))]
+pub struct LoginResponse {
+    /// The access token (a JWT); send it as `Authorization: Bearer <token>`.
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: String,
+    /// Lifetime of the token in seconds.
+    pub expires_in: i64,
+    /// The user's openid within this mini-program.
+    pub openid: String,
+    /// The user's stable id (a decimal string).
+    pub user_id: String,
+    /// True when this login created the user.
+    pub is_new_user: bool,
+    /// The user's unionid; present only when the mini-program is bound to an Open Platform account.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unionid: Option<String>,
+}
+
+impl From<proto::MiniProgramLoginResponse> for LoginResponse {
+    fn from(r: proto::MiniProgramLoginResponse) -> Self {
+        Self {
+            access_token: r.access_token,
+            token_type: "bearer".to_owned(),
+            expires_in: r.expires_in,
+            openid: r.openid,
+            user_id: r.user_id,
+            is_new_user: r.is_new_user,
+            unionid: (!r.unionid.is_empty()).then_some(r.unionid),
+        }
+    }
+}
+
+/// The JSON body extractor: content type, size and read-time limits, then
+/// [`LoginRequest::from_json`]. Every rejection is an [`ApiError`].
+pub struct LoginJson(pub LoginRequest);
+
+impl FromRequest<AppState> for LoginJson {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.max_body_bytes;
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        let read = Limited::new(req.into_body(), limit).collect();
+        let bytes = match tokio::time::timeout(state.body_read_timeout, read).await {
+            Err(_) => return Err(ApiError::BodyTimeout),
+            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+                return Err(ApiError::PayloadTooLarge { limit });
+            }
+            Ok(Err(_)) => {
+                return Err(ApiError::MalformedJson {
+                    problem: "the body could not be read".into(),
+                });
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+        };
+        LoginRequest::from_json(&bytes).map(Self)
+    }
+}
+
+/// `application/json`, with an optional `charset=utf-8` (any case, quoted or not).
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mut parts = value.split(';');
+    let essence = parts.next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
+        && parts.all(|param| {
+            let param = param.trim();
+            match param.split_once('=') {
+                Some((name, value)) if name.trim().eq_ignore_ascii_case("charset") => {
+                    value.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+                }
+                _ => param.is_empty(),
+            }
+        })
+}
+
+/// What the edge middleware learned about a request: its id and client address.
+#[derive(Debug, Clone)]
+pub struct EdgeContext {
+    /// The request id.
+    pub request_id: RequestId,
+    /// The resolved client IP.
+    pub client_ip: Option<ClientIp>,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for EdgeContext {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self {
+            request_id: parts
+                .extensions
+                .get::<RequestId>()
+                .cloned()
+                .unwrap_or_else(RequestId::generate),
+            client_ip: parts.extensions.get::<ClientIp>().copied(),
+        })
+    }
+}
+
+/// Logs a mini-program user in.
+#[utoipa::path(
+    post,
+    path = "/auth/mp_login",
+    tag = "auth",
+    request_body(content = LoginRequest, content_type = "application/json",
+        description = "The original `{code, encryptedData, iv}` or the new `{code, phoneCode}`, plus optional `appId`."),
+    params(("X-Request-Id" = Option<String>, Header,
+        description = "Optional request id (1-64 characters of [A-Za-z0-9-_.]); echoed, or generated")),
+    responses(
+        (status = 200, description = "Logged in (Cache-Control: no-store)", body = LoginResponse),
+        (status = 400, description = "INVALID_ARGUMENT, MALFORMED_JSON, APP_ID_REQUIRED, WATERMARK_MISMATCH or UNKNOWN_APP", body = ErrorBody),
+        (status = 401, description = "LOGIN_CODE_INVALID, LOGIN_CODE_USED or PHONE_CODE_INVALID", body = ErrorBody),
+        (status = 403, description = "USER_BLOCKED", body = ErrorBody),
+        (status = 405, description = "METHOD_NOT_ALLOWED", body = ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT: the body was not received in time", body = ErrorBody),
+        (status = 409, description = "SESSION_KEY_STALE or ENCRYPTED_DATA_EXPIRED", body = ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 429, description = "RATE_LIMITED or WECHAT_RATE_LIMITED", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "INTERNAL", body = ErrorBody),
+        (status = 503, description = "WECHAT_UNAVAILABLE, DATABASE_UNAVAILABLE or BACKEND_UNAVAILABLE", body = ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (1-5)"))),
+        (status = 504, description = "TIMEOUT", body = ErrorBody),
+    )
+)]
+pub async fn mp_login(
+    State(state): State<AppState>,
+    ctx: EdgeContext,
+    LoginJson(body): LoginJson,
+) -> Result<Response, ApiError> {
+    let request_id = ctx.request_id;
+    let mut request = tonic::Request::new(body.into_proto());
+    request.set_timeout(state.backend_timeout);
+    let metadata = request.metadata_mut();
+    metadata.insert(
+        REQUEST_ID_HEADER,
+        AsciiMetadataValue::try_from(request_id.as_str())
+            .context("request id as metadata")
+            .map_err(ApiError::Unexpected)?,
+    );
+    if let Some(ClientIp(ip)) = ctx.client_ip {
+        metadata.insert(
+            CLIENT_IP_HEADER,
+            AsciiMetadataValue::try_from(ip.to_string())
+                .context("client ip as metadata")
+                .map_err(ApiError::Unexpected)?,
+        );
+    }
+    // One attempt only: WeChat codes are single-use, a retry could only fail or double-log-in.
+    let mut client = state.auth.clone();
+    let started = Instant::now();
+    let call = client.mini_program_login(request);
+    match tokio::time::timeout(state.backend_timeout, call).await {
+        Err(_) => Err(ApiError::Timeout),
+        // The channel enforces the request's grpc-timeout itself and reports
+        // its expiry as CANCELLED: that is the gateway's own deadline.
+        Ok(Err(status))
+            if status.code() == Code::Cancelled && started.elapsed() >= state.backend_timeout =>
+        {
+            Err(ApiError::Timeout)
+        }
+        Ok(Err(status)) => {
+            let err = from_status(&status);
+            // The client gets an opaque message for these: the details go to the log.
+            match err.reason() {
+                super::Reason::Internal => tracing::error!(
+                    request_id = %request_id,
+                    grpc_code = ?status.code(),
+                    grpc_message = status.message(),
+                    "backend error"
+                ),
+                super::Reason::BackendUnavailable => tracing::warn!(
+                    request_id = %request_id,
+                    grpc_code = ?status.code(),
+                    grpc_message = status.message(),
+                    "backend unavailable"
+                ),
+                _ => {}
+            }
+            Err(err)
+        }
+        Ok(Ok(response)) => {
+            let body = LoginResponse::from(response.into_inner());
+            let mut response = Json(body).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+            Ok(response)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::Reason;
+
+    fn parse(json: &str) -> Result<LoginRequest, ApiError> {
+        LoginRequest::from_json(json.as_bytes())
+    }
+
+    #[track_caller]
+    fn rejected(json: &str, reason: Reason, field: Option<&str>) {
+        let err = parse(json).unwrap_err();
+        assert_eq!(err.reason(), reason, "{json}");
+        assert_eq!(err.body().field.as_deref(), field, "{json}");
+    }
+
+    #[test]
+    fn the_original_body_becomes_the_encrypted_oneof_untouched() {
+        let req = parse(r#"{"code":"c0de","encryptedData":"ab+/ cd==","iv":"aXY="}"#).unwrap();
+        let wire = req.into_proto();
+        assert_eq!(wire.code, "c0de");
+        assert_eq!(wire.app_id, "");
+        assert_eq!(
+            wire.phone,
+            Some(Phone::Encrypted(proto::EncryptedPhone {
+                encrypted_data: "ab+/ cd==".into(),
+                iv: "aXY=".into()
+            }))
+        );
+    }
+
+    #[test]
+    fn the_new_body_becomes_phone_code_and_wins_over_encrypted_data() {
+        let wire = parse(r#"{"code":"c","phoneCode":"p","appId":"wx1"}"#)
+            .unwrap()
+            .into_proto();
+        assert_eq!(wire.phone, Some(Phone::PhoneCode("p".into())));
+        assert_eq!(wire.app_id, "wx1");
+        let wire = parse(r#"{"code":"c","phoneCode":"p","encryptedData":"e","iv":"i"}"#)
+            .unwrap()
+            .into_proto();
+        assert_eq!(wire.phone, Some(Phone::PhoneCode("p".into())));
+    }
+
+    #[test]
+    fn unknown_fields_and_nulls_are_ignored() {
+        let req = parse(
+            r#"{"code":"c","encryptedData":"e","iv":"i","rawData":{"x":1},"signature":"s","appId":null,"phoneCode":""}"#,
+        )
+        .unwrap();
+        assert_eq!(req.flow(), "encrypted_data");
+        assert_eq!(req.app_id, None);
+    }
+
+    #[test]
+    fn malformed_json_and_non_objects_are_malformed_json() {
+        rejected(r#"{"code":"#, Reason::MalformedJson, None);
+        rejected("", Reason::MalformedJson, None);
+        rejected("[1,2]", Reason::MalformedJson, None);
+        rejected("\"code\"", Reason::MalformedJson, None);
+        let err = parse("{\"code\": \"secret-code\" oops").unwrap_err();
+        assert!(!err.body().message.contains("secret-code"));
+    }
+
+    #[test]
+    fn wrong_types_name_the_field() {
+        rejected(
+            r#"{"code":1,"phoneCode":"p"}"#,
+            Reason::InvalidArgument,
+            Some("code"),
+        );
+        rejected(
+            r#"{"code":"c","phoneCode":true}"#,
+            Reason::InvalidArgument,
+            Some("phoneCode"),
+        );
+        rejected(
+            r#"{"code":"c","encryptedData":["x"],"iv":"i"}"#,
+            Reason::InvalidArgument,
+            Some("encryptedData"),
+        );
+        rejected(
+            r#"{"code":"c","phoneCode":"p","appId":7}"#,
+            Reason::InvalidArgument,
+            Some("appId"),
+        );
+    }
+
+    #[test]
+    fn missing_fields_are_named() {
+        rejected(
+            r#"{"phoneCode":"p"}"#,
+            Reason::InvalidArgument,
+            Some("code"),
+        );
+        rejected(
+            r#"{"code":"","phoneCode":"p"}"#,
+            Reason::InvalidArgument,
+            Some("code"),
+        );
+        rejected(
+            r#"{"code":"c"}"#,
+            Reason::InvalidArgument,
+            Some("phoneCode"),
+        );
+        rejected(
+            r#"{"code":"c","encryptedData":"e"}"#,
+            Reason::InvalidArgument,
+            Some("iv"),
+        );
+    }
+
+    #[test]
+    fn json_content_types_are_recognised() {
+        let ok = |ct: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_str(ct).unwrap());
+            is_json(&h)
+        };
+        assert!(ok("application/json"));
+        assert!(ok("application/json; charset=utf-8"));
+        assert!(ok("Application/JSON;charset=\"UTF-8\""));
+        assert!(!ok("application/json; charset=gbk"));
+        assert!(!ok("text/plain"));
+        assert!(!ok("application/x-www-form-urlencoded"));
+        assert!(!ok("application/jsonp"));
+        assert!(!is_json(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn debug_output_never_shows_codes() {
+        let req = parse(r#"{"code":"SECRETCODE","phoneCode":"SECRETPHONE"}"#).unwrap();
+        let dbg = format!("{req:?}");
+        assert!(!dbg.contains("SECRET"), "{dbg}");
+    }
+
+    #[test]
+    fn the_response_says_bearer_and_omits_an_empty_unionid() {
+        let body = LoginResponse::from(proto::MiniProgramLoginResponse {
+            access_token: "t".into(),
+            token_type: "Bearer".into(),
+            expires_in: 7200,
+            user_id: "42".into(),
+            openid: "o".into(),
+            unionid: String::new(),
+            is_new_user: true,
+            app_id: "wx1".into(),
+        });
+        let json = serde_json::to_value(&body).unwrap();
+        assert_eq!(json["token_type"], "bearer");
+        assert!(json.get("unionid").is_none());
+        assert!(json.get("app_id").is_none());
+    }
+}

@@ -1,0 +1,224 @@
+//! The HTTP gateway for mini-program clients (`wx.request` speaks HTTPS+JSON,
+//! not gRPC). It holds no WeChat secret and no database credential: it turns
+//! `POST /auth/mp_login` into one `mpauth.v1.Auth/MiniProgramLogin` call over a
+//! pooled, lazily connected channel, and the resulting status into HTTP with
+//! the one table in [`error::from_status`]. See docs/http-api.md.
+
+pub mod client_ip;
+pub mod edge;
+pub mod error;
+pub mod health;
+pub mod login;
+pub mod openapi;
+pub mod rate_limit;
+pub mod request_id;
+mod server;
+
+pub use error::{ApiError, ErrorBody, Reason, from_status};
+pub use login::{LoginRequest, LoginResponse};
+
+use crate::{
+    config::{ConfigError, GatewaySettings, Settings},
+    proto::auth_client::AuthClient,
+};
+use anyhow::Context as _;
+use axum::{
+    Router,
+    routing::{get, post},
+};
+use client_ip::TrustedProxies;
+use rate_limit::RateLimiter;
+use std::{
+    future::Future,
+    net::SocketAddr,
+    ops::Deref,
+    sync::{Arc, atomic::AtomicBool},
+    time::Duration,
+};
+use tokio::net::TcpListener;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_client::HealthClient;
+
+/// Longest wait of `/readyz` for the backend's health answer.
+const READY_TIMEOUT: Duration = Duration::from_secs(1);
+/// Longest wait for a TCP connection to the backend.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What every handler shares: the backend clients (one pooled channel) and limits.
+#[derive(Clone)]
+pub struct AppState(Arc<StateInner>);
+
+/// The contents of [`AppState`].
+pub struct StateInner {
+    /// `mpauth.v1.Auth` client over the shared channel.
+    pub auth: AuthClient<Channel>,
+    /// `grpc.health.v1.Health` client over the same channel.
+    pub health: HealthClient<Channel>,
+    /// Deadline of one forwarded login.
+    pub backend_timeout: Duration,
+    /// Deadline of the `/readyz` health check.
+    pub ready_timeout: Duration,
+    /// Time allowed for the request body once the headers are in.
+    pub body_read_timeout: Duration,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub proxies: TrustedProxies,
+    /// Per-client-IP limiter; `None` when disabled.
+    pub limiter: Option<RateLimiter>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = StateInner;
+    fn deref(&self) -> &StateInner {
+        &self.0
+    }
+}
+
+fn invalid(setting: &str, problem: impl Into<String>, fix: &str) -> ConfigError {
+    ConfigError::Invalid {
+        setting: format!("gateway.{setting}"),
+        problem: problem.into(),
+        fix: fix.to_owned(),
+    }
+}
+
+impl AppState {
+    /// Validates the settings and creates the lazily connecting channel (the
+    /// gateway starts even when the backend is down). Needs a tokio runtime.
+    pub fn new(settings: &GatewaySettings) -> Result<Self, ConfigError> {
+        if !settings.backend_url.starts_with("http://") {
+            return Err(invalid(
+                "backend_url",
+                format!("{:?} is not an http:// URL", settings.backend_url),
+                "use e.g. http://mp-auth-grpc:50051 (MP_AUTH_GATEWAY__BACKEND_URL or --backend); \
+                 TLS to the backend belongs to the mesh",
+            ));
+        }
+        for (name, value) in [
+            ("backend_timeout_ms", settings.backend_timeout_ms),
+            ("header_read_timeout_ms", settings.header_read_timeout_ms),
+            ("max_body_bytes", settings.max_body_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(
+                    name,
+                    "must be positive",
+                    "see docs/http-api.md for defaults",
+                ));
+            }
+        }
+        let proxies = TrustedProxies::parse(&settings.trusted_proxies).map_err(|e| {
+            invalid(
+                "trusted_proxies",
+                format!("{:?} is neither an IP address nor a CIDR", e.entry),
+                "use e.g. [\"10.0.0.0/8\", \"192.168.1.7\"]",
+            )
+        })?;
+        let backend_timeout = Duration::from_millis(settings.backend_timeout_ms);
+        let endpoint = Endpoint::from_shared(settings.backend_url.clone())
+            .map_err(|e| {
+                invalid(
+                    "backend_url",
+                    e.to_string(),
+                    "use e.g. http://mp-auth-grpc:50051",
+                )
+            })?
+            .connect_timeout(CONNECT_TIMEOUT.min(backend_timeout))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        let channel = endpoint.connect_lazy();
+        Ok(Self(Arc::new(StateInner {
+            auth: AuthClient::new(channel.clone()),
+            health: HealthClient::new(channel),
+            backend_timeout,
+            ready_timeout: READY_TIMEOUT.min(backend_timeout),
+            body_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+            max_body_bytes: settings.max_body_bytes,
+            proxies,
+            limiter: RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
+            draining: AtomicBool::new(false),
+        })))
+    }
+}
+
+/// Liveness probe path: 200 while the process is alive.
+pub const HEALTHZ_PATH: &str = "/healthz";
+/// Readiness probe path: 200 while the backend reports `mpauth.v1.Auth` SERVING.
+pub const READYZ_PATH: &str = "/readyz";
+
+/// The gateway's routes, wrapped in the edge middleware. Every response that
+/// is not a success is the JSON error shape, including unknown routes and methods.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/auth/mp_login", post(login::mp_login))
+        .route(HEALTHZ_PATH, get(health::healthz))
+        .route(READYZ_PATH, get(health::readyz))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::edge,
+        ))
+        .with_state(state)
+}
+
+/// A bound, ready-to-run gateway.
+pub struct Gateway {
+    listener: TcpListener,
+    state: AppState,
+    settings: GatewaySettings,
+}
+
+impl Gateway {
+    /// Validates `settings.gateway`, prepares the backend channel (lazily:
+    /// the backend may be down) and binds `gateway.listen` (port 0 picks a free port).
+    pub async fn build(settings: &Settings) -> anyhow::Result<Gateway> {
+        let gw = &settings.gateway;
+        let state = AppState::new(gw)?;
+        let listener = TcpListener::bind(gw.listen).await.with_context(|| {
+            format!(
+                "binding gateway listener {} (set MP_AUTH_GATEWAY__LISTEN or --listen)",
+                gw.listen
+            )
+        })?;
+        Ok(Gateway {
+            listener,
+            state,
+            settings: gw.clone(),
+        })
+    }
+
+    /// The address actually bound.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.settings.listen)
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, drains
+    /// in-flight requests within `gateway.drain_timeout_ms`, and returns.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let state = self.state.clone();
+        server::serve(
+            self.listener,
+            router(self.state),
+            Duration::from_millis(self.settings.header_read_timeout_ms),
+            Duration::from_millis(self.settings.drain_timeout_ms),
+            move || {
+                state
+                    .draining
+                    .store(true, std::sync::atomic::Ordering::Relaxed)
+            },
+            shutdown,
+        )
+        .await;
+        Ok(())
+    }
+}

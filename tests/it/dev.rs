@@ -1,0 +1,198 @@
+//! Dev mode and the `login` command, as a user runs them: child processes on
+//! free ports with a temporary data directory.
+
+use std::{
+    path::Path,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+/// A `mp-auth dev` child process.
+pub struct DevProcess {
+    child: Child,
+    pub endpoints: serde_json::Value,
+}
+
+impl DevProcess {
+    /// Starts dev mode on free ports in `dir` and waits until it is ready.
+    pub fn start(dir: &Path) -> DevProcess {
+        let stderr = if std::env::var_os("TEST_LOG").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        Self::start_with(dir, Stdio::null(), stderr, &[])
+    }
+
+    /// Starts dev mode with the given output streams and extra environment.
+    pub fn start_with(
+        dir: &Path,
+        stdout: Stdio,
+        stderr: Stdio,
+        env: &[(&str, &str)],
+    ) -> DevProcess {
+        let _ = std::fs::remove_file(dir.join("endpoints.json"));
+        let child = Command::new(env!("CARGO_BIN_EXE_mp-auth"))
+            .args([
+                "dev",
+                "--sim-port",
+                "0",
+                "--grpc-port",
+                "0",
+                "--http-port",
+                "0",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .env_remove("DATABASE_URL")
+            .env("MP_AUTH_LOG__FORMAT", "json")
+            .envs(env.iter().copied())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let mut dev = DevProcess {
+            child,
+            endpoints: serde_json::Value::Null,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let path = dir.join("endpoints.json");
+        while Instant::now() < deadline {
+            if let Some(status) = dev.child.try_wait().unwrap() {
+                panic!("dev mode exited early: {status}");
+            }
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+            {
+                dev.endpoints = v;
+                return dev;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dev mode did not become ready within 60 s");
+    }
+
+    pub fn endpoint(&self, name: &str) -> String {
+        self.endpoints[name].as_str().unwrap().to_owned()
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "dev mode exited with {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        panic!("dev mode did not stop within 20 s of SIGTERM");
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `mp-auth login --json` against `dev` and returns the response.
+fn login(dev: &DevProcess, user: &str, extra: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_mp-auth"))
+        .args([
+            "login",
+            "--json",
+            "--user",
+            user,
+            "--gateway",
+            &dev.endpoint("gateway"),
+            "--simulator",
+            &dev.endpoint("simulator"),
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "login failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn verify(dir: &Path, token: &str) -> serde_json::Value {
+    let secrets: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("dev-secrets.json")).unwrap())
+            .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_secret(
+        secrets["token_secret"].as_str().unwrap().as_bytes(),
+    );
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.set_audience(&["mp-auth-clients"]);
+    validation.set_issuer(&["mp-auth"]);
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+        .unwrap()
+        .claims
+}
+
+#[test]
+fn dev_mode_logs_users_in_and_keeps_them_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start(dir.path());
+    let first = login(&dev, "alice", &[]);
+    let token = first["access_token"].as_str().unwrap();
+    let claims = verify(dir.path(), token);
+    assert_eq!(claims["sub"], first["user_id"]);
+    let legacy = login(&dev, "bob", &["--flow", "legacy"]);
+    assert_eq!(legacy["is_new_user"], true);
+    let via_grpc = login(
+        &dev,
+        "carol",
+        &["--grpc", &format!("http://{}", dev.endpoint("grpc"))],
+    );
+    assert_eq!(via_grpc["is_new_user"], true);
+    dev.stop();
+
+    let dev = DevProcess::start(dir.path());
+    let again = login(&dev, "alice", &[]);
+    assert_eq!(again["is_new_user"], false, "the user survived the restart");
+    assert_eq!(again["user_id"], first["user_id"]);
+    verify(dir.path(), again["access_token"].as_str().unwrap());
+    dev.stop();
+}
+
+#[test]
+fn the_mini_program_sample_logs_in_against_dev_mode() {
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "Node.js is required for the mini-program sample test (Node 20+)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start(dir.path());
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("node")
+        .args(["--test", "examples/miniprogram/test/"])
+        .current_dir(root)
+        .env("MP_AUTH_GATEWAY_URL", dev.endpoint("gateway"))
+        .env("MP_AUTH_SIM_URL", dev.endpoint("simulator"))
+        .env("MP_AUTH_APP_ID", dev.endpoint("app_id"))
+        .output()
+        .unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "the mini-program tests failed:\n{report}"
+    );
+    assert!(report.contains("# fail 0"), "{report}");
+    dev.stop();
+}

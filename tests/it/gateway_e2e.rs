@@ -1,0 +1,161 @@
+//! The gateway in front of the real gRPC service (MariaDB, simulator): the
+//! original front end's request shape byte for byte, and the error mapping
+//! end to end.
+
+use crate::helpers::*;
+use mp_auth::gateway::Gateway;
+use std::time::Duration;
+
+struct Stack {
+    app: TestApp,
+    gateway: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn stack(opts: TestAppOptions) -> Stack {
+    let app = TestApp::spawn_with(opts).await;
+    let mut settings = app.settings.clone();
+    settings.gateway.backend_url = format!("http://{}", app.grpc_addr);
+    let gateway = Gateway::build(&settings).await.unwrap();
+    let url = format!("http://{}", gateway.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.run_until(async {
+        let _ = stopped.await;
+    }));
+    Stack {
+        app,
+        gateway: url,
+        _stop: stop,
+    }
+}
+
+fn http() -> reqwest::Client {
+    mp_auth::tls::install_crypto_provider();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn post(url: &str, body: String) -> (u16, serde_json::Value, reqwest::header::HeaderMap) {
+    let resp = http()
+        .post(format!("{url}/auth/mp_login"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, resp.json().await.unwrap(), headers)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_original_front_end_body_logs_in_through_the_gateway() {
+    let s = stack(TestAppOptions::default()).await;
+    let user = unique_user();
+    let code = s
+        .app
+        .sim_client
+        .login(s.app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    // Exactly what the original product's front end sends.
+    let body = format!(
+        r#"{{"code":"{}","encryptedData":"{}","iv":"{}"}}"#,
+        code, pressed.encrypted_data, pressed.iv
+    );
+    let (status, json, headers) = post(&s.gateway, body).await;
+    assert_eq!(status, 200, "{json}");
+    assert_eq!(json["token_type"], "bearer");
+    assert_eq!(json["is_new_user"], true);
+    assert_eq!(json["expires_in"], 7200);
+    assert!(json["user_id"].is_string());
+    assert!(json["openid"].is_string());
+    assert_eq!(headers["cache-control"], "no-store");
+    let claims = s
+        .app
+        .token_issuer()
+        .verify(json["access_token"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(serde_json::Value::String(claims.sub), json["user_id"]);
+
+    let code = s
+        .app
+        .sim_client
+        .login(s.app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    let body =
+        serde_json::json!({"code": code, "phoneCode": pressed.code, "appId": s.app.app_id()})
+            .to_string();
+    let (status, again, _) = post(&s.gateway, body).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["is_new_user"], false);
+    assert_eq!(again["user_id"], json["user_id"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
+    let s = stack(TestAppOptions {
+        session_refresh: Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    // Stale session: phone button, then wx.login rotates the key, no stored key.
+    let user = unique_user();
+    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    let code = s
+        .app
+        .sim_client
+        .login(s.app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let body = serde_json::json!({"code": code, "encryptedData": pressed.encrypted_data, "iv": pressed.iv}).to_string();
+    let (status, json, _) = post(&s.gateway, body.clone()).await;
+    assert_eq!(
+        (status, json["reason"].as_str()),
+        (409, Some("SESSION_KEY_STALE")),
+        "{json}"
+    );
+    // The same code again: used.
+    let (status, json, _) = post(&s.gateway, body).await;
+    assert_eq!(
+        (status, json["reason"].as_str()),
+        (401, Some("LOGIN_CODE_USED")),
+        "{json}"
+    );
+    // WeChat rate limit: 429 with Retry-After.
+    s.app
+        .sim_client
+        .set_fault(&mp_auth::simulator::Fault {
+            errcode: Some(45011),
+            ..mp_auth::simulator::Fault::on(mp_auth::simulator::FaultEndpoint::Jscode2Session)
+        })
+        .await
+        .unwrap();
+    let code = s
+        .app
+        .sim_client
+        .login(s.app.app_id(), &user, None)
+        .await
+        .unwrap()
+        .code;
+    let (status, json, headers) = post(
+        &s.gateway,
+        serde_json::json!({"code": code, "phoneCode": "x"}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["reason"].as_str()),
+        (429, Some("WECHAT_RATE_LIMITED")),
+        "{json}"
+    );
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(s.app.db.store.user_count().await.unwrap(), 0);
+}
