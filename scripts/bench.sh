@@ -12,7 +12,7 @@
 # CONCURRENCIES ("16 64 256"), FLOWS ("legacy code"), TARGETS ("grpc http"),
 # POOL_SIZE (server and limit-run pool; default: the server's default),
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
-# SIM_PORT / GRPC_PORT / GATEWAY_PORT (19400 / 15051 / 18080),
+# SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
 # MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ TARGETS=${TARGETS:-"grpc http"}
 SIM_PORT=${SIM_PORT:-19400}
 GRPC_PORT=${GRPC_PORT:-15051}
 GATEWAY_PORT=${GATEWAY_PORT:-18080}
+METRICS_PORT=${METRICS_PORT:-19090}
 MYSQL_SERVER=${MP_AUTH_TEST_MYSQL_URL:-mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306}
 MYSQL_SERVER=${MYSQL_SERVER%/}
 OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
@@ -98,7 +99,9 @@ export MP_AUTH_TOKEN__HS256_SECRET="bench-signing-secret-0123456789-abcdefghijkl
 export MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; fi
 
-"$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
+# Production-like: JSON logs at info (one line per login) and Prometheus metrics on.
+MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
+    "$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_port "$GRPC_PORT"
@@ -111,6 +114,7 @@ if "$BIN" --help | grep -qE '^\s+gateway\b'; then
     MP_AUTH_GATEWAY__LISTEN="127.0.0.1:$GATEWAY_PORT" \
     MP_AUTH_GATEWAY__BACKEND_URL="http://127.0.0.1:$GRPC_PORT" \
     MP_AUTH_GATEWAY__RATE_LIMIT_PER_SEC=0 \
+    MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$((METRICS_PORT + 1))" \
         "$BIN" gateway >"$OUT/gateway.log" 2>&1 &
     GATEWAY_PID=$!
     PIDS+=("$GATEWAY_PID")
@@ -123,7 +127,8 @@ fi
 
 COMMON=(--simulator "http://127.0.0.1:$SIM_PORT" --grpc "http://127.0.0.1:$GRPC_PORT"
     --gateway "http://127.0.0.1:$GATEWAY_PORT" --app-id "$APP_ID" --database-url "$DATABASE_URL"
-    --population "$POPULATION" --requests "$REQUESTS" --warmup "$WARMUP" --runs "$RUNS")
+    --population "$POPULATION" --warmup "$WARMUP" --runs "$RUNS")
+RUN=(--requests "$REQUESTS" --no-seed)
 TABLE=$OUT/results.md
 LIMIT_TABLE=$OUT/limit.md
 
@@ -136,7 +141,7 @@ for target in $TARGETS; do
         for c in $CONCURRENCIES; do
             name=$target-$flow-c$c
             log "$name"
-            "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --no-seed --target "$target" --flow "$flow" \
+            "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow "$flow" \
                 --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
         done
     done
@@ -149,7 +154,7 @@ for target in $TARGETS; do
     log "$name"
     fault POST -H 'content-type: application/json' \
         -d '{"endpoint":"*","latency_ms":20,"count":null}'
-    "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --no-seed --target "$target" --flow legacy \
+    "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow legacy \
         --concurrency 256 --label "${target/http/gateway} legacy c=256 WeChat +20 ms" \
         --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
     fault DELETE
@@ -162,7 +167,7 @@ if [ -n "$MARIADB_PID" ]; then LIMIT_WATCH+=(--pid "mariadb=$MARIADB_PID"); fi
 for c in $CONCURRENCIES; do
     name=limit-c$c
     log "$name"
-    "$BIN" bench "${COMMON[@]}" "${LIMIT_WATCH[@]}" --limit-run --no-seed \
+    "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${LIMIT_WATCH[@]}" --limit-run \
         --concurrency "$c" --json "$OUT/$name.json" --table "$LIMIT_TABLE" >"$OUT/$name.txt"
 done
 
