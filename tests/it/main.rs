@@ -5,6 +5,7 @@ mod db;
 mod dev;
 mod gateway;
 mod gateway_e2e;
+mod grpcurl;
 mod health;
 mod helpers;
 mod k8s;
