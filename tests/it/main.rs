@@ -13,6 +13,7 @@ mod log_leaks;
 mod login;
 mod metrics;
 mod private_db;
+mod shutdown;
 mod simulator;
 mod store;
 mod wechat_client;
