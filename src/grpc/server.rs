@@ -318,4 +318,80 @@ mod tests {
         let res = svc.oneshot(request("/x")).await.unwrap();
         assert_eq!(grpc_status(&res), Some("13"));
     }
+
+    /// Panics on its first call, then delegates: a handler bug that hits once.
+    #[derive(Clone)]
+    struct PanicFirst<S> {
+        inner: S,
+        armed: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl<S: tonic::server::NamedService> tonic::server::NamedService for PanicFirst<S> {
+        const NAME: &'static str = S::NAME;
+    }
+
+    impl<S> tower::Service<http::Request<tonic::body::Body>> for PanicFirst<S>
+    where
+        S: tower::Service<http::Request<tonic::body::Body>>,
+        S::Future: Send + 'static,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            let panic_now = self
+                .armed
+                .swap(false, std::sync::atomic::Ordering::SeqCst);
+            let fut = self.inner.call(req);
+            Box::pin(async move {
+                if panic_now {
+                    panic!("handler bug");
+                }
+                fut.await
+            })
+        }
+    }
+
+    /// Without the layer this fails: the stream is reset (CANCELLED, "h2 protocol error").
+    #[tokio::test]
+    async fn the_real_server_answers_a_panic_with_internal_and_keeps_the_connection() {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let server = server_builder(&GrpcSettings::default())
+            .layer(catch_panic_layer())
+            .add_service(PanicFirst {
+                inner: health,
+                armed: Arc::new(true.into()),
+            })
+            .serve_with_incoming(incoming);
+        let server = tokio::spawn(server);
+
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel);
+        let check = || HealthCheckRequest {
+            service: String::new(),
+        };
+        let err = client.check(check()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+        // Same channel, same HTTP/2 connection: it survived the panic.
+        let ok = client.check(check()).await.unwrap().into_inner();
+        assert_eq!(ok.status, 1, "SERVING");
+        assert!(!server.is_finished(), "the server is still running");
+        server.abort();
+    }
 }
