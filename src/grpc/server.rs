@@ -285,7 +285,11 @@ mod tests {
             .call(request("/panic"))
             .await
             .unwrap();
-        assert_eq!(res.status(), http::StatusCode::OK, "gRPC errors ride on 200");
+        assert_eq!(
+            res.status(),
+            http::StatusCode::OK,
+            "gRPC errors ride on 200"
+        );
         assert_eq!(grpc_status(&res), Some("13"), "INTERNAL");
         assert_eq!(
             res.headers().get(http::header::CONTENT_TYPE).unwrap(),
@@ -347,9 +351,7 @@ mod tests {
         }
 
         fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-            let panic_now = self
-                .armed
-                .swap(false, std::sync::atomic::Ordering::SeqCst);
+            let panic_now = self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
             let fut = self.inner.call(req);
             Box::pin(async move {
                 if panic_now {

@@ -129,7 +129,12 @@ async fn grpcurl_logs_in_with_codes_minted_by_the_simulator() {
         .await
         .unwrap()
         .code;
-    let phone_code = app.sim_client.phone(app.app_id(), &user).await.unwrap().code;
+    let phone_code = app
+        .sim_client
+        .phone(app.app_id(), &user)
+        .await
+        .unwrap()
+        .code;
     let body = serde_json::json!({
         "app_id": app.app_id(),
         "code": code,
@@ -179,7 +184,11 @@ async fn grpcurl_health_check_reports_the_auth_service_serving() {
     }
     let out = run(
         app.grpc_addr,
-        &["-d", r#"{"service":"liveness"}"#, "grpc.health.v1.Health/Check"],
+        &[
+            "-d",
+            r#"{"service":"liveness"}"#,
+            "grpc.health.v1.Health/Check",
+        ],
     )
     .await;
     assert!(out.contains("\"SERVING\""), "{out}");
@@ -213,7 +222,10 @@ async fn reflection_v1_answers_a_rust_client_too() {
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
     assert!(names.iter().any(|n| n == "mpauth.v1.Auth"), "{names:?}");
-    assert!(names.iter().any(|n| n == "grpc.health.v1.Health"), "{names:?}");
+    assert!(
+        names.iter().any(|n| n == "grpc.health.v1.Health"),
+        "{names:?}"
+    );
 }
 
 /// A one-message request stream.

@@ -9,6 +9,7 @@ mod grpcurl;
 mod health;
 mod helpers;
 mod k8s;
+mod limits;
 mod log_leaks;
 mod login;
 mod metrics;

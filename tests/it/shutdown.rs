@@ -11,7 +11,9 @@ use mp_auth::{
     domain::AppId,
     grpc::HEALTH_AUTH,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
-    simulator::{Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig},
+    simulator::{
+        Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
+    },
 };
 use secrecy::SecretString;
 use std::{
@@ -195,7 +197,12 @@ filter = "info"
                 .await
                 .unwrap()
                 .code;
-            let phone_code = self.sim_client.phone(&self.app_id, &user).await.unwrap().code;
+            let phone_code = self
+                .sim_client
+                .phone(&self.app_id, &user)
+                .await
+                .unwrap()
+                .code;
             let request = proto::MiniProgramLoginRequest {
                 app_id: self.app_id.clone(),
                 code,
@@ -267,7 +274,10 @@ async fn in_flight_logins_complete_on(signal: &str) {
 
     for login in logins {
         let res = login.await.unwrap().unwrap_or_else(|e| {
-            panic!("an in-flight login failed during the drain: {e:?}\n{}", server.stderr())
+            panic!(
+                "an in-flight login failed during the drain: {e:?}\n{}",
+                server.stderr()
+            )
         });
         assert!(!res.access_token.is_empty());
         assert!(res.is_new_user);
@@ -281,7 +291,9 @@ async fn in_flight_logins_complete_on(signal: &str) {
         exited_after < Duration::from_millis(DRAIN_MS),
         "exited {exited_after:?} after SIG{signal}: the drain should end with the last call"
     );
-    eprintln!("SIG{signal}: refused new connections after {refused_after:?}, exited 0 after {exited_after:?}");
+    eprintln!(
+        "SIG{signal}: refused new connections after {refused_after:?}, exited 0 after {exited_after:?}"
+    );
     let log = server.stderr();
     assert!(log.contains("gRPC server drained and stopped"), "{log}");
 }
@@ -316,7 +328,10 @@ async fn a_drain_timeout_shorter_than_the_calls_still_exits_zero_in_about_the_dr
         .into_inner();
     let first = watch.message().await.unwrap().unwrap();
     assert_eq!(first.status(), ServingStatus::Serving);
-    assert_eq!(check(&mut health, HEALTH_AUTH).await, ServingStatus::Serving);
+    assert_eq!(
+        check(&mut health, HEALTH_AUTH).await,
+        ServingStatus::Serving
+    );
 
     server.hold_wechat(LATENCY_MS).await;
     let logins = server.logins_in_flight(3).await;
@@ -339,7 +354,9 @@ async fn a_drain_timeout_shorter_than_the_calls_still_exits_zero_in_about_the_dr
             && exited_after < Duration::from_millis(DRAIN_MS + 2_000),
         "exited {exited_after:?} after SIGTERM with a {DRAIN_MS} ms drain"
     );
-    eprintln!("NOT_SERVING after {flipped_after:?}, exited 0 after {exited_after:?} (drain {DRAIN_MS} ms)");
+    eprintln!(
+        "NOT_SERVING after {flipped_after:?}, exited 0 after {exited_after:?} (drain {DRAIN_MS} ms)"
+    );
     let log = server.stderr();
     assert!(log.contains("drain timeout reached"), "{log}");
 
