@@ -119,6 +119,7 @@ async fn health_follows_the_database_down_and_up_while_liveness_stays_serving() 
         assert_eq!(err.code(), Code::Unavailable, "{err:?}");
         assert_eq!(reason(&err), "DATABASE_UNAVAILABLE");
         assert!(took < Duration::from_secs(5), "login took {took:?}");
+        eprintln!("login without a database: UNAVAILABLE after {took:?}");
     }
     assert_eq!(check(&mut health, HEALTH_LIVENESS).await, Status::Serving);
 
