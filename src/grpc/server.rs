@@ -198,7 +198,7 @@ pub type PanicResponder = fn(Box<dyn Any + Send>) -> http::Response<tonic::body:
 /// A last-resort tower layer: a panic while handling a request answers that
 /// request with gRPC INTERNAL (trailers-only, `grpc-status: 13`) instead of
 /// tearing down the connection and every other call on it. The server keeps
-/// serving. Counted as `grpc_panics_total`.
+/// serving. Counted as `mp_auth_grpc_panics_total`.
 pub fn catch_panic_layer() -> CatchPanicLayer<PanicResponder> {
     CatchPanicLayer::custom(grpc_internal_for_panic as PanicResponder)
 }
@@ -206,7 +206,7 @@ pub fn catch_panic_layer() -> CatchPanicLayer<PanicResponder> {
 /// The response for a caught panic. The panic payload is not logged (it could
 /// hold anything); the panic hook has already printed its location.
 fn grpc_internal_for_panic(_payload: Box<dyn Any + Send>) -> http::Response<tonic::body::Body> {
-    metrics::counter!("grpc_panics_total").increment(1);
+    metrics::counter!("mp_auth_grpc_panics_total").increment(1);
     tracing::error!("a request handler panicked: answered INTERNAL");
     tonic::Status::internal("internal error").into_http()
 }
