@@ -2,6 +2,7 @@
 //! The integration tests: one test binary, one module per area.
 
 mod db;
+mod decrypt_cmd;
 mod dev;
 mod gateway;
 mod gateway_e2e;
