@@ -7,8 +7,10 @@
 //! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
 //! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
 //! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the service.
+//! - [`bench`]: the load generator (`mp-auth bench`) and the database limit run.
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

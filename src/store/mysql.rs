@@ -1,11 +1,13 @@
 //! MySQL/MariaDB: the bb8 pool of `AsyncMysqlConnection`s and the backend-specific
-//! upserts. Statements are `sql_query` with binds, cached as prepared statements by
-//! diesel-async (keyed by their SQL text).
+//! upserts. Statements are `sql_query` with binds over constant SQL, wrapped in
+//! [`Cached`] so diesel-async keeps them prepared per connection (keyed by their text).
 
 use super::{LoginOutcome, LoginRecord, now_ms};
 use crate::domain::UserId;
 use diesel::{
     ConnectionError, ConnectionResult, QueryResult, QueryableByName,
+    mysql::Mysql,
+    query_builder::{AstPass, Query, QueryFragment, QueryId},
     sql_types::{BigInt, Binary, Nullable, Text},
 };
 use diesel_async::{
@@ -80,6 +82,32 @@ pub(super) fn manager(
     AsyncDieselConnectionManager::new_with_config(url, config)
 }
 
+/// A `sql_query` over one of this module's constant SQL strings, marked safe to keep
+/// prepared. diesel treats every raw `sql_query` as uncacheable, so diesel-async would
+/// prepare, execute and close it on each call: two round trips and a close packet per
+/// statement, and a parse in the server each time. Constant SQL is safe to cache (the
+/// cache key is the SQL text and bind types), which makes each statement one round trip.
+struct Cached<Q>(Q);
+
+impl<Q: QueryFragment<Mysql>> QueryFragment<Mysql> for Cached<Q> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
+        self.0.walk_ast(pass)
+    }
+
+    fn is_safe_to_cache_prepared(&self, _backend: &Mysql) -> QueryResult<bool> {
+        Ok(true)
+    }
+}
+
+impl<Q> QueryId for Cached<Q> {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl<Q: Query> Query for Cached<Q> {
+    type SqlType = Q::SqlType;
+}
+
 #[derive(QueryableByName)]
 struct InsertId {
     #[diesel(sql_type = BigInt)]
@@ -127,26 +155,30 @@ pub(super) async fn record_login(
     let phone = login.phone.e164();
     let phone = phone.as_str();
     conn.transaction(async |conn| {
-        let affected = diesel::sql_query(UPSERT_USER)
-            .bind::<Text, _>(phone)
-            .bind::<Text, _>(login.phone.country_code())
-            .bind::<BigInt, _>(login.now_ms)
-            .bind::<BigInt, _>(login.now_ms)
-            .bind::<BigInt, _>(login.now_ms)
-            .execute(conn)
-            .await?;
-        let InsertId { id } = diesel::sql_query(LAST_ID).get_result(conn).await?;
-        diesel::sql_query(UPSERT_IDENTITY)
-            .bind::<Text, _>(login.app_id.as_str())
-            .bind::<Text, _>(login.openid.as_str())
-            .bind::<BigInt, _>(id)
-            .bind::<Nullable<Text>, _>(login.unionid.map(|u| u.as_str()))
-            .bind::<Binary, _>(login.sealed_session_key)
-            .bind::<BigInt, _>(login.session_key_expires_at_ms)
-            .bind::<BigInt, _>(login.now_ms)
-            .bind::<BigInt, _>(login.now_ms)
-            .execute(conn)
-            .await?;
+        let affected = Cached(
+            diesel::sql_query(UPSERT_USER)
+                .bind::<Text, _>(phone)
+                .bind::<Text, _>(login.phone.country_code())
+                .bind::<BigInt, _>(login.now_ms)
+                .bind::<BigInt, _>(login.now_ms)
+                .bind::<BigInt, _>(login.now_ms),
+        )
+        .execute(conn)
+        .await?;
+        let InsertId { id } = Cached(diesel::sql_query(LAST_ID)).get_result(conn).await?;
+        Cached(
+            diesel::sql_query(UPSERT_IDENTITY)
+                .bind::<Text, _>(login.app_id.as_str())
+                .bind::<Text, _>(login.openid.as_str())
+                .bind::<BigInt, _>(id)
+                .bind::<Nullable<Text>, _>(login.unionid.map(|u| u.as_str()))
+                .bind::<Binary, _>(login.sealed_session_key)
+                .bind::<BigInt, _>(login.session_key_expires_at_ms)
+                .bind::<BigInt, _>(login.now_ms)
+                .bind::<BigInt, _>(login.now_ms),
+        )
+        .execute(conn)
+        .await?;
         Ok(LoginOutcome {
             user_id: UserId(id),
             is_new_user: affected == 1,
@@ -163,14 +195,16 @@ pub(super) async fn save_session_key(
     expires_at_ms: i64,
     now_ms: i64,
 ) -> QueryResult<()> {
-    diesel::sql_query(UPSERT_SESSION_KEY)
-        .bind::<Text, _>(app_id)
-        .bind::<Text, _>(openid)
-        .bind::<Binary, _>(sealed)
-        .bind::<BigInt, _>(expires_at_ms)
-        .bind::<BigInt, _>(now_ms)
-        .bind::<BigInt, _>(now_ms)
-        .execute(conn)
-        .await?;
+    Cached(
+        diesel::sql_query(UPSERT_SESSION_KEY)
+            .bind::<Text, _>(app_id)
+            .bind::<Text, _>(openid)
+            .bind::<Binary, _>(sealed)
+            .bind::<BigInt, _>(expires_at_ms)
+            .bind::<BigInt, _>(now_ms)
+            .bind::<BigInt, _>(now_ms),
+    )
+    .execute(conn)
+    .await?;
     Ok(())
 }

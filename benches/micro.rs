@@ -1,0 +1,91 @@
+//! Micro-benchmarks of the CPU work inside one login: legacy phone decryption,
+//! JWT sign and verify, phone normalisation and masking, session-key vault seal/open.
+//! `cargo bench --bench micro` (about 20 s).
+
+#![allow(clippy::unwrap_used)]
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use mp_auth::{
+    config::TokenSettings,
+    domain::{AppId, OpenId, Phone, SessionKey, UserId},
+    login::SessionVault,
+    tokens::{Hs256Signer, TokenIssuer},
+    wechat::crypto::decrypt_phone,
+};
+use secrecy::SecretString;
+use std::{
+    hint::black_box,
+    time::{Duration, UNIX_EPOCH},
+};
+
+// The official phone vector (see the tests of src/wechat/crypto.rs).
+const APP: &str = "wx4f4bc4dec97d474b";
+const KEY: &str = "tiihtNczf5v6AKRyjwEUhQ==";
+const IV: &str = "r7BXXKkLb8qrSNn05n0qiA==";
+const PHONE: &str = "xT8p8W6jIVdEWQ+ccHuD2bmG5RSiwg14VWRFw/UGVh6Aj+jDIadafJ4xdCIBQ/uxDiyw/MZWvpFyRn3pP3xxVfNQxFtzghvK+Pj5JQI7x412Zc+UKBdZyt5yiQboroSxabTum1k4MMOlnoCxhJ46cxPDT2EuLbNUf2McwNtGO0/9E+Xj/ZwENw48ucueL3UqNoKpXxFYvqH6eawrR2MXnA==";
+const WATERMARK_TS: u64 = 1_477_314_187;
+
+fn legacy_decryption(c: &mut Criterion) {
+    let app = AppId::parse(APP).unwrap();
+    let key = SessionKey::from_base64(KEY).unwrap();
+    let now = UNIX_EPOCH + Duration::from_secs(WATERMARK_TS);
+    let window = Duration::from_secs(600);
+    assert!(decrypt_phone(&app, &key, PHONE, IV, now, window).is_ok());
+    c.bench_function("decrypt_phone (official vector)", |b| {
+        b.iter(|| decrypt_phone(&app, &key, black_box(PHONE), black_box(IV), now, window))
+    });
+}
+
+fn jwt(c: &mut Criterion) {
+    let secret = SecretString::from("bench-signing-secret-0123456789-abcdefghijklmnop");
+    let issuer = TokenIssuer::new(
+        &TokenSettings::default(),
+        Box::new(Hs256Signer::new(&secret).unwrap()),
+    )
+    .unwrap();
+    let app = AppId::parse(APP).unwrap();
+    c.bench_function("jwt sign (HS256)", |b| {
+        b.iter(|| issuer.issue(black_box(UserId(42)), &app))
+    });
+    let token = issuer.issue(UserId(42), &app).unwrap().token;
+    c.bench_function("jwt verify (HS256)", |b| {
+        b.iter(|| issuer.verify(black_box(&token)))
+    });
+}
+
+fn phone(c: &mut Criterion) {
+    c.bench_function("phone normalise", |b| {
+        b.iter(|| Phone::new(black_box("+86"), black_box("135-8000 6666")))
+    });
+    let phone = Phone::new("86", "13580006666").unwrap();
+    c.bench_function("phone mask", |b| b.iter(|| black_box(&phone).masked()));
+    c.bench_function("phone e164", |b| b.iter(|| black_box(&phone).e164()));
+}
+
+fn vault(c: &mut Criterion) {
+    let vault = SessionVault::new(&[7u8; 32]);
+    let app = AppId::parse(APP).unwrap();
+    let openid = OpenId::parse("oGZUI0egBJY1zhBYw2KhdUfwVJJE").unwrap();
+    let key = SessionKey::from_base64(KEY).unwrap();
+    c.bench_function("session vault seal", |b| {
+        b.iter(|| vault.seal(&app, &openid, black_box(&key)))
+    });
+    let sealed = vault.seal(&app, &openid, &key).unwrap();
+    c.bench_function("session vault open", |b| {
+        b.iter(|| vault.open(&app, &openid, black_box(&sealed)))
+    });
+}
+
+fn quick() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(1))
+        .sample_size(30)
+}
+
+criterion_group! {
+    name = micro;
+    config = quick();
+    targets = legacy_decryption, jwt, phone, vault
+}
+criterion_main!(micro);

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# The load benchmark in one command (not part of the tests). Builds the release binary,
+# makes sure MariaDB runs, creates a fresh bench database, starts the WeChat simulator,
+# the gRPC server (and the HTTP gateway when the binary has it), seeds the returning
+# users, runs the matrix and the database limit run beside it, and prints the tables
+# (each row the median of $RUNS runs). Exits non-zero if any run leaves duplicate users.
+#
+#   scripts/bench.sh                 # full matrix, median of 3
+#   RUNS=1 REQUESTS=5000 scripts/bench.sh   # quick pass
+#
+# Knobs (environment): RUNS (3), REQUESTS per run (20000), WARMUP (1000),
+# CONCURRENCIES ("16 64 256"), FLOWS ("legacy code"), TARGETS ("grpc http"),
+# POOL_SIZE (server and limit-run pool; default: the server's default),
+# OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
+# SIM_PORT / GRPC_PORT / GATEWAY_PORT (19400 / 15051 / 18080),
+# MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-3}
+REQUESTS=${REQUESTS:-20000}
+WARMUP=${WARMUP:-1000}
+CONCURRENCIES=${CONCURRENCIES:-"16 64 256"}
+FLOWS=${FLOWS:-"legacy code"}
+TARGETS=${TARGETS:-"grpc http"}
+SIM_PORT=${SIM_PORT:-19400}
+GRPC_PORT=${GRPC_PORT:-15051}
+GATEWAY_PORT=${GATEWAY_PORT:-18080}
+MYSQL_SERVER=${MP_AUTH_TEST_MYSQL_URL:-mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306}
+MYSQL_SERVER=${MYSQL_SERVER%/}
+OUT=${OUT:-target/bench/$(date +%Y%m%d-%H%M%S)}
+APP_ID=wx_bench_app
+APP_SECRET=bench-secret-$RANDOM$RANDOM
+POPULATION=$(( (REQUESTS + 1) / 2 ))
+
+log() { echo "bench: $*" >&2; }
+mkdir -p "$OUT"
+
+# --- build -------------------------------------------------------------------------
+log "building the release binary"
+cargo build --release --quiet
+BIN=${CARGO_TARGET_DIR:-target}/release/mp-auth
+
+# --- database ----------------------------------------------------------------------
+if [ "$(id -u)" -eq 0 ]; then
+    scripts/test-env.sh
+fi
+# mysql://user:password@host:port
+creds=${MYSQL_SERVER#mysql://}
+DB_USER=${creds%%:*}
+rest=${creds#*:}
+DB_PASSWORD=${rest%%@*}
+hostport=${rest#*@}
+DB_HOST=${hostport%%:*}
+DB_PORT=${hostport#*:}
+sql() { mariadb -h"$DB_HOST" -P"$DB_PORT" -u"$DB_USER" -p"$DB_PASSWORD" -N -e "$1"; }
+DB_NAME=mp_auth_bench_$(date +%s)_$$
+sql "CREATE DATABASE \`$DB_NAME\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+DATABASE_URL=$MYSQL_SERVER/$DB_NAME
+MARIADB_PID=$(pidof mariadbd || pidof mysqld || true)
+MARIADB_PID=${MARIADB_PID%% *}
+
+# --- processes ---------------------------------------------------------------------
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP_DB:-0}" != 1 ]; then
+        sql "DROP DATABASE IF EXISTS \`$DB_NAME\`" 2>/dev/null || true
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+wait_port() {
+    for _ in $(seq 1 300); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    log "nothing listens on port $1 after 30 s; see $OUT/*.log"
+    exit 1
+}
+
+"$BIN" wechat-sim --listen "127.0.0.1:$SIM_PORT" --app "$APP_ID:$APP_SECRET" \
+    --session-refresh-secs 3600 >"$OUT/simulator.log" 2>&1 &
+SIM_PID=$!
+PIDS+=("$SIM_PID")
+wait_port "$SIM_PORT"
+
+export DATABASE_URL
+export MP_AUTH_APPS="[{app_id=\"$APP_ID\",app_secret=\"$APP_SECRET\"}]"
+export MP_AUTH_WECHAT__BASE_URL="http://127.0.0.1:$SIM_PORT"
+export MP_AUTH_TOKEN__HS256_SECRET="bench-signing-secret-0123456789-abcdefghijklmnop"
+export MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
+if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; fi
+
+"$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
+SERVER_PID=$!
+PIDS+=("$SERVER_PID")
+wait_port "$GRPC_PORT"
+
+WATCH=(--pid "server=$SERVER_PID" --pid "simulator=$SIM_PID")
+if [ -n "$MARIADB_PID" ]; then WATCH+=(--pid "mariadb=$MARIADB_PID"); fi
+
+GATEWAY_PID=
+if "$BIN" --help | grep -qE '^\s+gateway\b'; then
+    MP_AUTH_GATEWAY__LISTEN="127.0.0.1:$GATEWAY_PORT" \
+    MP_AUTH_GATEWAY__BACKEND_URL="http://127.0.0.1:$GRPC_PORT" \
+    MP_AUTH_GATEWAY__RATE_LIMIT_PER_SEC=0 \
+        "$BIN" gateway >"$OUT/gateway.log" 2>&1 &
+    GATEWAY_PID=$!
+    PIDS+=("$GATEWAY_PID")
+    wait_port "$GATEWAY_PORT"
+    WATCH+=(--pid "gateway=$GATEWAY_PID")
+else
+    log "this binary has no gateway subcommand: measuring gRPC only"
+    TARGETS=${TARGETS//http/}
+fi
+
+COMMON=(--simulator "http://127.0.0.1:$SIM_PORT" --grpc "http://127.0.0.1:$GRPC_PORT"
+    --gateway "http://127.0.0.1:$GATEWAY_PORT" --app-id "$APP_ID" --database-url "$DATABASE_URL"
+    --population "$POPULATION" --requests "$REQUESTS" --warmup "$WARMUP" --runs "$RUNS")
+TABLE=$OUT/results.md
+LIMIT_TABLE=$OUT/limit.md
+
+log "seeding $POPULATION returning users"
+"$BIN" bench "${COMMON[@]}" --requests 0 --concurrency 64 >"$OUT/seed.txt"
+
+# --- the matrix --------------------------------------------------------------------
+for target in $TARGETS; do
+    for flow in $FLOWS; do
+        for c in $CONCURRENCIES; do
+            name=$target-$flow-c$c
+            log "$name"
+            "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --no-seed --target "$target" --flow "$flow" \
+                --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
+        done
+    done
+done
+
+# --- WeChat 20 ms slower, c=256 ----------------------------------------------------
+fault() { curl -fsS -X "$1" "http://127.0.0.1:$SIM_PORT/_sim/faults" "${@:2}" >/dev/null; }
+for target in $TARGETS; do
+    name=$target-legacy-c256-wechat20ms
+    log "$name"
+    fault POST -H 'content-type: application/json' \
+        -d '{"endpoint":"*","latency_ms":20,"count":null}'
+    "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --no-seed --target "$target" --flow legacy \
+        --concurrency 256 --label "${target/http/gateway} legacy c=256 WeChat +20 ms" \
+        --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
+    fault DELETE
+done
+
+# --- the limit run: the login transaction alone -------------------------------------
+LIMIT_WATCH=()
+if [ -n "$MARIADB_PID" ]; then LIMIT_WATCH+=(--pid "mariadb=$MARIADB_PID"); fi
+"$BIN" bench "${COMMON[@]}" --limit-run --requests 0 --concurrency 64 >>"$OUT/seed.txt"
+for c in $CONCURRENCIES; do
+    name=limit-c$c
+    log "$name"
+    "$BIN" bench "${COMMON[@]}" "${LIMIT_WATCH[@]}" --limit-run --no-seed \
+        --concurrency "$c" --json "$OUT/$name.json" --table "$LIMIT_TABLE" >"$OUT/$name.txt"
+done
+
+echo
+echo "## Service (median of $RUNS runs, $REQUESTS requests each, half returning users)"
+echo
+cat "$TABLE"
+echo
+echo "## Limit run: Store::record_login alone (median of $RUNS runs)"
+echo
+cat "$LIMIT_TABLE"
+echo
+echo "Details: $OUT"

@@ -1,0 +1,159 @@
+//! The system under test: the gRPC service directly (a few pooled HTTP/2
+//! connections) or the HTTP gateway (reqwest with a keep-alive pool).
+
+use super::workload::{Item, Proof};
+use crate::proto::{self, auth_client::AuthClient, mini_program_login_request::Phone};
+use anyhow::Context as _;
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// What one request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A token was issued.
+    Ok {
+        /// The login created the user.
+        new_user: bool,
+    },
+    /// An error, by its machine-readable reason (`LOGIN_CODE_USED`, `grpc:Unavailable`, ...).
+    Err(String),
+}
+
+/// A client of the service under test. Cheap to clone.
+#[derive(Clone)]
+pub enum Target {
+    /// `mpauth.v1.Auth/MiniProgramLogin`, spread over several connections.
+    Grpc {
+        /// One client per HTTP/2 connection.
+        clients: Vec<AuthClient<Channel>>,
+        /// Sent as `app_id`.
+        app_id: String,
+    },
+    /// `POST /auth/mp_login` on the gateway.
+    Http {
+        /// Pooled HTTP/1.1 keep-alive connections.
+        client: reqwest::Client,
+        /// The full login URL.
+        url: String,
+        /// Sent as `appId`.
+        app_id: String,
+    },
+}
+
+impl Target {
+    /// Opens `connections` HTTP/2 connections to the gRPC service at `url`.
+    pub async fn grpc(
+        url: &str,
+        app_id: &str,
+        connections: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let endpoint = Endpoint::from_shared(url.to_owned())
+            .with_context(|| format!("bad gRPC URL {url}"))?
+            .tcp_nodelay(true)
+            .timeout(timeout)
+            .connect_timeout(Duration::from_secs(5));
+        let mut clients = Vec::with_capacity(connections);
+        for _ in 0..connections.max(1) {
+            // Each `connect` opens its own connection; clones of one channel share it.
+            let channel = endpoint
+                .connect()
+                .await
+                .with_context(|| format!("connecting to the gRPC service at {url}"))?;
+            clients.push(AuthClient::new(channel));
+        }
+        Ok(Self::Grpc {
+            clients,
+            app_id: app_id.to_owned(),
+        })
+    }
+
+    /// A pooled HTTP client of the gateway at `base_url`.
+    pub fn http(
+        base_url: &str,
+        app_id: &str,
+        pool: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<Self> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(pool)
+            .tcp_nodelay(true)
+            .timeout(timeout)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Self::Http {
+            client,
+            url: format!("{}/auth/mp_login", base_url.trim_end_matches('/')),
+            app_id: app_id.to_owned(),
+        })
+    }
+
+    /// Sends one login on connection `lane` (modulo the pool).
+    pub async fn login(&self, lane: usize, item: &Item) -> Outcome {
+        match self {
+            Self::Grpc { clients, app_id } => {
+                let mut client = clients[lane % clients.len()].clone();
+                let phone = match &item.proof {
+                    Proof::Code(c) => Phone::PhoneCode(c.clone()),
+                    Proof::Encrypted { data, iv } => Phone::Encrypted(proto::EncryptedPhone {
+                        encrypted_data: data.clone(),
+                        iv: iv.clone(),
+                    }),
+                };
+                let request = proto::MiniProgramLoginRequest {
+                    app_id: app_id.clone(),
+                    code: item.code.clone(),
+                    phone: Some(phone),
+                };
+                match client.mini_program_login(request).await {
+                    Ok(response) => Outcome::Ok {
+                        new_user: response.get_ref().is_new_user,
+                    },
+                    Err(status) => Outcome::Err(
+                        crate::grpc::error::reason_of(&status)
+                            .unwrap_or_else(|| format!("grpc:{:?}", status.code())),
+                    ),
+                }
+            }
+            Self::Http {
+                client,
+                url,
+                app_id,
+            } => {
+                let body = match &item.proof {
+                    Proof::Code(c) => serde_json::json!({
+                        "code": item.code, "phoneCode": c, "appId": app_id,
+                    }),
+                    Proof::Encrypted { data, iv } => serde_json::json!({
+                        "code": item.code, "encryptedData": data, "iv": iv, "appId": app_id,
+                    }),
+                };
+                let response = match client.post(url).json(&body).send().await {
+                    Ok(r) => r,
+                    Err(e) if e.is_timeout() => return Outcome::Err("http:timeout".into()),
+                    Err(e) if e.is_connect() => return Outcome::Err("http:connect".into()),
+                    Err(_) => return Outcome::Err("http:transport".into()),
+                };
+                let status = response.status();
+                let json: Option<serde_json::Value> = response.json().await.ok();
+                if status.is_success() {
+                    let new_user = json
+                        .as_ref()
+                        .and_then(|v| v.get("isNewUser"))
+                        .and_then(serde_json::Value::as_bool)
+                        .unwrap_or(false);
+                    Outcome::Ok { new_user }
+                } else {
+                    Outcome::Err(
+                        json.as_ref()
+                            .and_then(|v| v.get("reason"))
+                            .and_then(serde_json::Value::as_str)
+                            .map(str::to_owned)
+                            .unwrap_or_else(|| format!("http:{}", status.as_u16())),
+                    )
+                }
+            }
+        }
+    }
+}
