@@ -17,4 +17,7 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --all-targets --locked
 
+echo "== Kubernetes manifests (kustomize build + kubernetes-validate --strict)"
+scripts/validate-k8s.sh
+
 echo "== all tests passed"
