@@ -281,17 +281,20 @@ pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode
         if args.warmup > 0 {
             runner.go(&prepared, true, args.pace(), None).await?;
         }
-        let before = samples(&watched);
+        let (before, busy_before) = (samples(&watched), procstat::machine_busy());
         let tally = runner
             .go(&prepared, false, args.pace(), args.duration)
             .await?;
-        let after = samples(&watched);
+        let (after, busy_after) = (samples(&watched), procstat::machine_busy());
         let procs: Vec<_> = watched
             .iter()
             .zip(before.into_iter().zip(after))
             .map(|(w, (b, a))| (w.name.clone(), w.pid, b, a))
             .collect();
-        let mut report = RunReport::new(&label, &tally, &procs);
+        let busy = busy_after
+            .zip(busy_before)
+            .map(|(a, b)| a.saturating_sub(b));
+        let mut report = RunReport::new(&label, &tally, &procs, busy);
         if let Some(url) = &args.database_url {
             let (users, dups) = count_users(url).await?;
             report.users = Some(users);

@@ -43,6 +43,20 @@ pub fn sample(pid: u32) -> Option<Sample> {
     })
 }
 
+/// CPU time the whole machine has spent busy (all cores, everything but idle and iowait),
+/// from the first line of `/proc/stat`.
+pub fn machine_busy() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is already in user).
+    let busy: u64 = ticks.iter().take(8).sum::<u64>() - ticks.get(3)? - ticks.get(4)?;
+    Some(Duration::from_millis(busy * 1000 / TICKS_PER_SEC))
+}
+
 fn status_kib(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
@@ -148,6 +162,11 @@ mod tests {
         let s = sample(std::process::id()).unwrap();
         assert!(s.peak_rss > 0);
         assert!(s.peak_rss >= s.rss);
+    }
+
+    #[test]
+    fn the_machine_reports_busy_time() {
+        assert!(machine_busy().is_some());
     }
 
     #[test]

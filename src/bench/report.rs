@@ -49,6 +49,11 @@ pub struct RunReport {
     pub max_ms: f64,
     /// Processes watched.
     pub processes: Vec<ProcessReport>,
+    /// Cores the whole machine kept busy during the run (of `nproc`).
+    pub machine_cores: f64,
+    /// Of those, cores busy outside the watched processes (other work on the machine:
+    /// a noisy neighbour makes the run unrepresentative).
+    pub other_cores: f64,
     /// Users in the database after the run (with `--database-url`).
     pub users: Option<i64>,
     /// Phones held by more than one user after the run (with `--database-url`); must be 0.
@@ -61,6 +66,7 @@ impl RunReport {
         label: &str,
         tally: &Tally,
         processes: &[(String, u32, Option<Sample>, Option<Sample>)],
+        machine_busy: Option<Duration>,
     ) -> Self {
         let h = &tally.latency_us;
         let ms = |us: u64| us as f64 / 1000.0;
@@ -83,9 +89,13 @@ impl RunReport {
                     peak_rss_mib: after.peak_rss as f64 / (1024.0 * 1024.0),
                 })
             })
-            .collect();
+            .collect::<Vec<ProcessReport>>();
+        let machine_cores = machine_busy.map_or(0.0, |d| d.as_secs_f64() / secs);
+        let watched: f64 = processes.iter().map(|p| p.cores).sum();
         Self {
             label: label.to_owned(),
+            machine_cores,
+            other_cores: (machine_cores - watched).max(0.0),
             requests: tally.ok + tally.error_count(),
             ok: tally.ok,
             new_users: tally.new_users,
@@ -169,6 +179,8 @@ pub fn median_of(runs: &[RunReport]) -> Option<RunReport> {
         p99_ms: of(&|r| r.p99_ms),
         max_ms: of(&|r| r.max_ms),
         processes,
+        machine_cores: of(&|r| r.machine_cores),
+        other_cores: of(&|r| r.other_cores),
         users: runs.last().and_then(|r| r.users),
         duplicate_phones: runs.iter().filter_map(|r| r.duplicate_phones).max(),
     })
@@ -202,6 +214,11 @@ pub fn render(report: &RunReport, heading: &str) -> String {
         report.elapsed_s
     );
     let _ = writeln!(out, "  errors: {}", errors_text(&report.errors));
+    let _ = writeln!(
+        out,
+        "  machine: {:.2} cores busy, {:.2} of them outside the watched processes",
+        report.machine_cores, report.other_cores
+    );
     if !report.processes.is_empty() {
         let _ = writeln!(
             out,
@@ -225,7 +242,7 @@ pub fn render(report: &RunReport, heading: &str) -> String {
     out
 }
 
-const TABLE_HEADER: &str = "| case | logins/s | p50 ms | p90 ms | p99 ms | max ms | errors | server µs/login | gateway µs/login | mariadb µs/login | server RSS MiB | gateway RSS MiB | dup |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n";
+const TABLE_HEADER: &str = "| case | logins/s | p50 ms | p90 ms | p99 ms | max ms | errors | server µs/login | gateway µs/login | mariadb µs/login | server RSS MiB | gateway RSS MiB | other load (cores) | dup |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|\n";
 
 /// Appends `report` as a markdown table row to `path` (writing the header first if new).
 pub fn append_row(path: &Path, report: &RunReport) -> std::io::Result<()> {
@@ -254,7 +271,7 @@ pub fn append_row(path: &Path, report: &RunReport) -> std::io::Result<()> {
     };
     writeln!(
         file,
-        "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
         report.label,
         report.logins_per_s,
         report.p50_ms,
@@ -267,6 +284,7 @@ pub fn append_row(path: &Path, report: &RunReport) -> std::io::Result<()> {
         cpu("mariadb"),
         rss("server"),
         rss("gateway"),
+        report.other_cores,
         report
             .duplicate_phones
             .map(|d| d.to_string())
@@ -303,6 +321,8 @@ mod tests {
             p90_ms: 2.0,
             p99_ms: p99,
             max_ms: 9.0,
+            machine_cores: 2.0,
+            other_cores: 0.1,
             processes: vec![ProcessReport {
                 name: "server".into(),
                 pid: 1,

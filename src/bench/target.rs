@@ -121,13 +121,16 @@ impl Target {
                 url,
                 app_id,
             } => {
-                let body = match &item.proof {
-                    Proof::Code(c) => serde_json::json!({
-                        "code": item.code, "phoneCode": c, "appId": app_id,
-                    }),
-                    Proof::Encrypted { data, iv } => serde_json::json!({
-                        "code": item.code, "encryptedData": data, "iv": iv, "appId": app_id,
-                    }),
+                let (phone_code, encrypted_data, iv) = match &item.proof {
+                    Proof::Code(c) => (Some(c.clone()), None, None),
+                    Proof::Encrypted { data, iv } => (None, Some(data.clone()), Some(iv.clone())),
+                };
+                let body = crate::gateway::LoginRequest {
+                    code: item.code.clone(),
+                    phone_code,
+                    encrypted_data,
+                    iv,
+                    app_id: Some(app_id.clone()),
                 };
                 let response = match client.post(url).json(&body).send().await {
                     Ok(r) => r,
@@ -136,20 +139,21 @@ impl Target {
                     Err(_) => return Outcome::Err("http:transport".into()),
                 };
                 let status = response.status();
-                let json: Option<serde_json::Value> = response.json().await.ok();
+                let Ok(bytes) = response.bytes().await else {
+                    return Outcome::Err("http:transport".into());
+                };
                 if status.is_success() {
-                    let new_user = json
-                        .as_ref()
-                        .and_then(|v| v.get("isNewUser"))
-                        .and_then(serde_json::Value::as_bool)
-                        .unwrap_or(false);
-                    Outcome::Ok { new_user }
+                    match serde_json::from_slice::<crate::gateway::LoginResponse>(&bytes) {
+                        Ok(ok) => Outcome::Ok {
+                            new_user: ok.is_new_user,
+                        },
+                        Err(_) => Outcome::Err("http:malformed_response".into()),
+                    }
                 } else {
                     Outcome::Err(
-                        json.as_ref()
-                            .and_then(|v| v.get("reason"))
-                            .and_then(serde_json::Value::as_str)
-                            .map(str::to_owned)
+                        serde_json::from_slice::<serde_json::Value>(&bytes)
+                            .ok()
+                            .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
                             .unwrap_or_else(|| format!("http:{}", status.as_u16())),
                     )
                 }

@@ -105,6 +105,11 @@ pub struct IdentityRow {
 #[derive(Clone)]
 pub struct Store {
     inner: Inner,
+    /// One permit per pooled connection, handed out first come, first served. bb8 is not
+    /// fair: a waiter woken for a returned connection races every new caller for it, so
+    /// under load (callers > connections) some requests lose over and over and wait
+    /// seconds while the median stays at milliseconds. The gate queues callers in order.
+    gate: Arc<tokio::sync::Semaphore>,
     max_tx_attempts: u32,
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
@@ -162,12 +167,13 @@ impl Store {
         let last_connect_error = LastConnectError::default();
         let verify_window = mysql::VerifyWindow::default();
         let password = url_password(url);
+        let pool_size = settings.pool_size.max(1);
         let inner = if url.starts_with("mysql://") {
             let first = mysql::establish(url, acquire_timeout)
                 .await
                 .map_err(|e| StoreError::from_connect(&e, password))?;
             let pool = bb8::Pool::builder()
-                .max_size(settings.pool_size.max(1))
+                .max_size(pool_size)
                 .connection_timeout(acquire_timeout)
                 .error_sink(Box::new(last_connect_error.clone()))
                 .build_unchecked(mysql::manager(url, acquire_timeout, verify_window.clone()));
@@ -191,8 +197,13 @@ impl Store {
                     .into(),
             ));
         };
+        let permits = match inner {
+            Inner::Mysql(_) => pool_size,
+            Inner::Sqlite(_) => sqlite::POOL_SIZE,
+        };
         Ok(Store {
             inner,
+            gate: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
             max_tx_attempts: settings.max_tx_attempts.max(1),
             acquire_timeout,
             last_connect_error,
@@ -424,19 +435,33 @@ impl Store {
         })
     }
 
+    /// A pooled connection, after a first-come-first-served wait for a permit (see
+    /// `gate`); both waits together are bounded by `acquire_timeout_ms`.
     async fn checkout<'p, C>(
         &self,
         pool: &'p bb8::Pool<diesel_async::pooled_connection::AsyncDieselConnectionManager<C>>,
-    ) -> Result<
-        bb8::PooledConnection<'p, diesel_async::pooled_connection::AsyncDieselConnectionManager<C>>,
-        StoreError,
-    >
+    ) -> Result<Checkout<'p, C>, StoreError>
     where
         C: diesel_async::pooled_connection::PoolableConnection + 'static,
         diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
             bb8::ManageConnection<Connection = C, Error = PoolError>,
     {
-        pool.get().await.map_err(|e| self.pool_error(e))
+        let checkout =
+            async {
+                let permit =
+                    self.gate.clone().acquire_owned().await.map_err(|_| {
+                        StoreError::Unexpected("the connection gate was closed".into())
+                    })?;
+                let conn = pool.get().await.map_err(|e| self.pool_error(e))?;
+                Ok(Checkout {
+                    conn,
+                    _permit: permit,
+                })
+            };
+        match tokio::time::timeout(self.acquire_timeout, checkout).await {
+            Ok(result) => result,
+            Err(_) => Err(self.pool_error(bb8::RunError::TimedOut)),
+        }
     }
 
     fn pool_error(&self, err: bb8::RunError<PoolError>) -> StoreError {
@@ -462,6 +487,42 @@ impl Store {
             self.verify_window.open();
         }
         mapped
+    }
+}
+
+/// A checked-out connection and its gate permit. Fields drop in order: the connection
+/// goes back to the pool before the permit lets the next caller in.
+struct Checkout<'p, C>
+where
+    C: diesel_async::pooled_connection::PoolableConnection + 'static,
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
+        bb8::ManageConnection<Connection = C>,
+{
+    conn:
+        bb8::PooledConnection<'p, diesel_async::pooled_connection::AsyncDieselConnectionManager<C>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<C> std::ops::Deref for Checkout<'_, C>
+where
+    C: diesel_async::pooled_connection::PoolableConnection + 'static,
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
+        bb8::ManageConnection<Connection = C>,
+{
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> std::ops::DerefMut for Checkout<'_, C>
+where
+    C: diesel_async::pooled_connection::PoolableConnection + 'static,
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
+        bb8::ManageConnection<Connection = C>,
+{
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
     }
 }
 
