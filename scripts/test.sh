@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 echo "== test environment"
 scripts/test-env.sh
+scripts/tools.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -15,5 +16,8 @@ cargo clippy --all-targets --locked -- -D warnings
 
 echo "== cargo test"
 cargo test --all-targets --locked
+
+echo "== Kubernetes manifests (kustomize build + kubernetes-validate --strict)"
+scripts/validate-k8s.sh
 
 echo "== all tests passed"

@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// Run pending migrations before serving (MP_AUTH_DATABASE__MIGRATE_ON_START).
     #[arg(long)]
     pub migrate: bool,
+    /// Once listening, write the bound gRPC address (e.g. `127.0.0.1:40123`) to
+    /// this file, atomically: for scripts and tests that pass `--listen 127.0.0.1:0`.
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
 }
 
 /// Arguments of `mp-auth gateway`.
@@ -122,8 +126,18 @@ async fn serve(mut settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCo
     crate::telemetry::init(&settings.log);
     start_metrics(&settings).await?;
     let server = crate::grpc::GrpcServer::build(&settings).await?;
-    tracing::info!(addr = %server.local_addr(), "gRPC server listening");
-    server.run_until(crate::shutdown::signal()).await?;
+    // Poll the signal future once so its SIGTERM/SIGINT handlers are installed
+    // before anyone learns the address: an early signal then drains, not kills.
+    let mut shutdown = Box::pin(crate::shutdown::signal());
+    if futures::poll!(&mut shutdown).is_ready() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let addr = server.local_addr();
+    tracing::info!(%addr, "gRPC server listening");
+    if let Some(path) = &args.ready_file {
+        write_ready_file(path, addr)?;
+    }
+    server.run_until(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -144,6 +158,20 @@ async fn gateway(mut settings: Settings, args: GatewayArgs) -> anyhow::Result<Ex
     );
     gateway.run_until(crate::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes `addr` to `path` through a temporary file and a rename, so a reader
+/// polling for the file never sees it half-written.
+fn write_ready_file(path: &std::path::Path, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, format!("{addr}\n"))
+        .with_context(|| format!("writing --ready-file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("writing --ready-file {}", path.display()))?;
+    Ok(())
 }
 
 async fn migrate(settings: Settings) -> anyhow::Result<ExitCode> {

@@ -161,6 +161,10 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     let grpc_addr = grpc.local_addr();
 
     settings.gateway.listen = SocketAddr::new(args.host, args.http_port);
+    // Local load tests come from one IP: no per-IP limit in dev mode unless asked for.
+    if std::env::var_os("MP_AUTH_GATEWAY__RATE_LIMIT_PER_SEC").is_none() {
+        settings.gateway.rate_limit_per_sec = 0;
+    }
     settings.gateway.backend_url = format!("http://{grpc_addr}");
     let gateway = Gateway::build(&settings).await?;
     let gateway_addr = gateway.local_addr();

@@ -1,10 +1,10 @@
 //! Builds and runs the gRPC server: the Auth service, tonic-health that tells
-//! the truth about the database, reflection (v1 and v1alpha) for grpcurl, and
-//! a bounded graceful shutdown.
+//! the truth about the database, reflection (v1 and v1alpha) for grpcurl, a
+//! last-resort panic layer, HTTP/2 limits, and a bounded graceful shutdown.
 
 use super::auth::AuthService;
 use crate::{
-    config::Settings,
+    config::{GrpcSettings, Settings},
     login::{LoginService, SessionVault},
     proto::auth_server::AuthServer,
     store::Store,
@@ -12,9 +12,10 @@ use crate::{
     wechat::WechatClient,
 };
 use anyhow::Context as _;
-use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+use std::{any::Any, future::Future, net::SocketAddr, sync::Arc, time::Duration};
 use tokio::net::TcpListener;
 use tonic_health::{ServingStatus, server::HealthReporter};
+use tower_http::catch_panic::CatchPanicLayer;
 
 /// Health service name that stays SERVING while the process is alive
 /// (Kubernetes liveness probe).
@@ -85,8 +86,13 @@ impl GrpcServer {
             .unwrap_or(self.settings.grpc.listen)
     }
 
-    /// Serves until `shutdown` resolves, then: health NOT_SERVING, stop
-    /// accepting, let in-flight calls finish within `grpc.drain_timeout_ms`.
+    /// Serves until `shutdown` resolves, then: health NOT_SERVING, close the
+    /// listener (new connections are refused), GOAWAY to open connections, and
+    /// let in-flight calls finish within `grpc.drain_timeout_ms`.
+    ///
+    /// Reaching the drain timeout abandons the remaining calls (their clients see
+    /// the connection close) and still returns `Ok`: the shutdown was requested
+    /// and bounded as configured, so `serve` exits 0; a warning is logged.
     pub async fn run_until(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -126,10 +132,8 @@ impl GrpcServer {
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let incoming =
             tonic::transport::server::TcpIncoming::from(self.listener).with_nodelay(Some(true));
-        let server = tonic::transport::Server::builder()
-            .max_connection_age(Duration::from_secs(cfg.max_connection_age_secs))
-            .http2_keepalive_interval(Some(Duration::from_secs(cfg.keepalive_interval_secs)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(cfg.keepalive_timeout_secs)))
+        let server = server_builder(cfg)
+            .layer(catch_panic_layer())
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -171,6 +175,42 @@ impl GrpcServer {
     }
 }
 
+/// The HTTP/2 connection settings of `cfg`. A zero age or keepalive interval
+/// disables that feature. A connection past `max_connection_age` gets GOAWAY
+/// and then as long as a shutdown drain (`drain_timeout_ms`) to finish its
+/// calls before it is closed.
+fn server_builder(cfg: &GrpcSettings) -> tonic::transport::Server {
+    let secs = |n: u64| (n > 0).then(|| Duration::from_secs(n));
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(secs(cfg.keepalive_interval_secs))
+        .http2_keepalive_timeout(secs(cfg.keepalive_timeout_secs));
+    if let Some(age) = secs(cfg.max_connection_age_secs) {
+        builder = builder
+            .max_connection_age(age)
+            .max_connection_age_grace(Duration::from_millis(cfg.drain_timeout_ms));
+    }
+    builder
+}
+
+/// The signature of [`grpc_internal_for_panic`].
+pub type PanicResponder = fn(Box<dyn Any + Send>) -> http::Response<tonic::body::Body>;
+
+/// A last-resort tower layer: a panic while handling a request answers that
+/// request with gRPC INTERNAL (trailers-only, `grpc-status: 13`) instead of
+/// tearing down the connection and every other call on it. The server keeps
+/// serving. Counted as `mp_auth_grpc_panics_total`.
+pub fn catch_panic_layer() -> CatchPanicLayer<PanicResponder> {
+    CatchPanicLayer::custom(grpc_internal_for_panic as PanicResponder)
+}
+
+/// The response for a caught panic. The panic payload is not logged (it could
+/// hold anything); the panic hook has already printed its location.
+fn grpc_internal_for_panic(_payload: Box<dyn Any + Send>) -> http::Response<tonic::body::Body> {
+    metrics::counter!("mp_auth_grpc_panics_total").increment(1);
+    tracing::error!("a request handler panicked: answered INTERNAL");
+    tonic::Status::internal("internal error").into_http()
+}
+
 /// Flips `""` and `mpauth.v1.Auth` between SERVING and NOT_SERVING as the
 /// database comes and goes.
 async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration) {
@@ -200,5 +240,160 @@ async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration)
             last = Some(status);
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt as _;
+    use tower::{Layer as _, Service as _, ServiceExt as _};
+
+    /// A handler that panics on `/panic` (after an await, like a real async
+    /// handler) and answers OK otherwise.
+    async fn handler(
+        req: http::Request<tonic::body::Body>,
+    ) -> Result<http::Response<tonic::body::Body>, std::convert::Infallible> {
+        tokio::task::yield_now().await;
+        if req.uri().path() == "/panic" {
+            panic!("handler bug");
+        }
+        Ok(tonic::Status::ok("").into_http())
+    }
+
+    fn request(path: &str) -> http::Request<tonic::body::Body> {
+        http::Request::builder()
+            .uri(path)
+            .body(tonic::body::Body::empty())
+            .unwrap()
+    }
+
+    fn grpc_status(res: &http::Response<impl Sized>) -> Option<&str> {
+        res.headers()
+            .get("grpc-status")
+            .and_then(|v| v.to_str().ok())
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_internal_and_the_service_keeps_serving() {
+        let mut svc = catch_panic_layer().layer(tower::service_fn(handler));
+
+        let res = svc
+            .ready()
+            .await
+            .unwrap()
+            .call(request("/panic"))
+            .await
+            .unwrap();
+        assert_eq!(
+            res.status(),
+            http::StatusCode::OK,
+            "gRPC errors ride on 200"
+        );
+        assert_eq!(grpc_status(&res), Some("13"), "INTERNAL");
+        assert_eq!(
+            res.headers().get(http::header::CONTENT_TYPE).unwrap(),
+            "application/grpc"
+        );
+        let message = res.headers().get("grpc-message").unwrap().to_str().unwrap();
+        assert!(!message.contains("handler bug"), "{message}");
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        assert!(body.is_empty(), "trailers-only response");
+
+        for _ in 0..3 {
+            let res = svc
+                .ready()
+                .await
+                .unwrap()
+                .call(request("/ok"))
+                .await
+                .unwrap();
+            assert_eq!(grpc_status(&res), Some("0"), "the service still serves");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panic_while_calling_the_service_is_caught_too() {
+        let svc = catch_panic_layer().layer(tower::service_fn(
+            |_req: http::Request<tonic::body::Body>| -> std::future::Ready<
+                Result<http::Response<tonic::body::Body>, std::convert::Infallible>,
+            > { panic!("synchronous bug") },
+        ));
+        let res = svc.oneshot(request("/x")).await.unwrap();
+        assert_eq!(grpc_status(&res), Some("13"));
+    }
+
+    /// Panics on its first call, then delegates: a handler bug that hits once.
+    #[derive(Clone)]
+    struct PanicFirst<S> {
+        inner: S,
+        armed: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl<S: tonic::server::NamedService> tonic::server::NamedService for PanicFirst<S> {
+        const NAME: &'static str = S::NAME;
+    }
+
+    impl<S> tower::Service<http::Request<tonic::body::Body>> for PanicFirst<S>
+    where
+        S: tower::Service<http::Request<tonic::body::Body>>,
+        S::Future: Send + 'static,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+            let panic_now = self.armed.swap(false, std::sync::atomic::Ordering::SeqCst);
+            let fut = self.inner.call(req);
+            Box::pin(async move {
+                if panic_now {
+                    panic!("handler bug");
+                }
+                fut.await
+            })
+        }
+    }
+
+    /// Without the layer this fails: the stream is reset (CANCELLED, "h2 protocol error").
+    #[tokio::test]
+    async fn the_real_server_answers_a_panic_with_internal_and_keeps_the_connection() {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let (_reporter, health) = tonic_health::server::health_reporter();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        let server = server_builder(&GrpcSettings::default())
+            .layer(catch_panic_layer())
+            .add_service(PanicFirst {
+                inner: health,
+                armed: Arc::new(true.into()),
+            })
+            .serve_with_incoming(incoming);
+        let server = tokio::spawn(server);
+
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = HealthClient::new(channel);
+        let check = || HealthCheckRequest {
+            service: String::new(),
+        };
+        let err = client.check(check()).await.unwrap_err();
+        assert_eq!(err.code(), tonic::Code::Internal, "{err:?}");
+        // Same channel, same HTTP/2 connection: it survived the panic.
+        let ok = client.check(check()).await.unwrap().into_inner();
+        assert_eq!(ok.status, 1, "SERVING");
+        assert!(!server.is_finished(), "the server is still running");
+        server.abort();
     }
 }

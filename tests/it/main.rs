@@ -2,14 +2,20 @@
 //! The integration tests: one test binary, one module per area.
 
 mod db;
+mod decrypt_cmd;
 mod dev;
 mod gateway;
 mod gateway_e2e;
+mod grpcurl;
+mod health;
 mod helpers;
 mod k8s;
+mod limits;
 mod log_leaks;
 mod login;
 mod metrics;
+mod private_db;
+mod shutdown;
 mod simulator;
 mod store;
 mod wechat_client;
