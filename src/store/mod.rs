@@ -114,6 +114,8 @@ pub struct Store {
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
     verify_window: mysql::VerifyWindow,
+    /// MySQL-protocol server supports `INSERT ... RETURNING` (MariaDB >= 10.5).
+    returning: bool,
 }
 
 #[derive(Clone)]
@@ -168,10 +170,12 @@ impl Store {
         let verify_window = mysql::VerifyWindow::default();
         let password = url_password(url);
         let pool_size = settings.pool_size.max(1);
+        let mut returning = false;
         let inner = if url.starts_with("mysql://") {
-            let first = mysql::establish(url, acquire_timeout)
+            let mut first = mysql::establish(url, acquire_timeout)
                 .await
                 .map_err(|e| StoreError::from_connect(&e, password))?;
+            returning = mysql::supports_returning(&mut first).await;
             let pool = bb8::Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(acquire_timeout)
@@ -208,7 +212,15 @@ impl Store {
             acquire_timeout,
             last_connect_error,
             verify_window,
+            returning,
         })
+    }
+
+    /// Uses the portable MySQL statements (upsert, then `SELECT LAST_INSERT_ID()`) even
+    /// on MariaDB, as on MySQL and TiDB; lets tests cover both paths on one server.
+    pub fn with_portable_sql(mut self) -> Store {
+        self.returning = false;
+        self
     }
 
     /// The database kind.
@@ -305,7 +317,7 @@ impl Store {
             let result = match &self.inner {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
-                    mysql::record_login(&mut conn, login).await
+                    mysql::record_login(&mut conn, login, self.returning).await
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;

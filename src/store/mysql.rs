@@ -128,6 +128,47 @@ const UPSERT_USER: &str = "INSERT INTO users \
 
 const LAST_ID: &str = "SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id";
 
+/// MariaDB (>= 10.5) returns the row from the upsert itself: the existing row's id on a
+/// duplicate phone, and `login_count` after the update (1 = this login created the user).
+/// One round trip fewer than `UPSERT_USER` + `LAST_ID`.
+const UPSERT_USER_RETURNING: &str = "INSERT INTO users \
+     (phone, country_code, login_count, created_at, updated_at, last_login_at) \
+     VALUES (?, ?, 1, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE login_count = login_count + 1, \
+     updated_at = VALUES(updated_at), last_login_at = VALUES(last_login_at) \
+     RETURNING id, login_count";
+
+#[derive(QueryableByName)]
+struct Upserted {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    login_count: i64,
+}
+
+/// Whether the server supports `INSERT ... RETURNING` (MariaDB 10.5 and later; MySQL
+/// and TiDB do not). Asked once, on the first connection.
+pub(super) async fn supports_returning(conn: &mut Conn) -> bool {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        v: String,
+    }
+    let Ok(Version { v }) = diesel::sql_query("SELECT VERSION() AS v")
+        .get_result::<Version>(conn)
+        .await
+    else {
+        return false;
+    };
+    if !v.contains("MariaDB") {
+        return false;
+    }
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    matches!((parts.next(), parts.next()), (Some(major), Some(minor)) if (major, minor) >= (10, 5))
+}
+
 /// Links (or moves) the identity to the user; a login without unionid keeps the stored one.
 const UPSERT_IDENTITY: &str = "INSERT INTO wechat_identities \
      (app_id, openid, user_id, unionid, session_key, session_key_expires_at, created_at, updated_at) \
@@ -144,28 +185,34 @@ const UPSERT_SESSION_KEY: &str = "INSERT INTO wechat_identities \
 
 /// One attempt of the login transaction.
 ///
-/// Round trips, the same for a new and a returning user: BEGIN, upsert user, read
-/// LAST_INSERT_ID(), upsert identity, COMMIT = 5 (diesel-async does not expose the
-/// insert id of the OK packet, hence the SELECT). No SELECT-then-INSERT: concurrent
+/// Round trips, the same for a new and a returning user: on MariaDB >= 10.5, BEGIN,
+/// upsert user `RETURNING id`, upsert identity, COMMIT = 4; on MySQL/TiDB, BEGIN, upsert
+/// user, read LAST_INSERT_ID(), upsert identity, COMMIT = 5 (diesel-async does not expose
+/// the insert id of the OK packet, hence the SELECT). No SELECT-then-INSERT: concurrent
 /// logins of one new phone queue on the unique key's row lock and all see one id.
 pub(super) async fn record_login(
     conn: &mut Conn,
     login: &LoginRecord<'_>,
+    returning: bool,
 ) -> QueryResult<LoginOutcome> {
     let phone = login.phone.e164();
     let phone = phone.as_str();
     conn.transaction(async |conn| {
-        let affected = Cached(
-            diesel::sql_query(UPSERT_USER)
-                .bind::<Text, _>(phone)
-                .bind::<Text, _>(login.phone.country_code())
-                .bind::<BigInt, _>(login.now_ms)
-                .bind::<BigInt, _>(login.now_ms)
-                .bind::<BigInt, _>(login.now_ms),
-        )
-        .execute(conn)
-        .await?;
-        let InsertId { id } = Cached(diesel::sql_query(LAST_ID)).get_result(conn).await?;
+        let (id, is_new_user) = if returning {
+            let Upserted { id, login_count } = Cached(
+                diesel::sql_query(UPSERT_USER_RETURNING)
+                    .bind::<Text, _>(phone)
+                    .bind::<Text, _>(login.phone.country_code())
+                    .bind::<BigInt, _>(login.now_ms)
+                    .bind::<BigInt, _>(login.now_ms)
+                    .bind::<BigInt, _>(login.now_ms),
+            )
+            .get_result(conn)
+            .await?;
+            (id, login_count == 1)
+        } else {
+            upsert_user_then_read_id(conn, login, phone).await?
+        };
         Cached(
             diesel::sql_query(UPSERT_IDENTITY)
                 .bind::<Text, _>(login.app_id.as_str())
@@ -181,10 +228,30 @@ pub(super) async fn record_login(
         .await?;
         Ok(LoginOutcome {
             user_id: UserId(id),
-            is_new_user: affected == 1,
+            is_new_user,
         })
     })
     .await
+}
+
+/// The portable user upsert (MySQL, TiDB): upsert, then read `LAST_INSERT_ID()`.
+async fn upsert_user_then_read_id(
+    conn: &mut Conn,
+    login: &LoginRecord<'_>,
+    phone: &str,
+) -> QueryResult<(i64, bool)> {
+    let affected = Cached(
+        diesel::sql_query(UPSERT_USER)
+            .bind::<Text, _>(phone)
+            .bind::<Text, _>(login.phone.country_code())
+            .bind::<BigInt, _>(login.now_ms)
+            .bind::<BigInt, _>(login.now_ms)
+            .bind::<BigInt, _>(login.now_ms),
+    )
+    .execute(conn)
+    .await?;
+    let InsertId { id } = Cached(diesel::sql_query(LAST_ID)).get_result(conn).await?;
+    Ok((id, affected == 1))
 }
 
 pub(super) async fn save_session_key(

@@ -494,3 +494,33 @@ async fn migrations_also_run_on_a_current_thread_runtime() {
     let db = TestDb::unmigrated(Backend::Sqlite).await;
     assert!(db.store.migrate().await.unwrap() >= 1);
 }
+
+/// MySQL and TiDB have no `INSERT ... RETURNING`: the portable statements (upsert, then
+/// `SELECT LAST_INSERT_ID()`) must give the same answers under the same races.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portable_mysql_statements_create_one_user_under_a_burst_and_see_returning_users() {
+    let db = TestDb::new(Backend::Mysql).await;
+    let store = db.store.clone().with_portable_sql();
+    let a = app("wxapp1");
+    let p = phone("13580006666");
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let (store, a, p) = (store.clone(), a.clone(), p.clone());
+            tokio::spawn(async move {
+                login(&store, &a, &openid(&format!("o-portable-{i}")), &p, None).await
+            })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap().unwrap());
+    }
+    let id = outcomes[0].user_id;
+    assert!(outcomes.iter().all(|o| o.user_id == id));
+    assert_eq!(outcomes.iter().filter(|o| o.is_new_user).count(), 1);
+    let again = login(&store, &a, &openid("o-portable-0"), &p, None)
+        .await
+        .unwrap();
+    assert_eq!((again.user_id, again.is_new_user), (id, false));
+    assert_eq!(store.user_count().await.unwrap(), 1);
+}
