@@ -3,7 +3,10 @@
 //! the simulator's control API, logs in, and prints the response and the
 //! decoded token claims. This is how people try the service by hand.
 
-use crate::{proto, simulator::SimClient};
+use crate::{
+    proto,
+    simulator::{MintedLogin, MintedPhone, SimClient},
+};
 use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::Value;
@@ -70,6 +73,24 @@ pub fn decode_claims(token: &str) -> anyhow::Result<(Value, Value)> {
     Ok((part("header")?, part("payload")?))
 }
 
+/// Plays the user's mini-program at the simulator: `wx.login`, then the phone button.
+async fn mint(
+    sim: &SimClient,
+    app_id: &str,
+    user: &str,
+    phone: Option<&str>,
+) -> anyhow::Result<(MintedLogin, MintedPhone)> {
+    let login = sim
+        .login(app_id, user, phone)
+        .await
+        .context("minting a wx.login code at the simulator")?;
+    let pressed = sim
+        .phone(app_id, user)
+        .await
+        .context("pressing the phone button at the simulator")?;
+    Ok((login, pressed))
+}
+
 /// Mints codes for `user` and logs in through the gateway; returns the JSON response.
 pub async fn login_via_gateway(
     sim: &SimClient,
@@ -79,14 +100,7 @@ pub async fn login_via_gateway(
     phone: Option<&str>,
     flow: Flow,
 ) -> anyhow::Result<(u16, Value)> {
-    let login = sim
-        .login(app_id, user, phone)
-        .await
-        .context("minting a wx.login code at the simulator")?;
-    let pressed = sim
-        .phone(app_id, user)
-        .await
-        .context("pressing the phone button at the simulator")?;
+    let (login, pressed) = mint(sim, app_id, user, phone).await?;
     let body = match flow {
         Flow::Code => {
             serde_json::json!({"code": login.code, "phoneCode": pressed.code, "appId": app_id})
@@ -122,14 +136,7 @@ pub async fn login_via_grpc(
     phone: Option<&str>,
     flow: Flow,
 ) -> anyhow::Result<Result<proto::MiniProgramLoginResponse, tonic::Status>> {
-    let login = sim
-        .login(app_id, user, phone)
-        .await
-        .context("minting a wx.login code at the simulator")?;
-    let pressed = sim
-        .phone(app_id, user)
-        .await
-        .context("pressing the phone button at the simulator")?;
+    let (login, pressed) = mint(sim, app_id, user, phone).await?;
     let phone = match flow {
         Flow::Code => proto::mini_program_login_request::Phone::PhoneCode(pressed.code),
         Flow::Legacy => {
