@@ -198,6 +198,15 @@ impl TestApp {
             .map(tonic::Response::into_inner)
     }
 
+    /// Plays `wx.login` for `user` of the default app: a fresh login code.
+    pub async fn wx_login(&self, user: &str) -> String {
+        self.sim_client
+            .login(self.app_id(), user, None)
+            .await
+            .unwrap()
+            .code
+    }
+
     /// Mints a wx.login code and a phone code for `user` and logs in with the new flow.
     pub async fn login_with_phone_code(
         &self,

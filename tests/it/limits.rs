@@ -78,12 +78,7 @@ async fn connections_are_closed_after_max_connection_age_and_clients_reconnect()
     let mut client = app.client().await;
     let user = unique_user();
     for _ in 0..2 {
-        let code = app
-            .sim_client
-            .login(app.app_id(), &user, None)
-            .await
-            .unwrap()
-            .code;
+        let code = app.wx_login(&user).await;
         let phone_code = app
             .sim_client
             .phone(app.app_id(), &user)

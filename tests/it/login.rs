@@ -58,12 +58,7 @@ async fn new_user_then_returning_user_with_the_legacy_encrypted_flow() {
 async fn app_id_may_be_omitted_when_one_app_is_configured() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app
-        .sim_client
-        .login(app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&user).await;
     let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
     let ok = app
         .login_raw(proto::MiniProgramLoginRequest {
@@ -203,12 +198,7 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
 async fn malformed_encrypted_data_is_invalid_argument_naming_the_field() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app
-        .sim_client
-        .login(app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&user).await;
     let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
     let err = app
         .login_raw(encrypted_request(
@@ -232,12 +222,7 @@ async fn malformed_encrypted_data_is_invalid_argument_naming_the_field() {
 async fn a_replayed_login_code_is_unauthenticated_login_code_used() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app
-        .sim_client
-        .login(app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&user).await;
     let p1 = app.sim_client.phone(app.app_id(), &user).await.unwrap();
     app.login_raw(proto::MiniProgramLoginRequest {
         app_id: app.app_id().into(),
@@ -258,12 +243,7 @@ async fn a_replayed_login_code_is_unauthenticated_login_code_used() {
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(reason(&err), "LOGIN_CODE_USED");
     // The phone code of the failed attempt was not spent: it still works.
-    let code = app
-        .sim_client
-        .login(app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&user).await;
     app.login_raw(proto::MiniProgramLoginRequest {
         app_id: app.app_id().into(),
         code,
@@ -354,12 +334,7 @@ async fn phone_codes_are_single_use_and_bound_to_their_user() {
     let app = TestApp::spawn().await;
     let (alice, bob) = (unique_user(), unique_user());
     let bob_phone = app.sim_client.phone(app.app_id(), &bob).await.unwrap();
-    let code = app
-        .sim_client
-        .login(app.app_id(), &alice, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&alice).await;
     let err = app
         .login_raw(proto::MiniProgramLoginRequest {
             app_id: app.app_id().into(),
@@ -373,12 +348,7 @@ async fn phone_codes_are_single_use_and_bound_to_their_user() {
 
     let pressed = app.sim_client.phone(app.app_id(), &alice).await.unwrap();
     for attempt in 0..2 {
-        let code = app
-            .sim_client
-            .login(app.app_id(), &alice, None)
-            .await
-            .unwrap()
-            .code;
+        let code = app.wx_login(&alice).await;
         let res = app
             .login_raw(proto::MiniProgramLoginRequest {
                 app_id: app.app_id().into(),
@@ -448,12 +418,7 @@ async fn the_previous_session_key_rescues_wx_login_called_after_the_phone_button
         .unwrap();
     // Phone button first (encrypted with the current key), then wx.login rotates it.
     let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
-    let code = app
-        .sim_client
-        .login(app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&user).await;
     let ok = app
         .login_raw(encrypted_request(
             app.app_id(),
@@ -475,12 +440,7 @@ async fn without_a_previous_session_key_a_rotated_session_is_session_key_stale()
     .await;
     let user = unique_user();
     let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
-    let code = app
-        .sim_client
-        .login(app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&user).await;
     let err = app
         .login_raw(encrypted_request(
             app.app_id(),
@@ -498,12 +458,7 @@ async fn without_a_previous_session_key_a_rotated_session_is_session_key_stale()
 /// Mints a code and learns its session_key by exchanging a twin code (the
 /// simulator keeps the key while the session is fresh).
 async fn session_key_of(app: &TestApp, user: &str) -> SessionKey {
-    let probe = app
-        .sim_client
-        .login(app.app_id(), user, None)
-        .await
-        .unwrap()
-        .code;
+    let probe = app.wx_login(user).await;
     let secret =
         secrecy::ExposeSecret::expose_secret(app.settings.apps[0].app_secret.as_ref().unwrap())
             .to_owned();
@@ -545,12 +500,7 @@ async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_
         &iv,
         &phone_plaintext(&AppId::parse("wx_someone_else").unwrap(), &phone, now),
     );
-    let code = app
-        .sim_client
-        .login(app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&user).await;
     let err = app
         .login_raw(encrypted_request(
             app.app_id(),
@@ -568,12 +518,7 @@ async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_
         &iv,
         &phone_plaintext(&AppId::parse(app.app_id()).unwrap(), &phone, now - 3_600),
     );
-    let code = app
-        .sim_client
-        .login(app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = app.wx_login(&user).await;
     let err = app
         .login_raw(encrypted_request(app.app_id(), code, stale, iv_b64))
         .await
@@ -629,12 +574,7 @@ async fn two_hundred_concurrent_logins_for_one_openid_create_one_user_and_one_id
     let user = unique_user();
     let mut minted = Vec::new();
     for _ in 0..200 {
-        let code = app
-            .sim_client
-            .login(app.app_id(), &user, None)
-            .await
-            .unwrap()
-            .code;
+        let code = app.wx_login(&user).await;
         let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
         minted.push((code, pressed));
     }
