@@ -2,6 +2,7 @@
 //! (found or created by phone) → access token. It speaks domain types only;
 //! the gRPC edge translates [`LoginError`] with its one status table.
 
+mod in_flight;
 mod session_vault;
 
 pub use session_vault::{SessionVault, VaultError};
@@ -16,6 +17,7 @@ use crate::{
         crypto::{DecryptError, decrypt_phone},
     },
 };
+use futures::FutureExt as _;
 use std::{
     sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -50,6 +52,7 @@ pub struct LoginRequest {
 }
 
 /// A successful login.
+#[derive(Clone)]
 pub struct LoginResponse {
     /// The JWT access token. Secret: never log it.
     pub access_token: String,
@@ -132,6 +135,32 @@ pub enum LoginError {
     Internal(#[source] anyhow::Error),
 }
 
+impl LoginError {
+    /// The same error for a concurrent duplicate of the login that failed
+    /// (internal details stay with the original).
+    fn replay(&self) -> LoginError {
+        match self {
+            Self::InvalidField(f) => Self::InvalidField(f.clone()),
+            Self::AppIdRequired => Self::AppIdRequired,
+            Self::UnknownApp => Self::UnknownApp,
+            Self::LoginCodeInvalid => Self::LoginCodeInvalid,
+            Self::LoginCodeUsed => Self::LoginCodeUsed,
+            Self::PhoneCodeInvalid => Self::PhoneCodeInvalid,
+            Self::UserBlocked => Self::UserBlocked,
+            Self::RateLimited => Self::RateLimited,
+            Self::WechatUnavailable => Self::WechatUnavailable,
+            Self::WechatMisconfigured => Self::WechatMisconfigured,
+            Self::SessionKeyStale => Self::SessionKeyStale,
+            Self::WatermarkMismatch => Self::WatermarkMismatch,
+            Self::EncryptedDataExpired => Self::EncryptedDataExpired,
+            Self::DatabaseUnavailable => Self::DatabaseUnavailable,
+            Self::Internal(_) => Self::Internal(anyhow::anyhow!(
+                "the concurrent login with the same code failed internally"
+            )),
+        }
+    }
+}
+
 /// Everything a login needs, shared by all requests.
 pub struct LoginService {
     apps: Vec<AppId>,
@@ -141,6 +170,7 @@ pub struct LoginService {
     vault: SessionVault,
     watermark_max_age: Duration,
     session_key_ttl: Duration,
+    in_flight: in_flight::InFlight,
 }
 
 fn now_ms(now: SystemTime) -> i64 {
@@ -167,6 +197,7 @@ impl LoginService {
             vault,
             watermark_max_age: Duration::from_secs(settings.wechat.watermark_max_age_secs),
             session_key_ttl: Duration::from_secs(settings.session_keys.ttl_secs),
+            in_flight: in_flight::InFlight::default(),
         }
     }
 
@@ -191,16 +222,30 @@ impl LoginService {
         }
     }
 
-    /// Runs one login. Order matters: the phone code (a paid, single-use
-    /// credential) is spent only after the `wx.login` code was accepted.
+    /// Runs one login. A concurrent duplicate (same app, same `wx.login` code:
+    /// a double tap) joins the login already running instead of burning the
+    /// code a second time.
     #[tracing::instrument(name = "login", skip_all, fields(app_id = tracing::field::Empty, flow = request.phone.flow(), user_id = tracing::field::Empty))]
     pub async fn login(
         self: &Arc<Self>,
+        mut request: LoginRequest,
+    ) -> Result<LoginResponse, LoginError> {
+        let app_id = self.resolve_app(request.app_id.take())?;
+        tracing::Span::current().record("app_id", tracing::field::display(&app_id));
+        let key = in_flight::key(&app_id, &request.code);
+        let this = Arc::clone(self);
+        self.in_flight
+            .run(key, move || this.login_once(app_id, request).boxed())
+            .await
+    }
+
+    /// The login itself. Order matters: the phone code (a paid, single-use
+    /// credential) is spent only after the `wx.login` code was accepted.
+    async fn login_once(
+        self: Arc<Self>,
+        app_id: AppId,
         request: LoginRequest,
     ) -> Result<LoginResponse, LoginError> {
-        let app_id = self.resolve_app(request.app_id)?;
-        tracing::Span::current().record("app_id", tracing::field::display(&app_id));
-
         let session = self
             .wechat
             .code2session(&app_id, &request.code)

@@ -678,3 +678,47 @@ async fn the_token_verifies_independently_with_the_configured_key() {
     );
     assert!(wrong.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let user = unique_user();
+    let code = app.wx_login(&user).await;
+    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    // Hold the code exchange so the two requests overlap.
+    app.sim_client
+        .set_fault(&Fault {
+            latency_ms: Some(300),
+            count: Some(1),
+            ..Fault::on(FaultEndpoint::Jscode2Session)
+        })
+        .await
+        .unwrap();
+    let before = app.sim_client.stats().await.unwrap();
+    let request = proto::MiniProgramLoginRequest {
+        app_id: app.app_id().into(),
+        code,
+        phone: Some(WirePhone::PhoneCode(pressed.code)),
+    };
+    let (a, b) = tokio::join!(
+        app.login_raw(request.clone()),
+        app.login_raw(request.clone())
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(a.user_id, b.user_id);
+    assert_eq!(a.access_token, b.access_token, "one login, one token");
+    let after = app.sim_client.stats().await.unwrap();
+    let calls = |s: &mp_auth::simulator::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
+    assert_eq!(
+        calls(&after, "jscode2session") - calls(&before, "jscode2session"),
+        1,
+        "the code is exchanged once"
+    );
+    assert_eq!(
+        calls(&after, "getuserphonenumber") - calls(&before, "getuserphonenumber"),
+        1
+    );
+    // Once the login is over, the code is spent: a replay fails as it should.
+    let err = app.login_raw(request).await.unwrap_err();
+    assert_eq!(reason(&err), "LOGIN_CODE_USED");
+}
