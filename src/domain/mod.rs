@@ -48,7 +48,8 @@ pub struct AppId(String);
 
 impl AppId {
     pub fn parse(value: &str) -> Result<Self, FieldError> {
-        let value = value.trim();
+        // No trimming: an id that changes under trimming is not the configured
+        // id, and accepting it would let every padding become a new metric series.
         check_token_like("app_id", value, 64)?;
         if !value
             .bytes()

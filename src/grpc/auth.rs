@@ -29,7 +29,7 @@ impl AuthService {
 
 /// Parses the wire request; every error names the offending field.
 pub fn parse_request(req: proto::MiniProgramLoginRequest) -> Result<LoginRequest, FieldError> {
-    let app_id = if req.app_id.trim().is_empty() {
+    let app_id = if req.app_id.is_empty() {
         None
     } else {
         Some(AppId::parse(&req.app_id)?)
@@ -89,15 +89,19 @@ impl proto::auth_server::Auth for AuthService {
             ip => ip.to_owned(),
         };
         let wire = request.into_inner();
-        let requested_app = wire.app_id.clone();
-        let result = match parse_request(wire) {
+        // Labels and log fields name only a configured app, never the wire value:
+        // a client must not be able to mint new metric series.
+        let mut resolved_app = String::new();
+        let (flow, result) = match parse_request(wire) {
             Ok(parsed) => {
                 let flow = parsed.phone.flow();
+                if let Ok(app) = self.login.resolve_app(parsed.app_id.as_ref()) {
+                    resolved_app = app.as_str().to_owned();
+                }
                 (flow, self.login.login(parsed).await)
             }
             Err(field) => ("unknown", Err(LoginError::InvalidField(field))),
         };
-        let (flow, result) = result;
         let elapsed = started.elapsed();
         metrics::histogram!("mp_auth_login_duration_seconds", "flow" => flow)
             .record(elapsed.as_secs_f64());
@@ -125,15 +129,8 @@ impl proto::auth_server::Auth for AuthService {
             }
             Err(err) => {
                 let r = row(&err);
-                // Only configured app ids become label values (bounded cardinality).
-                let known_app =
-                    !matches!(err, LoginError::UnknownApp | LoginError::InvalidField(_));
-                let app_id: &str = if known_app && AppId::parse(&requested_app).is_ok() {
-                    &requested_app
-                } else {
-                    ""
-                };
-                metrics::counter!("mp_auth_logins_total", "outcome" => "error", "reason" => r.reason, "flow" => flow, "app_id" => app_id.to_owned()).increment(1);
+                let app_id = resolved_app.as_str();
+                metrics::counter!("mp_auth_logins_total", "outcome" => "error", "reason" => r.reason, "flow" => flow, "app_id" => resolved_app.clone()).increment(1);
                 if let LoginError::Internal(source) = &err {
                     tracing::error!(
                         request_id,

@@ -211,9 +211,12 @@ impl LoginService {
         &self.tokens
     }
 
-    fn resolve_app(&self, requested: Option<AppId>) -> Result<AppId, LoginError> {
+    /// The configured app a request is for: the requested one if configured,
+    /// or the only app when none was requested. Edges use it to label metrics
+    /// with configured apps only (bounded cardinality).
+    pub fn resolve_app(&self, requested: Option<&AppId>) -> Result<AppId, LoginError> {
         match requested {
-            Some(app) if self.apps.contains(&app) => Ok(app),
+            Some(app) if self.apps.contains(app) => Ok(app.clone()),
             Some(_) => Err(LoginError::UnknownApp),
             None => match self.apps.as_slice() {
                 [only] => Ok(only.clone()),
@@ -230,12 +233,13 @@ impl LoginService {
         self: &Arc<Self>,
         mut request: LoginRequest,
     ) -> Result<LoginResponse, LoginError> {
-        let app_id = self.resolve_app(request.app_id.take())?;
+        let app_id = self.resolve_app(request.app_id.take().as_ref())?;
         tracing::Span::current().record("app_id", tracing::field::display(&app_id));
         let key = in_flight::key(&app_id, &request.code);
+        let proof = in_flight::proof_digest(&request.phone);
         let this = Arc::clone(self);
         self.in_flight
-            .run(key, move || this.login_once(app_id, request).boxed())
+            .run(key, proof, move || this.login_once(app_id, request).boxed())
             .await
     }
 

@@ -183,8 +183,13 @@ impl WechatError {
         matches!(self, Self::AccessTokenInvalid { errcode } if STALE_TOKEN_ERRCODES.contains(errcode))
     }
 
-    /// The `errcode` label of `mp_auth_wechat_calls_total`.
+    /// The `errcode` label of `mp_auth_wechat_calls_total`. Bounded: only the
+    /// errcodes this client knows by name become labels; any other errcode
+    /// WeChat (or a hostile upstream) answers is `other`.
     pub fn metric_label(&self) -> String {
+        if let Self::Api { .. } = self {
+            return "other".into();
+        }
         if let Some(code) = self.errcode() {
             return code.to_string();
         }
@@ -284,6 +289,17 @@ mod tests {
         assert!(!errmsg.contains('\n'));
         assert_eq!(errmsg.chars().count(), MAX_ERRMSG_CHARS);
         assert_eq!(err.errcode(), Some(61003));
+    }
+
+    #[test]
+    fn unknown_errcodes_share_one_bounded_metric_label() {
+        let labels: std::collections::HashSet<String> = (0..1000)
+            .map(|i| {
+                WechatError::from_errcode(Endpoint::PhoneNumber, 70000 + i, "x").metric_label()
+            })
+            .collect();
+        assert_eq!(labels.len(), 1);
+        assert!(labels.contains("other"));
     }
 
     #[test]

@@ -722,3 +722,56 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     let err = app.login_raw(request).await.unwrap_err();
     assert_eq!(reason(&err), "LOGIN_CODE_USED");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_request_with_the_same_code_but_another_phone_proof_gets_no_token() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let user = unique_user();
+    let code = app.wx_login(&user).await;
+    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    app.sim_client
+        .set_fault(&Fault {
+            latency_ms: Some(400),
+            count: Some(1),
+            ..Fault::on(FaultEndpoint::Jscode2Session)
+        })
+        .await
+        .unwrap();
+    let genuine = proto::MiniProgramLoginRequest {
+        app_id: app.app_id().into(),
+        code: code.clone(),
+        phone: Some(WirePhone::PhoneCode(pressed.code)),
+    };
+    let leader = {
+        let app = app.clone();
+        tokio::spawn(async move { app.login_raw(genuine).await })
+    };
+    // Let the leader reach the (delayed) code exchange first.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for bogus in [
+        WirePhone::PhoneCode("0000".into()),
+        WirePhone::Encrypted(proto::EncryptedPhone {
+            encrypted_data: "AAAA".into(),
+            iv: "AAAAAAAAAAAAAAAAAAAAAA==".into(),
+        }),
+    ] {
+        let err = app
+            .login_raw(proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code: code.clone(),
+                phone: Some(bogus),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "LOGIN_CODE_USED");
+        assert!(
+            !format!("{err:?}").contains("eyJ"),
+            "no token in the refusal"
+        );
+    }
+    let ok = leader.await.unwrap().unwrap();
+    assert!(
+        !ok.access_token.is_empty(),
+        "the genuine login still succeeds"
+    );
+}
