@@ -426,11 +426,16 @@ fn map_common_wechat_error(e: WechatError) -> LoginError {
         W::UnknownApp(_) => LoginError::UnknownApp,
         // A wx.login code or phone code problem reaching here was classified by the caller.
         W::InvalidCode | W::CodeUsed => LoginError::LoginCodeInvalid,
+        // Refused again after the one retry with a re-fetched token: a WeChat-side
+        // token problem (a concurrent reset, propagation); the caller may retry.
+        W::AccessTokenInvalid { .. } => {
+            tracing::warn!(error = %e, "WeChat refused a freshly fetched access_token");
+            LoginError::WechatUnavailable
+        }
         W::InvalidAppSecret { .. }
         | W::InvalidAppId
         | W::NotAuthorized
         | W::IpNotWhitelisted { .. }
-        | W::AccessTokenInvalid { .. }
         | W::MissingParameter { .. }
         | W::Config(_) => {
             tracing::error!(error = %e, "WeChat rejected this app's credentials or request: check apps[].app_secret, the API IP whitelist and the account's permissions");
@@ -463,7 +468,76 @@ fn map_code2session_error(e: WechatError) -> LoginError {
 
 fn map_phone_error(e: WechatError) -> LoginError {
     match e {
-        WechatError::InvalidCode | WechatError::CodeUsed => LoginError::PhoneCodeInvalid,
+        // 40013 on getuserphonenumber: the access_token is ours, so the AppID that
+        // does not match is the phone code's (a code minted for another mini program).
+        WechatError::InvalidCode | WechatError::CodeUsed | WechatError::InvalidAppId => {
+            LoginError::PhoneCodeInvalid
+        }
         other => map_common_wechat_error(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wechat::Endpoint;
+
+    /// Every errcode a client can provoke with what it sends (a `wx.login` code
+    /// or a phone code of its choosing), on the endpoint it reaches, plus
+    /// undocumented ones: none may become an INTERNAL status (`Internal` or
+    /// `WechatMisconfigured`), which would blame the operator for client input.
+    #[test]
+    fn no_errcode_reachable_from_client_input_is_internal() {
+        let reachable: [(Endpoint, &[i64]); 2] = [
+            (
+                Endpoint::Code2Session,
+                &[-1, 40029, 40163, 40226, 45011, 45009, 61003, 99999],
+            ),
+            (
+                Endpoint::PhoneNumber,
+                &[
+                    -1, 40029, 40163, 40013, 40001, 42001, 40014, 41001, 45011, 45009, 40226,
+                    61003, 99999,
+                ],
+            ),
+        ];
+        for (endpoint, codes) in reachable {
+            for &code in codes {
+                let err = WechatError::from_errcode(endpoint, code, "msg");
+                let mapped = match endpoint {
+                    Endpoint::PhoneNumber => map_phone_error(err),
+                    _ => map_code2session_error(err),
+                };
+                assert!(
+                    !matches!(
+                        mapped,
+                        LoginError::Internal(_) | LoginError::WechatMisconfigured
+                    ),
+                    "{endpoint:?} errcode {code} -> {mapped:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_phone_code_of_another_mini_program_is_an_invalid_phone_code() {
+        let err = WechatError::from_errcode(Endpoint::PhoneNumber, 40013, "invalid appid");
+        assert!(matches!(map_phone_error(err), LoginError::PhoneCodeInvalid));
+    }
+
+    #[test]
+    fn our_own_credentials_problems_stay_operator_errors() {
+        for (endpoint, code) in [
+            (Endpoint::StableToken, 40125),
+            (Endpoint::StableToken, 40164),
+            (Endpoint::Code2Session, 40013),
+            (Endpoint::PhoneNumber, 48001),
+        ] {
+            let err = WechatError::from_errcode(endpoint, code, "msg");
+            assert!(matches!(
+                map_code2session_error(err),
+                LoginError::WechatMisconfigured
+            ));
+        }
     }
 }

@@ -288,6 +288,35 @@ async fn wechat_errcodes_map_to_status_codes_and_reasons() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn phone_errcodes_reachable_from_client_input_are_never_internal() {
+    let app = TestApp::spawn().await;
+    // 40013: a phone code minted for another mini program. 40001 twice: the
+    // token is refused again after the one retry with a fresh token.
+    let cases: [(i64, u64, Code, &str); 3] = [
+        (40013, 1, Code::Unauthenticated, "PHONE_CODE_INVALID"),
+        (40029, 1, Code::Unauthenticated, "PHONE_CODE_INVALID"),
+        (40001, 2, Code::Unavailable, "WECHAT_UNAVAILABLE"),
+    ];
+    for (errcode, count, code, expected) in cases {
+        app.sim_client
+            .set_fault(&Fault {
+                errcode: Some(errcode),
+                count: Some(count),
+                ..Fault::on(FaultEndpoint::GetUserPhoneNumber)
+            })
+            .await
+            .unwrap();
+        let err = app
+            .login_with_phone_code(app.app_id(), &unique_user(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "errcode {errcode}");
+        assert_eq!(reason(&err), expected, "errcode {errcode}");
+        app.sim_client.clear_faults().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn wechat_5xx_garbage_and_timeouts_are_unavailable() {
     let app = TestApp::spawn_with(TestAppOptions {
         tweak: Box::new(|s| s.wechat.timeout_ms = 300),
