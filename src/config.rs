@@ -87,6 +87,14 @@ pub struct WechatSettings {
     pub watermark_max_age_secs: u64,
     /// Refresh a cached access_token this long before WeChat says it expires.
     pub token_refresh_margin_secs: u64,
+    /// Per-app budget of calls to WeChat per second (all endpoints); 0 disables.
+    /// Set it below the app's WeChat quota so garbage codes cannot exhaust it.
+    pub upstream_calls_per_sec: u32,
+    /// Burst size of that budget.
+    pub upstream_burst: u32,
+    /// After WeChat answers 45011/45009, calls to that endpoint of that app are
+    /// refused locally for this long (0 disables the breaker).
+    pub rate_limit_cooldown_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,6 +228,9 @@ impl Default for WechatSettings {
             timeout_ms: 5_000,
             watermark_max_age_secs: 600,
             token_refresh_margin_secs: 60,
+            upstream_calls_per_sec: 0,
+            upstream_burst: 200,
+            rate_limit_cooldown_secs: 10,
         }
     }
 }

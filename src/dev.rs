@@ -147,6 +147,9 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
         app_secret_file: None,
     }];
     settings.wechat.base_url = sim.base_url();
+    // Faults injected into the simulator act one call at a time: no breaker
+    // pause after an injected 45011 (production keeps the default cool-down).
+    settings.wechat.rate_limit_cooldown_secs = 0;
     settings.token.hs256_secret = Some(SecretString::from(secrets.token_secret.clone()));
     settings.session_keys.encryption_key = Some(SecretString::from(
         secrets.session_key_encryption_key.clone(),

@@ -29,12 +29,14 @@ use utoipa::ToSchema;
 /// The login request. Unknown extra fields are ignored; `null` and `""` count as absent.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = json!({"code": "0a1b2c3d4e5f", "phoneCode": "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"}))]
+#[schema(example = json!({"code": "0c3Xyz0w3Ojbq03V7a0w3ZbAmE2Xyz0D", "phoneCode": "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"}))]
 pub struct LoginRequest {
     /// The code from `wx.login()`: single-use, valid for 5 minutes.
+    #[schema(pattern = "^[A-Za-z0-9_-]{16,64}$")]
     pub code: String,
     /// New flow: `e.detail.code` of `<button open-type="getPhoneNumber">`. Preferred when both flows are sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9_-]{16,128}$")]
     pub phone_code: Option<String>,
     /// Legacy flow: `e.detail.encryptedData`, exactly as received.
     #[serde(default, skip_serializing_if = "Option::is_none")]

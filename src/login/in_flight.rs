@@ -131,10 +131,19 @@ mod tests {
             encrypted_data: d.into(),
             iv: iv.into(),
         };
-        assert_eq!(proof_digest(&code("abc")), proof_digest(&code("abc")));
-        assert_ne!(proof_digest(&code("abc")), proof_digest(&code("abd")));
+        assert_eq!(
+            proof_digest(&code("abc0000000000000")),
+            proof_digest(&code("abc0000000000000"))
+        );
+        assert_ne!(
+            proof_digest(&code("abc0000000000000")),
+            proof_digest(&code("abd0000000000000"))
+        );
         assert_ne!(proof_digest(&enc("ab", "c")), proof_digest(&enc("a", "bc")));
-        assert_ne!(proof_digest(&code("abc")), proof_digest(&enc("abc", "")));
+        assert_ne!(
+            proof_digest(&code("abc0000000000000")),
+            proof_digest(&enc("abc0000000000000", ""))
+        );
         assert!(constant_time_eq(&[7; 32], &[7; 32]));
         assert!(!constant_time_eq(&[7; 32], &[8; 32]));
     }

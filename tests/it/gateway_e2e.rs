@@ -148,7 +148,8 @@ async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
         .code;
     let (status, json, headers) = post(
         &s.gateway,
-        serde_json::json!({"code": code, "phoneCode": "x"}).to_string(),
+        serde_json::json!({"code": code, "phoneCode": "0123456789abcdef0123456789abcdef"})
+            .to_string(),
     )
     .await;
     assert_eq!(

@@ -117,9 +117,11 @@ async fn padded_or_unknown_app_ids_add_no_metric_series() {
             let status = app
                 .login_raw(mp_auth::proto::MiniProgramLoginRequest {
                     app_id: padded,
-                    code: "x".into(),
+                    code: WELL_FORMED_CODE.into(),
                     phone: Some(
-                        mp_auth::proto::mini_program_login_request::Phone::PhoneCode("y".into()),
+                        mp_auth::proto::mini_program_login_request::Phone::PhoneCode(
+                            WELL_FORMED_PHONE_CODE.into(),
+                        ),
                     ),
                 })
                 .await
@@ -131,9 +133,11 @@ async fn padded_or_unknown_app_ids_add_no_metric_series() {
         let status = app
             .login_raw(mp_auth::proto::MiniProgramLoginRequest {
                 app_id: format!("wxunknown{k:07}"),
-                code: "x".into(),
+                code: WELL_FORMED_CODE.into(),
                 phone: Some(
-                    mp_auth::proto::mini_program_login_request::Phone::PhoneCode("y".into()),
+                    mp_auth::proto::mini_program_login_request::Phone::PhoneCode(
+                        WELL_FORMED_PHONE_CODE.into(),
+                    ),
                 ),
             })
             .await
