@@ -849,4 +849,37 @@ mod tests {
         assert_eq!(err, WechatError::InvalidAppSecret { errcode: 40001 });
         assert_eq!(mock.phone_calls.load(Ordering::SeqCst), 0);
     }
+
+    #[tokio::test]
+    async fn absurd_token_lifetimes_are_clamped_not_trusted() {
+        for expires_in in [json!(u64::MAX), json!(0)] {
+            let token_calls = Arc::new(AtomicUsize::new(0));
+            let calls = token_calls.clone();
+            let base = serve(
+                Router::new()
+                    .route(
+                        "/cgi-bin/stable_token",
+                        post(move || {
+                            let expires_in = expires_in.clone();
+                            let calls = calls.clone();
+                            async move {
+                                calls.fetch_add(1, Ordering::SeqCst);
+                                Json(json!({"access_token": "tok", "expires_in": expires_in}))
+                            }
+                        }),
+                    )
+                    .route(
+                        "/wxa/business/getuserphonenumber",
+                        post(|| async { Json(ok_phone(json!("86"))) }),
+                    ),
+            )
+            .await;
+            let c = client(&base, 2_000);
+            for _ in 0..3 {
+                phone(&c).await.unwrap();
+            }
+            // u64::MAX did not overflow the cache; 0 did not force a fetch per call.
+            assert_eq!(token_calls.load(Ordering::SeqCst), 1);
+        }
+    }
 }
