@@ -152,6 +152,11 @@ pub struct GatewaySettings {
     /// Time allowed to send request headers.
     pub header_read_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    /// Largest request head (request line + headers); larger gets 431. Also the
+    /// connection's read buffer, so it bounds memory per connection.
+    pub max_header_bytes: usize,
+    /// Open client connections at most; more are closed at once (memory bound).
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -274,6 +279,8 @@ impl Default for GatewaySettings {
             trusted_proxies: Vec::new(),
             header_read_timeout_ms: 5_000,
             drain_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
         }
     }
 }

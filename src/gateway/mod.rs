@@ -101,6 +101,7 @@ impl AppState {
             ("backend_timeout_ms", settings.backend_timeout_ms),
             ("header_read_timeout_ms", settings.header_read_timeout_ms),
             ("max_body_bytes", settings.max_body_bytes as u64),
+            ("max_connections", settings.max_connections as u64),
         ] {
             if value == 0 {
                 return Err(invalid(
@@ -109,6 +110,17 @@ impl AppState {
                     "see docs/http-api.md for defaults",
                 ));
             }
+        }
+        if settings.max_header_bytes < server::MIN_HEADER_BYTES {
+            return Err(invalid(
+                "max_header_bytes",
+                format!(
+                    "{} is below {}",
+                    settings.max_header_bytes,
+                    server::MIN_HEADER_BYTES
+                ),
+                "the default (16384) fits every mini-program request",
+            ));
         }
         let proxies = TrustedProxies::parse(&settings.trusted_proxies).map_err(|e| {
             invalid(
@@ -209,7 +221,11 @@ impl Gateway {
         server::serve(
             self.listener,
             router(self.state),
-            Duration::from_millis(self.settings.header_read_timeout_ms),
+            server::ConnectionLimits {
+                header_read_timeout: Duration::from_millis(self.settings.header_read_timeout_ms),
+                max_header_bytes: self.settings.max_header_bytes,
+                max_connections: self.settings.max_connections,
+            },
             Duration::from_millis(self.settings.drain_timeout_ms),
             move || {
                 state

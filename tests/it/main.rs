@@ -6,6 +6,7 @@ mod decrypt_cmd;
 mod dev;
 mod gateway;
 mod gateway_e2e;
+mod gateway_memory;
 mod grpcurl;
 mod health;
 mod helpers;
