@@ -64,6 +64,8 @@ pub struct StateInner {
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed.
     pub proxies: TrustedProxies,
+    /// Warns once when all traffic comes from one untrusted forwarding peer.
+    pub proxy_watch: client_ip::UntrustedProxyWatch,
     /// Per-client-IP limiter; `None` when disabled.
     pub limiter: Option<RateLimiter>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
@@ -152,6 +154,7 @@ impl AppState {
             body_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
             max_body_bytes: settings.max_body_bytes,
             proxies,
+            proxy_watch: client_ip::UntrustedProxyWatch::default(),
             limiter: RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
             draining: AtomicBool::new(false),
         })))

@@ -830,3 +830,38 @@ async fn shutdown_lets_an_in_flight_login_finish_then_returns() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn a_forged_x_forwarded_for_from_a_peer_outside_the_trusted_ranges_is_ignored() {
+    let backend = spawn_backend().await;
+    // Proxies are trusted, but this client (127.0.0.1) is not one of them.
+    let gw = spawn_gateway(&backend.url, |g| {
+        g.rate_limit_per_sec = 1;
+        g.rate_limit_burst = 1;
+        g.trusted_proxies = vec!["10.0.0.0/8".into(), "192.0.2.7".into()];
+    })
+    .await;
+    let send = |xff: &'static str| {
+        gw.http
+            .post(gw.url("/auth/mp_login"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", xff)
+            .body(r#"{"code":"c","phoneCode":"p"}"#)
+            .send()
+    };
+    assert_eq!(send("203.0.113.50").await.unwrap().status(), 200);
+    // A new forged address per request does not buy a new bucket.
+    expect_error(send("203.0.113.51").await.unwrap(), 429, "RATE_LIMITED").await;
+    expect_error(
+        send("10.0.0.1, 203.0.113.52").await.unwrap(),
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    let ips: Vec<_> = backend
+        .received()
+        .into_iter()
+        .map(|r| r.client_ip)
+        .collect();
+    assert_eq!(ips, vec![Some("127.0.0.1".to_owned())]);
+}

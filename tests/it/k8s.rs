@@ -402,6 +402,19 @@ fn network_policies_admit_only_the_gateway_to_the_grpc_port() {
         serde_json::json!([{ "podSelector": { "matchLabels": {
             "app.kubernetes.io/name": "mp-auth", "app.kubernetes.io/component": "gateway" } } }])
     );
+    let http_rule = object(objects, "NetworkPolicy", GATEWAY)["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ports"][0]["port"] == 8080)
+        .unwrap();
+    assert_eq!(
+        http_rule["from"],
+        serde_json::json!([{
+            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "ingress-nginx" } },
+            "podSelector": { "matchLabels": { "app.kubernetes.io/name": "ingress-nginx" } } }]),
+        "only the ingress controller reaches the gateway's HTTP port (no in-cluster XFF forgery)"
+    );
     let gateway_egress = object(objects, "NetworkPolicy", GATEWAY)["spec"]["egress"]
         .as_array()
         .unwrap();
