@@ -157,6 +157,9 @@ pub struct GatewaySettings {
     pub max_header_bytes: usize,
     /// Open client connections at most; more are closed at once (memory bound).
     pub max_connections: usize,
+    /// A second listener serving only `/healthz` and `/readyz`, for kubelet
+    /// probes: out of reach of floods and connection caps on the public port.
+    pub probe_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -281,6 +284,7 @@ impl Default for GatewaySettings {
             drain_timeout_ms: 10_000,
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
+            probe_listen: None,
         }
     }
 }

@@ -70,6 +70,8 @@ pub struct StateInner {
     pub limiter: Option<RateLimiter>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
+    /// The backend's last health answer, reused by `/readyz` for a second.
+    pub readiness: health::ReadinessCache,
 }
 
 impl Deref for AppState {
@@ -157,6 +159,7 @@ impl AppState {
             proxy_watch: client_ip::UntrustedProxyWatch::default(),
             limiter: RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
             draining: AtomicBool::new(false),
+            readiness: health::ReadinessCache::default(),
         })))
     }
 }
@@ -183,9 +186,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// The probe listener's routes: liveness and readiness only.
+fn probe_router(state: AppState) -> Router {
+    Router::new()
+        .route(HEALTHZ_PATH, get(health::healthz))
+        .route(READYZ_PATH, get(health::readyz))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// Connections the probe listener keeps open at most (kubelets and balancers).
+const PROBE_MAX_CONNECTIONS: usize = 64;
+
 /// A bound, ready-to-run gateway.
 pub struct Gateway {
     listener: TcpListener,
+    probe_listener: Option<TcpListener>,
     state: AppState,
     settings: GatewaySettings,
 }
@@ -202,11 +218,25 @@ impl Gateway {
                 gw.listen
             )
         })?;
+        let probe_listener = match gw.probe_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("binding gateway probe listener {addr} (MP_AUTH_GATEWAY__PROBE_LISTEN)")
+            })?),
+            None => None,
+        };
         Ok(Gateway {
             listener,
+            probe_listener,
             state,
             settings: gw.clone(),
         })
+    }
+
+    /// The probe listener's address, when one is configured.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound.
@@ -221,6 +251,25 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
+        let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
+        let probes = self.probe_listener.map(|listener| {
+            tokio::spawn(server::serve(
+                listener,
+                probe_router(self.state.clone()),
+                server::ConnectionLimits {
+                    header_read_timeout: Duration::from_millis(
+                        self.settings.header_read_timeout_ms,
+                    ),
+                    max_header_bytes: server::MIN_HEADER_BYTES,
+                    max_connections: PROBE_MAX_CONNECTIONS,
+                },
+                Duration::ZERO,
+                || {},
+                async {
+                    let _ = probes_stopped.await;
+                },
+            ))
+        });
         server::serve(
             self.listener,
             router(self.state),
@@ -238,6 +287,11 @@ impl Gateway {
             shutdown,
         )
         .await;
+        // Probes answer (readyz: 503 while draining) until the public port is drained.
+        let _ = stop_probes.send(());
+        if let Some(probes) = probes {
+            let _ = probes.await;
+        }
         Ok(())
     }
 }

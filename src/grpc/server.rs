@@ -216,11 +216,10 @@ fn grpc_internal_for_panic(_payload: Box<dyn Any + Send>) -> http::Response<toni
 async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration) {
     let mut last: Option<ServingStatus> = None;
     loop {
-        let healthy = tokio::time::timeout(interval.max(Duration::from_secs(1)), async {
-            store.ping().await.is_ok() && matches!(store.migrations_current().await, Ok(true))
-        })
-        .await
-        .unwrap_or(false);
+        // Its own connection: a pool full of logins must not make a busy replica unready.
+        let healthy = tokio::time::timeout(interval.max(Duration::from_secs(1)), store.health())
+            .await
+            .is_ok_and(|r| matches!(r, Ok(crate::store::Health::Ready)));
         let pool = store.pool_state();
         metrics::gauge!("mp_auth_db_pool_connections").set(f64::from(pool.connections));
         metrics::gauge!("mp_auth_db_pool_idle_connections").set(f64::from(pool.idle));

@@ -4,11 +4,13 @@
 //! keys are stored sealed (the caller encrypts them, the store never sees plaintext).
 
 mod error;
+mod health;
 mod mysql;
 pub mod schema;
 mod sqlite;
 
 pub use error::StoreError;
+pub use health::Health;
 
 use crate::{
     config::DatabaseSettings,
@@ -116,6 +118,8 @@ pub struct Store {
     verify_window: mysql::VerifyWindow,
     /// MySQL-protocol server supports `INSERT ... RETURNING` (MariaDB >= 10.5).
     returning: bool,
+    /// Health checks' own connection, outside the pool and the gate.
+    probe: Arc<health::Probe>,
 }
 
 #[derive(Clone)]
@@ -164,6 +168,7 @@ impl Store {
         url: &SecretString,
         settings: &DatabaseSettings,
     ) -> Result<Store, StoreError> {
+        let secret_url = url.clone();
         let url = url.expose_secret();
         let acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms.max(1));
         let last_connect_error = LastConnectError::default();
@@ -201,9 +206,9 @@ impl Store {
                     .into(),
             ));
         };
-        let permits = match inner {
-            Inner::Mysql(_) => pool_size,
-            Inner::Sqlite(_) => sqlite::POOL_SIZE,
+        let (permits, backend) = match inner {
+            Inner::Mysql(_) => (pool_size, Backend::Mysql),
+            Inner::Sqlite(_) => (sqlite::POOL_SIZE, Backend::Sqlite),
         };
         Ok(Store {
             inner,
@@ -213,7 +218,14 @@ impl Store {
             last_connect_error,
             verify_window,
             returning,
+            probe: Arc::new(health::Probe::new(secret_url, backend, acquire_timeout)),
         })
+    }
+
+    /// The health check: `SELECT 1` and the applied migrations, over a
+    /// connection of its own (never queued behind logins in the pool).
+    pub async fn health(&self) -> Result<Health, StoreError> {
+        self.probe.check().await
     }
 
     /// Uses the portable MySQL statements (upsert, then `SELECT LAST_INSERT_ID()`) even
@@ -552,7 +564,7 @@ fn versions(source: &EmbeddedMigrations) -> Result<Vec<String>, StoreError> {
 }
 
 #[derive(QueryableByName)]
-struct AppliedVersion {
+pub(crate) struct AppliedVersion {
     #[diesel(sql_type = diesel::sql_types::Text)]
     version: String,
 }

@@ -756,7 +756,22 @@ async fn readyz_follows_the_backend_s_health() {
         .health
         .set_service_status(HEALTH_AUTH, ServingStatus::NotServing)
         .await;
+    // The backend's answer is reused for a second (one health call per second
+    // per gateway, however many probes arrive): the change shows within ~1 s.
+    let started = Instant::now();
+    while gw.get("/readyz").await.status() == 200 {
+        assert!(
+            started.elapsed() < Duration::from_millis(2_500),
+            "/readyz still 200 after the backend went NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     expect_error(gw.get("/readyz").await, 503, "NOT_READY").await;
+    // A flood of probes is answered from the cached answer, all alike and fast.
+    let flood: Vec<_> = (0..200).map(|_| gw.get("/readyz")).collect();
+    for resp in futures::future::join_all(flood).await {
+        assert_eq!(resp.status(), 503);
+    }
 }
 
 #[tokio::test]

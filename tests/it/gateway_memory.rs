@@ -135,3 +135,39 @@ async fn connections_beyond_the_cap_are_closed_at_once() {
     s.read_to_string(&mut answer).await.unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn probes_on_the_probe_listener_answer_while_the_public_port_is_full() {
+    let probe_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let probe_addr = format!("127.0.0.1:{probe_port}");
+    let gw = ChildGateway::start(&[
+        ("MP_AUTH_GATEWAY__MAX_CONNECTIONS", "10"),
+        ("MP_AUTH_GATEWAY__PROBE_LISTEN", &probe_addr),
+    ])
+    .await;
+    // A flood holds every public slot with half-sent heads.
+    let mut held = Vec::new();
+    for _ in 0..10 {
+        held.push(half_head(gw.addr, 10).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut s = TcpStream::connect(&probe_addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // The probe port serves probes only.
+    let mut s = TcpStream::connect(&probe_addr).await.unwrap();
+    s.write_all(b"POST /auth/mp_login HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    drop(held);
+}

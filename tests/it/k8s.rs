@@ -13,6 +13,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::OnceLock
 const GRPC_PORT: u16 = 50051;
 const SERVER_METRICS_PORT: u16 = 9090;
 const GATEWAY_HTTP_PORT: u16 = 8080;
+const GATEWAY_PROBE_PORT: u16 = 8081;
 const GATEWAY_METRICS_PORT: u16 = 9091;
 const METRICS_PATH: &str = "/metrics";
 /// grpc.health.v1 service that stays SERVING while the process is alive.
@@ -225,14 +226,18 @@ fn gateway_serves_http_and_metrics_and_probes_healthz_and_readyz() {
         assert_eq!(http["path"], path, "{probe}");
         assert_eq!(
             probe_port(gateway, &http["port"]),
-            i64::from(GATEWAY_HTTP_PORT),
-            "{probe}"
+            i64::from(GATEWAY_PROBE_PORT),
+            "{probe}: kubelet probes use the probe listener, out of reach of floods"
         );
     }
     let env = environment(objects, gateway);
     assert_eq!(
         env["MP_AUTH_GATEWAY__LISTEN"],
         format!("0.0.0.0:{GATEWAY_HTTP_PORT}")
+    );
+    assert_eq!(
+        env["MP_AUTH_GATEWAY__PROBE_LISTEN"],
+        format!("0.0.0.0:{GATEWAY_PROBE_PORT}")
     );
     assert_eq!(
         env["MP_AUTH_ADMIN__METRICS_LISTEN"],
