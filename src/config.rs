@@ -527,6 +527,85 @@ impl Settings {
                 "use e.g. 7200",
             ));
         }
+        // Upper bounds: every duration below is converted to milliseconds and added
+        // to "now" in i64/u64 arithmetic; absurd values must be refused here, not wrap.
+        const DAY: u64 = 24 * 3600;
+        for (setting, value, max, fix) in [
+            (
+                "token.ttl_secs",
+                self.token.ttl_secs,
+                30 * DAY,
+                "use e.g. 7200",
+            ),
+            (
+                "session_keys.ttl_secs",
+                self.session_keys.ttl_secs,
+                365 * DAY,
+                "use e.g. 259200",
+            ),
+            (
+                "wechat.watermark_max_age_secs",
+                self.wechat.watermark_max_age_secs,
+                DAY,
+                "use e.g. 600",
+            ),
+            (
+                "wechat.token_refresh_margin_secs",
+                self.wechat.token_refresh_margin_secs,
+                3600,
+                "use e.g. 60",
+            ),
+            (
+                "wechat.rate_limit_cooldown_secs",
+                self.wechat.rate_limit_cooldown_secs,
+                3600,
+                "use e.g. 10",
+            ),
+            (
+                "wechat.timeout_ms",
+                self.wechat.timeout_ms,
+                10 * 60_000,
+                "use e.g. 5000",
+            ),
+            (
+                "wechat.connect_timeout_ms",
+                self.wechat.connect_timeout_ms,
+                10 * 60_000,
+                "use e.g. 1000",
+            ),
+            (
+                "database.acquire_timeout_ms",
+                self.database.acquire_timeout_ms,
+                10 * 60_000,
+                "use e.g. 2000",
+            ),
+            (
+                "grpc.drain_timeout_ms",
+                self.grpc.drain_timeout_ms,
+                10 * 60_000,
+                "use e.g. 10000",
+            ),
+            (
+                "gateway.backend_timeout_ms",
+                self.gateway.backend_timeout_ms,
+                10 * 60_000,
+                "use e.g. 10000",
+            ),
+            (
+                "gateway.drain_timeout_ms",
+                self.gateway.drain_timeout_ms,
+                10 * 60_000,
+                "use e.g. 10000",
+            ),
+        ] {
+            if value > max {
+                return Err(invalid(
+                    setting,
+                    format!("{value} is above the maximum of {max}"),
+                    fix,
+                ));
+            }
+        }
         if self.token.issuer.is_empty() || self.token.audience.is_empty() {
             return Err(invalid(
                 "token.issuer",
@@ -550,6 +629,21 @@ impl WechatSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_that_would_wrap_the_arithmetic_are_refused() {
+        let mut s = Settings::default();
+        s.token.ttl_secs = u64::MAX;
+        let err = s.validate_common().unwrap_err().to_string();
+        assert!(err.contains("token.ttl_secs"), "{err}");
+        let mut s = Settings::default();
+        s.session_keys.ttl_secs = u64::MAX / 2;
+        assert!(s.validate_common().is_err());
+        let mut s = Settings::default();
+        s.database.acquire_timeout_ms = u64::MAX;
+        assert!(s.validate_common().is_err());
+        assert!(Settings::default().validate_common().is_ok());
+    }
 
     #[test]
     fn secrets_never_show_in_debug() {
