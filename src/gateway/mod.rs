@@ -172,18 +172,39 @@ pub const READYZ_PATH: &str = "/readyz";
 /// The gateway's routes, wrapped in the edge middleware. Every response that
 /// is not a success is the JSON error shape, including unknown routes and methods.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/auth/mp_login", post(login::mp_login))
-        .route(HEALTHZ_PATH, get(health::healthz))
-        .route(READYZ_PATH, get(health::readyz))
-        .route("/openapi.json", get(openapi::openapi_json))
+    with_edge(
+        Router::new()
+            .route("/auth/mp_login", post(login::mp_login))
+            .route(HEALTHZ_PATH, get(health::healthz))
+            .route(READYZ_PATH, get(health::readyz))
+            .route("/openapi.json", get(openapi::openapi_json)),
+        state,
+    )
+}
+
+/// Wraps `routes` in what every request passes: the not-found and
+/// method-not-allowed answers, the panic catcher and the edge middleware.
+pub fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Inside the edge, so a caught panic is rendered like any error (JSON, request id).
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response as fn(Box<dyn std::any::Any + Send>) -> axum::response::Response,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             edge::edge,
         ))
         .with_state(state)
+}
+
+/// A handler panicked: answer that request 500 `INTERNAL` and keep serving.
+/// Counted as `mp_auth_http_panics_total`; the panic hook logged the location.
+fn panic_response(_payload: Box<dyn std::any::Any + Send>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    metrics::counter!("mp_auth_http_panics_total").increment(1);
+    ApiError::Unexpected(anyhow::anyhow!("a request handler panicked")).into_response()
 }
 
 /// The probe listener's routes: liveness and readiness only.

@@ -880,3 +880,54 @@ async fn a_forged_x_forwarded_for_from_a_peer_outside_the_trusted_ranges_is_igno
         .collect();
     assert_eq!(ips, vec![Some("127.0.0.1".to_owned())]);
 }
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_json_and_the_gateway_keeps_serving() {
+    use tower::ServiceExt as _;
+    let state = mp_auth::gateway::AppState::new(&mp_auth::config::GatewaySettings {
+        backend_url: dead_backend_url().await,
+        ..Default::default()
+    })
+    .unwrap();
+    let app = mp_auth::gateway::with_edge(
+        axum::Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/fine", axum::routing::get(|| async { "fine" })),
+        state,
+    );
+    let boom = app
+        .clone()
+        .oneshot(
+            http::Request::get("/boom")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(boom.status(), 500);
+    assert!(boom.headers().contains_key("x-request-id"));
+    let body = axum::body::to_bytes(boom.into_body(), 4096).await.unwrap();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["reason"], "INTERNAL");
+    assert!(
+        !json.to_string().contains("boom"),
+        "no panic payload: {json}"
+    );
+    let fine = app
+        .oneshot(
+            http::Request::get("/fine")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
+}
