@@ -4,6 +4,13 @@
 use prost::Message;
 use std::{env, fs, path::PathBuf};
 
+/// Generated messages whose derived `Debug` would print a secret.
+const REDACTED_MESSAGES: [&str; 3] = [
+    ".mpauth.v1.MiniProgramLoginRequest",
+    ".mpauth.v1.EncryptedPhone",
+    ".mpauth.v1.MiniProgramLoginResponse",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto = "proto/mpauth/v1/auth.proto";
     println!("cargo:rerun-if-changed=proto");
@@ -13,6 +20,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Messages that carry codes or tokens get a redacting `Debug` by hand
+        // (src/proto_debug.rs) instead of the derived one.
+        .skip_debug(REDACTED_MESSAGES)
         .compile_fds(fds)?;
     Ok(())
 }

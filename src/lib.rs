@@ -19,6 +19,7 @@ pub mod domain;
 pub mod gateway;
 pub mod grpc;
 pub mod login;
+mod proto_debug;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;

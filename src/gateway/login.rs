@@ -150,8 +150,8 @@ fn string_field(map: &Map<String, Value>, name: &'static str) -> Result<Option<S
     }
 }
 
-/// A successful login.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A successful login. `Debug` leaves the tokens out.
+#[derive(Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl",
     "token_type": "bearer", "expires_in": 7200, "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
@@ -173,6 +173,16 @@ pub struct LoginResponse {
     /// The user's unionid; present only when the mini-program is bound to an Open Platform account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unionid: Option<String>,
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("access_token", &"[REDACTED]")
+            .field("user_id", &self.user_id)
+            .field("is_new_user", &self.is_new_user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<proto::MiniProgramLoginResponse> for LoginResponse {
@@ -499,6 +509,17 @@ mod tests {
     fn debug_output_never_shows_codes() {
         let req = parse(r#"{"code":"SECRETCODE","phoneCode":"SECRETPHONE"}"#).unwrap();
         let dbg = format!("{req:?}");
+        assert!(!dbg.contains("SECRET"), "{dbg}");
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let body = LoginResponse::from(proto::MiniProgramLoginResponse {
+            access_token: "SECRET-TOKEN".into(),
+            user_id: "42".into(),
+            ..Default::default()
+        });
+        let dbg = format!("{body:?}");
         assert!(!dbg.contains("SECRET"), "{dbg}");
     }
 
