@@ -61,6 +61,20 @@ pub struct Settings {
     pub session_keys: SessionKeySettings,
     pub log: LogSettings,
     pub simulator: SimulatorSettings,
+    /// Internal services allowed to call the protected gRPC RPCs, with their permissions.
+    pub callers: Vec<CallerSettings>,
+}
+
+/// One internal caller of the gRPC port: a name, the SHA-256 of its API key
+/// (never the key itself) and its permissions (see `callers::Permission`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSettings {
+    pub name: String,
+    /// 64 hex digits: `printf %s "$KEY" | sha256sum`, or `mp-auth callers new-key`.
+    pub key_sha256: String,
+    #[serde(default)]
+    pub permissions: Vec<String>,
 }
 
 /// One mini program: its AppID and AppSecret (from the WeChat admin console).

@@ -11,6 +11,7 @@
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 
 pub mod bench;
+pub mod callers;
 pub mod cli;
 pub mod client;
 pub mod config;

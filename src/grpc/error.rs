@@ -2,7 +2,7 @@
 //! machine-readable reason in `google.rpc.ErrorInfo` (domain `mpauth.v1`),
 //! and a message safe for clients. Internal details are logged, never returned.
 
-use crate::login::LoginError;
+use crate::{callers::CallerError, login::LoginError};
 use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -60,6 +60,30 @@ pub fn to_status(err: &LoginError) -> Status {
             details.set_retry_info(Some(Duration::from_secs(60)));
         }
         _ => {}
+    }
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, err.to_string(), details)
+}
+
+/// The status for a refused internal caller (see [`crate::callers`]).
+pub fn caller_status(err: &CallerError) -> Status {
+    let (code, reason) = match err {
+        CallerError::Missing | CallerError::Invalid => {
+            (Code::Unauthenticated, "CALLER_UNAUTHENTICATED")
+        }
+        CallerError::RateLimited => (Code::ResourceExhausted, "CALLER_RATE_LIMITED"),
+        CallerError::PermissionDenied { .. } => (Code::PermissionDenied, "PERMISSION_DENIED"),
+    };
+    let mut metadata = HashMap::new();
+    let mut details = ErrorDetails::new();
+    match err {
+        CallerError::PermissionDenied { permission } => {
+            metadata.insert("permission".to_owned(), permission.as_str().to_owned());
+        }
+        CallerError::RateLimited => {
+            details.set_retry_info(Some(Duration::from_secs(60)));
+        }
+        CallerError::Missing | CallerError::Invalid => {}
     }
     details.set_error_info(reason, ERROR_DOMAIN, metadata);
     Status::with_error_details(code, err.to_string(), details)

@@ -2,6 +2,7 @@
 //! reflection and the server lifecycle. Generated types stay here and in the gateway.
 
 pub mod auth;
+pub mod caller_auth;
 pub mod error;
 pub mod server;
 
