@@ -45,6 +45,11 @@ pub struct DevArgs {
     /// Skip the demo login at start-up.
     #[arg(long)]
     pub no_demo: bool,
+    /// Use this MySQL/MariaDB database instead of the SQLite file. Must be given
+    /// explicitly: an inherited `DATABASE_URL` (or `database.url`) is refused, so
+    /// the simulator's fake users never land in a real database by accident.
+    #[arg(long)]
+    pub database_url: Option<String>,
 }
 
 /// Secrets generated once per data directory (dev only!).
@@ -82,13 +87,19 @@ impl DevSecrets {
                 .with_context(|| format!("parsing {}", path.display()));
         }
         let secrets = Self::generate()?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&secrets)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        // Created owner-only from the first byte (no window in which it is world-readable).
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
         }
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&secrets)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(secrets)
     }
 }
@@ -154,10 +165,26 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     settings.session_keys.encryption_key = Some(SecretString::from(
         secrets.session_key_encryption_key.clone(),
     ));
-    if settings.database.url.is_none() && settings.database.url_file.is_none() {
-        let db = args.data_dir.join("mp-auth-dev.db");
-        settings.database.url = Some(SecretString::from(format!("sqlite://{}", db.display())));
+    if settings.database.url.is_some() || settings.database.url_file.is_some() {
+        anyhow::bail!(
+            "dev mode refuses the database from DATABASE_URL / database.url: dev mode fills it \
+             with simulated users. Unset DATABASE_URL to use the SQLite file in {}, or pass \
+             --database-url explicitly to use a MySQL/MariaDB database on purpose",
+            args.data_dir.display()
+        );
     }
+    settings.database.url = Some(SecretString::from(match &args.database_url {
+        Some(url) => {
+            eprintln!(
+                "  dev mode: using the database given with --database-url (simulated users will be written to it)"
+            );
+            url.clone()
+        }
+        None => format!(
+            "sqlite://{}",
+            args.data_dir.join("mp-auth-dev.db").display()
+        ),
+    }));
     settings.database.migrate_on_start = true;
     settings.grpc.listen = SocketAddr::new(args.host, args.grpc_port);
     let grpc = GrpcServer::build(&settings).await?;

@@ -164,6 +164,44 @@ fn dev_mode_logs_users_in_and_keeps_them_across_restarts() {
     assert_eq!(again["user_id"], first["user_id"]);
     verify(dir.path(), again["access_token"].as_str().unwrap());
     dev.stop();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("dev-secrets.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "dev-secrets.json is owner-only: {mode:o}");
+    }
+}
+
+#[test]
+fn dev_mode_refuses_an_inherited_database_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mp-auth"))
+        .args([
+            "dev",
+            "--sim-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env(
+            "DATABASE_URL",
+            "mysql://prod:secret-password@db.internal:3306/mp_auth",
+        )
+        .env("MP_AUTH_LOG__FORMAT", "json")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--database-url"), "{stderr}");
+    assert!(!stderr.contains("secret-password"), "{stderr}");
+    assert!(!dir.path().join("endpoints.json").exists());
 }
 
 #[test]
