@@ -337,6 +337,16 @@ impl Store {
                 }
             };
             let err = match result {
+                // After a lost connection the first attempt may have committed without
+                // its acknowledgement reaching us: then this attempt found the row that
+                // attempt created and calls the user returning. The row's creation time
+                // is this login's own timestamp exactly when that happened.
+                Ok(outcome) if reconnected && !outcome.is_new_user => {
+                    return Ok(LoginOutcome {
+                        is_new_user: self.created_at(outcome.user_id).await? == Some(login.now_ms),
+                        ..outcome
+                    });
+                }
                 Ok(outcome) => return Ok(outcome),
                 Err(err) => err,
             };
@@ -357,6 +367,19 @@ impl Store {
                 _ => return Err(self.query_error("login transaction", &err)),
             }
         }
+    }
+
+    /// When the user was created (unix ms), if it exists.
+    async fn created_at(&self, user_id: UserId) -> Result<Option<i64>, StoreError> {
+        use schema::users::dsl as u;
+        with_conn!(self, "reading a user's creation time", |conn| {
+            u::users
+                .filter(u::id.eq(user_id.0))
+                .select(u::created_at)
+                .first::<i64>(conn)
+                .await
+                .optional()
+        })
     }
 
     /// Upserts only the sealed session key of `(app_id, openid)`, leaving `user_id`
