@@ -5,16 +5,17 @@ use prost::Message;
 use std::{env, fs, path::PathBuf};
 
 /// Generated messages whose derived `Debug` would print a secret.
-const REDACTED_MESSAGES: [&str; 3] = [
+const REDACTED_MESSAGES: [&str; 4] = [
     ".mpauth.v1.MiniProgramLoginRequest",
     ".mpauth.v1.EncryptedPhone",
     ".mpauth.v1.MiniProgramLoginResponse",
+    ".mpauth.v1.User",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto = "proto/mpauth/v1/auth.proto";
+    let protos = ["proto/mpauth/v1/auth.proto", "proto/mpauth/v1/users.proto"];
     println!("cargo:rerun-if-changed=proto");
-    let fds = protox::compile([proto], ["proto"])?;
+    let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("mpauth_descriptor.bin"), fds.encode_to_vec())?;
     tonic_prost_build::configure()

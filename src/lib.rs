@@ -27,6 +27,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub mod users;
 pub mod wechat;
 
 /// Generated code for `proto/mpauth/v1/auth.proto`.

@@ -3,7 +3,7 @@
 //! log line or an error must never print a `wx.login` code, a phone code, the
 //! legacy ciphertext or an access token.
 
-use crate::proto::{EncryptedPhone, MiniProgramLoginRequest, MiniProgramLoginResponse};
+use crate::proto::{EncryptedPhone, MiniProgramLoginRequest, MiniProgramLoginResponse, User};
 use std::fmt;
 
 const REDACTED: &str = "[REDACTED]";
@@ -49,6 +49,17 @@ impl fmt::Debug for MiniProgramLoginResponse {
             .field("user_id", &self.user_id)
             .field("app_id", &self.app_id)
             .field("is_new_user", &self.is_new_user)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("user_id", &self.user_id)
+            .field("phone_masked", &self.phone_masked)
+            .field("phone", &if self.phone.is_empty() { "" } else { REDACTED })
+            .field("identities", &self.identities.len())
             .finish_non_exhaustive()
     }
 }

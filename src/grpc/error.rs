@@ -2,7 +2,7 @@
 //! machine-readable reason in `google.rpc.ErrorInfo` (domain `mpauth.v1`),
 //! and a message safe for clients. Internal details are logged, never returned.
 
-use crate::{callers::CallerError, login::LoginError};
+use crate::{callers::CallerError, login::LoginError, users::UsersError};
 use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -84,6 +84,31 @@ pub fn caller_status(err: &CallerError) -> Status {
             details.set_retry_info(Some(Duration::from_secs(60)));
         }
         CallerError::Missing | CallerError::Invalid => {}
+    }
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    Status::with_error_details(code, err.to_string(), details)
+}
+
+/// The status for a failed Users call.
+pub fn users_status(err: &UsersError) -> Status {
+    let (code, reason) = match err {
+        UsersError::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        UsersError::NotFound => (Code::NotFound, "USER_NOT_FOUND"),
+        UsersError::Deleted(_) => (Code::NotFound, "USER_DELETED"),
+        UsersError::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
+        UsersError::Internal(_) => (Code::Internal, "INTERNAL"),
+    };
+    let mut metadata = HashMap::new();
+    let mut details = ErrorDetails::new();
+    match err {
+        UsersError::InvalidField(field) => {
+            metadata.insert("field".to_owned(), field.field.to_owned());
+            details.add_bad_request_violation(field.field, field.problem);
+        }
+        UsersError::Deleted(t) => {
+            metadata.insert("deleted_at_ms".to_owned(), t.deleted_at_ms.to_string());
+        }
+        _ => {}
     }
     details.set_error_info(reason, ERROR_DOMAIN, metadata);
     Status::with_error_details(code, err.to_string(), details)

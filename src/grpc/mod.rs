@@ -5,5 +5,6 @@ pub mod auth;
 pub mod caller_auth;
 pub mod error;
 pub mod server;
+pub mod users;
 
 pub use server::{GrpcServer, HEALTH_AUTH, HEALTH_LIVENESS, build_login_service};

@@ -3,6 +3,8 @@
 //! last-resort panic layer, HTTP/2 limits, and a bounded graceful shutdown.
 
 use super::auth::AuthService;
+use super::users::UsersGrpc;
+use crate::{callers::CallerRegistry, proto::users_server::UsersServer, users::UsersService};
 use crate::{
     config::{GrpcSettings, Settings},
     login::{LoginService, SessionVault},
@@ -52,6 +54,7 @@ pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<Logi
 pub struct GrpcServer {
     listener: TcpListener,
     login: Arc<LoginService>,
+    callers: Arc<CallerRegistry>,
     settings: Settings,
 }
 
@@ -64,6 +67,9 @@ impl GrpcServer {
 
     /// Binds the listener for an already assembled use case.
     pub async fn with_login(settings: &Settings, login: Arc<LoginService>) -> anyhow::Result<Self> {
+        let callers = Arc::new(CallerRegistry::new(&settings.callers).map_err(|e| {
+            anyhow::anyhow!("{e}. Fix: see the README's \"For internal services\" section")
+        })?);
         let listener = TcpListener::bind(settings.grpc.listen)
             .await
             .with_context(|| {
@@ -75,6 +81,7 @@ impl GrpcServer {
         Ok(Self {
             listener,
             login,
+            callers,
             settings: settings.clone(),
         })
     }
@@ -123,6 +130,13 @@ impl GrpcServer {
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
 
+        let users = UsersServer::new(UsersGrpc::new(
+            Arc::new(UsersService::new(self.login.store().clone())),
+            self.callers.clone(),
+        ))
+        .max_decoding_message_size(cfg.max_message_bytes)
+        .max_encoding_message_size(cfg.max_message_bytes);
+
         let checker = tokio::spawn(health_loop(
             self.login.store().clone(),
             reporter.clone(),
@@ -138,6 +152,7 @@ impl GrpcServer {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
+            .add_service(users)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             });

@@ -143,20 +143,23 @@ macro_rules! with_conn {
     ($store:expr, $context:expr, |$conn:ident| $body:expr) => {{
         let store = $store;
         let result = match &store.inner {
-            Inner::Mysql(pool) => {
+            $crate::store::Inner::Mysql(pool) => {
                 let mut guard = store.checkout(pool).await?;
-                let $conn: &mut mysql::Conn = &mut guard;
+                let $conn: &mut $crate::store::mysql::Conn = &mut guard;
                 $body
             }
-            Inner::Sqlite(pool) => {
+            $crate::store::Inner::Sqlite(pool) => {
                 let mut guard = store.checkout(pool).await?;
-                let $conn: &mut sqlite::Conn = &mut guard;
+                let $conn: &mut $crate::store::sqlite::Conn = &mut guard;
                 $body
             }
         };
         result.map_err(|e| store.query_error($context, &e))
     }};
 }
+
+mod users;
+pub use users::{Deletion, IdentityRecord, Tombstone, UserKey, UserRecord};
 
 impl Store {
     /// Connects to `mysql://user:password@host:3306/db` or `sqlite://path.db`.

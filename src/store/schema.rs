@@ -34,5 +34,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// What is left of a deleted account: its id, when and why.
+    deleted_users (id) {
+        id -> BigInt,
+        deleted_at -> BigInt,
+        reason -> Text,
+    }
+}
+
 diesel::joinable!(wechat_identities -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, wechat_identities);
+diesel::allow_tables_to_appear_in_same_query!(users, wechat_identities, deleted_users);

@@ -40,8 +40,18 @@ impl ChildGateway {
         let child = cmd.spawn().expect("spawn mp-auth gateway");
         let started = Instant::now();
         loop {
-            if TcpStream::connect(addr).await.is_ok() {
-                break;
+            // A complete request answered and closed by the server, so the probe's
+            // connection no longer holds one of the gateway's connection slots.
+            if let Ok(mut s) = TcpStream::connect(addr).await {
+                let _ = s
+                    .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                    .await;
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer).await;
+                if answer.starts_with(b"HTTP/1.1 200") {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    break;
+                }
             }
             assert!(
                 started.elapsed() < Duration::from_secs(30),

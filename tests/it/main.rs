@@ -19,4 +19,5 @@ mod private_db;
 mod shutdown;
 mod simulator;
 mod store;
+mod users;
 mod wechat_client;

@@ -357,7 +357,18 @@ async fn a_killed_connection_is_replaced_without_failing_the_login() {
             .await
             .unwrap();
     }
-    let out = login(&db.store, &app("wxapp1"), &openid("o-2"), &p, None)
+    let out = db
+        .store
+        .record_login(&LoginRecord {
+            app_id: &app("wxapp1"),
+            openid: &openid("o-2"),
+            unionid: None,
+            phone: &p,
+            sealed_session_key: b"sealed-key-bytes",
+            session_key_expires_at_ms: NOW + 2 * HOUR_MS,
+            // A later login, as every real one is.
+            now_ms: NOW + 1,
+        })
         .await
         .unwrap();
     assert!(!out.is_new_user);
