@@ -63,6 +63,16 @@ pub struct Settings {
     pub simulator: SimulatorSettings,
     /// Internal services allowed to call the protected gRPC RPCs, with their permissions.
     pub callers: Vec<CallerSettings>,
+    /// A TOML file with more `[[callers]]` entries (e.g. a mounted Kubernetes Secret).
+    pub callers_file: Option<PathBuf>,
+}
+
+/// The `[[callers]]` entries of a `callers_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallersFile {
+    #[serde(default)]
+    callers: Vec<CallerSettings>,
 }
 
 /// One internal caller of the gRPC port: a name, the SHA-256 of its API key
@@ -144,6 +154,11 @@ pub struct GrpcSettings {
     pub max_message_bytes: usize,
     /// Seconds between database health checks.
     pub health_check_interval_ms: u64,
+    /// Require an API key with `auth:login` on the login, refresh and logout
+    /// RPCs too (give the gateway its key with `gateway.api_key_file`). Off by
+    /// default: those RPCs carry their own proof (WeChat codes, refresh tokens)
+    /// and are as public as the gateway endpoints that forward them.
+    pub protect_login_rpcs: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +189,11 @@ pub struct GatewaySettings {
     /// A second listener serving only `/healthz` and `/readyz`, for kubelet
     /// probes: out of reach of floods and connection caps on the public port.
     pub probe_listen: Option<SocketAddr>,
+    /// The gateway's own API key, sent to the backend on every call (needed when
+    /// the server sets `grpc.protect_login_rpcs`; its caller entry needs `auth:login`).
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub api_key: Option<SecretString>,
+    pub api_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -280,6 +300,7 @@ impl Default for GrpcSettings {
             keepalive_timeout_secs: 10,
             max_message_bytes: 64 * 1024,
             health_check_interval_ms: 2_000,
+            protect_login_rpcs: false,
         }
     }
 }
@@ -299,6 +320,8 @@ impl Default for GatewaySettings {
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
             probe_listen: None,
+            api_key: None,
+            api_key_file: None,
         }
     }
 }
@@ -457,6 +480,31 @@ impl Settings {
     }
 
     /// The HS256 token secret: at least 32 bytes.
+    /// Every configured internal caller: `callers` plus the entries of `callers_file`.
+    pub fn caller_entries(&self) -> Result<Vec<CallerSettings>, ConfigError> {
+        let mut entries = self.callers.clone();
+        if let Some(path) = &self.callers_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "callers_file",
+                    format!("cannot read {}: {e}", path.display()),
+                    "mount the file or unset MP_AUTH_CALLERS_FILE",
+                )
+            })?;
+            let file: CallersFile = figment::Figment::from(figment::providers::Toml::string(&text))
+                .extract()
+                .map_err(|e| {
+                invalid(
+                    "callers_file",
+                    format!("{} is not a callers file: {e}", path.display()),
+                    "write entries as [[callers]] name = \"orders\" key_sha256 = \"<64 hex>\" permissions = [\"users:read\"]",
+                )
+            })?;
+            entries.extend(file.callers);
+        }
+        Ok(entries)
+    }
+
     pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
         let fix = "generate one with `openssl rand -base64 48` (or `head -c 48 /dev/urandom | base64`) \
                    and set MP_AUTH_TOKEN__HS256_SECRET or MP_AUTH_TOKEN__HS256_SECRET_FILE";

@@ -426,6 +426,15 @@ pub fn from_status(status: &Status) -> ApiError {
         (C::InvalidArgument, Some("WATERMARK_MISMATCH")) => R::WatermarkMismatch,
         (C::InvalidArgument, _) => R::InvalidArgument,
         (C::NotFound, Some("UNKNOWN_APP")) => R::UnknownApp,
+        // The backend refused the gateway's own credential: an operator's problem,
+        // never the mini-program's (the wx.login code was not even looked at).
+        (C::Unauthenticated, Some("CALLER_UNAUTHENTICATED")) => {
+            tracing::error!(
+                "the backend refused the gateway's API key: check gateway.api_key_file and the server's callers"
+            );
+            R::Internal
+        }
+        (C::ResourceExhausted, Some("CALLER_RATE_LIMITED")) => R::BackendUnavailable,
         (C::Unauthenticated, Some("LOGIN_CODE_USED")) => R::LoginCodeUsed,
         (C::Unauthenticated, Some("PHONE_CODE_INVALID")) => R::PhoneCodeInvalid,
         (C::Unauthenticated, _) => R::LoginCodeInvalid,

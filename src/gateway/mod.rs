@@ -36,7 +36,10 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 use tonic_health::pb::health_client::HealthClient;
 
 /// Longest wait of `/readyz` for the backend's health answer.
@@ -51,7 +54,7 @@ pub struct AppState(Arc<StateInner>);
 /// The contents of [`AppState`].
 pub struct StateInner {
     /// `mpauth.v1.Auth` client over the shared channel.
-    pub auth: AuthClient<Channel>,
+    pub auth: AuthClient<InterceptedService<Channel, BackendKey>>,
     /// `grpc.health.v1.Health` client over the same channel.
     pub health: HealthClient<Channel>,
     /// Deadline of one forwarded login.
@@ -72,6 +75,51 @@ pub struct StateInner {
     pub draining: AtomicBool,
     /// The backend's last health answer, reused by `/readyz` for a second.
     pub readiness: health::ReadinessCache,
+}
+
+/// Adds the gateway's own API key (`gateway.api_key[_file]`), if any, to every
+/// call to the backend, as `authorization: Bearer ...` (marked sensitive).
+#[derive(Clone)]
+pub struct BackendKey(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl BackendKey {
+    fn new(settings: &GatewaySettings) -> Result<Self, ConfigError> {
+        let key = crate::config::resolve_secret(
+            "gateway.api_key",
+            &settings.api_key,
+            &settings.api_key_file,
+        )?;
+        let Some(key) = key else {
+            return Ok(Self(None));
+        };
+        let mut value = tonic::metadata::AsciiMetadataValue::try_from(format!(
+            "Bearer {}",
+            secrecy::ExposeSecret::expose_secret(&key).trim()
+        ))
+        .map_err(|_| {
+            invalid(
+                "api_key",
+                "is not a printable ASCII key",
+                "use the key `mp-auth callers new-key` printed",
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(Self(Some(value)))
+    }
+}
+
+impl tonic::service::Interceptor for BackendKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Deref for AppState {
@@ -148,8 +196,9 @@ impl AppState {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
+        let backend_key = BackendKey::new(settings)?;
         Ok(Self(Arc::new(StateInner {
-            auth: AuthClient::new(channel.clone()),
+            auth: AuthClient::with_interceptor(channel.clone(), backend_key),
             health: HealthClient::new(channel),
             backend_timeout,
             ready_timeout: READY_TIMEOUT.min(backend_timeout),

@@ -1,7 +1,11 @@
 //! The `mpauth.v1.Auth` service: parses the wire request into domain types,
 //! runs the login use case, and writes one log line and metrics per request.
 
-use super::error::{row, to_status};
+use super::{
+    caller_auth::authorize,
+    error::{row, to_status},
+};
+use crate::callers::{CallerRegistry, Permission};
 use crate::{
     domain::{AppId, FieldError, LoginCode, PhoneCode},
     login::{LoginError, LoginRequest, LoginService, PhoneProof},
@@ -19,11 +23,26 @@ pub const CLIENT_IP_HEADER: &str = "x-client-ip";
 /// The gRPC service implementation.
 pub struct AuthService {
     login: Arc<LoginService>,
+    /// Set with `grpc.protect_login_rpcs`: callers need a key with `auth:login`.
+    guard: Option<Arc<CallerRegistry>>,
 }
 
 impl AuthService {
     pub fn new(login: Arc<LoginService>) -> Self {
-        Self { login }
+        Self { login, guard: None }
+    }
+
+    /// Requires an API key with `auth:login` on every RPC of this service.
+    pub fn protected_by(mut self, callers: Arc<CallerRegistry>) -> Self {
+        self.guard = Some(callers);
+        self
+    }
+
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match &self.guard {
+            Some(callers) => authorize(callers, request, Permission::AuthLogin).map(|_| ()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -79,6 +98,7 @@ impl proto::auth_server::Auth for AuthService {
         &self,
         request: Request<proto::MiniProgramLoginRequest>,
     ) -> Result<Response<proto::MiniProgramLoginResponse>, Status> {
+        self.admit(&request)?;
         let started = Instant::now();
         let request_id = metadata_str(&request, REQUEST_ID_HEADER).to_owned();
         let client_ip = match metadata_str(&request, CLIENT_IP_HEADER) {

@@ -67,9 +67,11 @@ impl GrpcServer {
 
     /// Binds the listener for an already assembled use case.
     pub async fn with_login(settings: &Settings, login: Arc<LoginService>) -> anyhow::Result<Self> {
-        let callers = Arc::new(CallerRegistry::new(&settings.callers).map_err(|e| {
-            anyhow::anyhow!("{e}. Fix: see the README's \"For internal services\" section")
-        })?);
+        let callers = Arc::new(
+            CallerRegistry::new(&settings.caller_entries()?).map_err(|e| {
+                anyhow::anyhow!("{e}. Fix: see the README's \"For internal services\" section")
+            })?,
+        );
         let listener = TcpListener::bind(settings.grpc.listen)
             .await
             .with_context(|| {
@@ -126,7 +128,11 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let auth = AuthServer::new(AuthService::new(self.login.clone()))
+        let mut auth_service = AuthService::new(self.login.clone());
+        if cfg.protect_login_rpcs {
+            auth_service = auth_service.protected_by(self.callers.clone());
+        }
+        let auth = AuthServer::new(auth_service)
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
 
