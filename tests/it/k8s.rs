@@ -476,6 +476,7 @@ fn every_container_environment_loads_into_the_settings_the_binary_reads() {
         server.session_keys.encryption_key_file,
         secret_file("session-key-encryption-key")
     );
+    assert_eq!(server.callers_file, secret_file("callers.toml"));
     assert!(!server.apps.is_empty());
     for app in &server.apps {
         assert!(app.app_secret.is_none(), "AppSecrets come from files");
@@ -539,7 +540,7 @@ fn secret_template_holds_only_placeholders_and_is_never_applied() {
         .flat_map(|v| v.split('"'))
         .filter_map(|v| v.strip_prefix(SECRET_MOUNT_DIR))
         .collect();
-    assert_eq!(referenced.len(), 4, "{referenced:?}");
+    assert_eq!(referenced.len(), 5, "{referenced:?}");
     for key in referenced {
         assert!(values.contains_key(key), "the Secret template lacks {key}");
     }
