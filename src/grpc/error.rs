@@ -2,7 +2,7 @@
 //! machine-readable reason in `google.rpc.ErrorInfo` (domain `mpauth.v1`),
 //! and a message safe for clients. Internal details are logged, never returned.
 
-use crate::{callers::CallerError, login::LoginError, users::UsersError};
+use crate::{callers::CallerError, domain::FieldError, login::LoginError, users::UsersError};
 use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -41,28 +41,49 @@ pub fn row(err: &LoginError) -> ErrorRow {
     ErrorRow { code, reason }
 }
 
+/// The details a status carries besides its code: `ErrorInfo` metadata, a
+/// `BadRequest` violation for a field, a `RetryInfo` delay.
+#[derive(Default)]
+struct Details {
+    metadata: HashMap<String, String>,
+    details: ErrorDetails,
+}
+
+impl Details {
+    fn field(&mut self, field: &FieldError) {
+        self.meta("field", field.field);
+        self.details
+            .add_bad_request_violation(field.field, field.problem);
+    }
+
+    fn meta(&mut self, key: &str, value: impl Into<String>) {
+        self.metadata.insert(key.to_owned(), value.into());
+    }
+
+    fn retry_after(&mut self, delay: Duration) {
+        self.details.set_retry_info(Some(delay));
+    }
+
+    fn into_status(mut self, code: Code, reason: &str, message: String) -> Status {
+        self.details
+            .set_error_info(reason, ERROR_DOMAIN, self.metadata);
+        Status::with_error_details(code, message, self.details)
+    }
+}
+
 /// Builds the status for a login error: the table's code and reason, the
 /// error's client-safe message, the offending field for INVALID_ARGUMENT,
 /// and a retry delay for rate limits.
 pub fn to_status(err: &LoginError) -> Status {
     let ErrorRow { code, reason } = row(err);
-    let mut metadata = HashMap::new();
-    let mut details = ErrorDetails::new();
+    let mut d = Details::default();
     match err {
-        LoginError::InvalidField(field) => {
-            metadata.insert("field".to_owned(), field.field.to_owned());
-            details.add_bad_request_violation(field.field, field.problem);
-        }
-        LoginError::AppIdRequired => {
-            metadata.insert("field".to_owned(), "app_id".to_owned());
-        }
-        LoginError::RateLimited => {
-            details.set_retry_info(Some(Duration::from_secs(60)));
-        }
+        LoginError::InvalidField(field) => d.field(field),
+        LoginError::AppIdRequired => d.meta("field", "app_id"),
+        LoginError::RateLimited => d.retry_after(Duration::from_secs(60)),
         _ => {}
     }
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
-    Status::with_error_details(code, err.to_string(), details)
+    d.into_status(code, reason, err.to_string())
 }
 
 /// The status for a refused internal caller (see [`crate::callers`]).
@@ -74,19 +95,13 @@ pub fn caller_status(err: &CallerError) -> Status {
         CallerError::RateLimited => (Code::ResourceExhausted, "CALLER_RATE_LIMITED"),
         CallerError::PermissionDenied { .. } => (Code::PermissionDenied, "PERMISSION_DENIED"),
     };
-    let mut metadata = HashMap::new();
-    let mut details = ErrorDetails::new();
+    let mut d = Details::default();
     match err {
-        CallerError::PermissionDenied { permission } => {
-            metadata.insert("permission".to_owned(), permission.as_str().to_owned());
-        }
-        CallerError::RateLimited => {
-            details.set_retry_info(Some(Duration::from_secs(60)));
-        }
+        CallerError::PermissionDenied { permission } => d.meta("permission", permission.as_str()),
+        CallerError::RateLimited => d.retry_after(Duration::from_secs(60)),
         CallerError::Missing | CallerError::Invalid => {}
     }
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
-    Status::with_error_details(code, err.to_string(), details)
+    d.into_status(code, reason, err.to_string())
 }
 
 /// The status for a failed Users call.
@@ -98,20 +113,13 @@ pub fn users_status(err: &UsersError) -> Status {
         UsersError::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
         UsersError::Internal(_) => (Code::Internal, "INTERNAL"),
     };
-    let mut metadata = HashMap::new();
-    let mut details = ErrorDetails::new();
+    let mut d = Details::default();
     match err {
-        UsersError::InvalidField(field) => {
-            metadata.insert("field".to_owned(), field.field.to_owned());
-            details.add_bad_request_violation(field.field, field.problem);
-        }
-        UsersError::Deleted(t) => {
-            metadata.insert("deleted_at_ms".to_owned(), t.deleted_at_ms.to_string());
-        }
+        UsersError::InvalidField(field) => d.field(field),
+        UsersError::Deleted(t) => d.meta("deleted_at_ms", t.deleted_at_ms.to_string()),
         _ => {}
     }
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
-    Status::with_error_details(code, err.to_string(), details)
+    d.into_status(code, reason, err.to_string())
 }
 
 /// Reads the reason back from a status (used by the gateway and tests).

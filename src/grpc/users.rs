@@ -4,7 +4,7 @@
 
 use super::{caller_auth::authorize, error::users_status};
 use crate::{
-    callers::{CallerRegistry, Permission},
+    callers::{Caller, CallerRegistry, Permission},
     domain::{AppId, FieldError, OpenId, Phone, UnionId},
     proto::{self, lookup_user_request::Key},
     store::{UserKey, UserRecord},
@@ -22,6 +22,17 @@ pub struct UsersGrpc {
 impl UsersGrpc {
     pub fn new(users: Arc<UsersService>, callers: Arc<CallerRegistry>) -> Self {
         Self { users, callers }
+    }
+
+    /// A caller allowed to read users, and full phone numbers if `with_phone`.
+    fn reader<T>(&self, request: &Request<T>, with_phone: bool) -> Result<Caller, Status> {
+        let caller = authorize(&self.callers, request, Permission::UsersRead)?;
+        if with_phone {
+            caller
+                .require(Permission::UsersReadPhone)
+                .map_err(|e| super::error::caller_status(&e))?;
+        }
+        Ok(caller)
     }
 }
 
@@ -72,13 +83,8 @@ impl proto::users_server::Users for UsersGrpc {
         &self,
         request: Request<proto::GetUserRequest>,
     ) -> Result<Response<proto::User>, Status> {
-        let caller = authorize(&self.callers, &request, Permission::UsersRead)?;
+        let caller = self.reader(&request, request.get_ref().include_phone)?;
         let req = request.get_ref();
-        if req.include_phone {
-            caller
-                .require(Permission::UsersReadPhone)
-                .map_err(|e| super::error::caller_status(&e))?;
-        }
         let id = parse_user_id(&req.user_id).map_err(|e| status(e.into()))?;
         let user = self
             .users
@@ -92,13 +98,8 @@ impl proto::users_server::Users for UsersGrpc {
         &self,
         request: Request<proto::LookupUserRequest>,
     ) -> Result<Response<proto::User>, Status> {
-        let caller = authorize(&self.callers, &request, Permission::UsersRead)?;
+        let caller = self.reader(&request, request.get_ref().include_phone)?;
         let req = request.get_ref();
-        if req.include_phone {
-            caller
-                .require(Permission::UsersReadPhone)
-                .map_err(|e| super::error::caller_status(&e))?;
-        }
         let actor = Actor::Service(&caller.name);
         let user = match &req.key {
             Some(Key::Identity(identity)) => {
