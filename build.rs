@@ -5,11 +5,14 @@ use prost::Message;
 use std::{env, fs, path::PathBuf};
 
 /// Generated messages whose derived `Debug` would print a secret.
-const REDACTED_MESSAGES: [&str; 4] = [
+const REDACTED_MESSAGES: [&str; 7] = [
     ".mpauth.v1.MiniProgramLoginRequest",
     ".mpauth.v1.EncryptedPhone",
     ".mpauth.v1.MiniProgramLoginResponse",
     ".mpauth.v1.User",
+    ".mpauth.v1.RefreshSessionRequest",
+    ".mpauth.v1.RefreshSessionResponse",
+    ".mpauth.v1.LogoutRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -61,6 +61,7 @@ pub struct Settings {
     pub session_keys: SessionKeySettings,
     pub log: LogSettings,
     pub simulator: SimulatorSettings,
+    pub sessions: SessionSettings,
     /// Internal services allowed to call the protected gRPC RPCs, with their permissions.
     pub callers: Vec<CallerSettings>,
     /// A TOML file with more `[[callers]]` entries (e.g. a mounted Kubernetes Secret).
@@ -224,6 +225,34 @@ pub struct SessionKeySettings {
     pub encryption_key_file: Option<PathBuf>,
     /// Stored session_keys older than this are ignored.
     pub ttl_secs: u64,
+}
+
+/// Sessions and refresh tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A session unused (no refresh, no silent login) this long ends.
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after its login, however much it is used.
+    pub absolute_lifetime_secs: u64,
+    /// Refreshes one session may make per minute (per replica); 0 disables.
+    pub refreshes_per_minute: u32,
+    /// Silent logins one WeChat identity may make per minute (per replica); 0 disables.
+    pub silent_logins_per_minute: u32,
+    /// How often ended sessions are deleted (in batches, in the background).
+    pub cleanup_interval_secs: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 30 * 24 * 3600,
+            absolute_lifetime_secs: 90 * 24 * 3600,
+            refreshes_per_minute: 30,
+            silent_logins_per_minute: 20,
+            cleanup_interval_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -606,6 +635,24 @@ impl Settings {
                 "use e.g. 259200",
             ),
             (
+                "sessions.idle_timeout_secs",
+                self.sessions.idle_timeout_secs,
+                3650 * DAY,
+                "use e.g. 2592000",
+            ),
+            (
+                "sessions.absolute_lifetime_secs",
+                self.sessions.absolute_lifetime_secs,
+                3650 * DAY,
+                "use e.g. 7776000",
+            ),
+            (
+                "sessions.cleanup_interval_secs",
+                self.sessions.cleanup_interval_secs,
+                DAY,
+                "use e.g. 300",
+            ),
+            (
                 "wechat.watermark_max_age_secs",
                 self.wechat.watermark_max_age_secs,
                 DAY,
@@ -667,6 +714,16 @@ impl Settings {
                     fix,
                 ));
             }
+        }
+        if self.sessions.idle_timeout_secs < 60
+            || self.sessions.absolute_lifetime_secs < 60
+            || self.sessions.cleanup_interval_secs == 0
+        {
+            return Err(invalid(
+                "sessions",
+                "idle_timeout_secs and absolute_lifetime_secs must be at least 60, cleanup_interval_secs positive",
+                "use e.g. idle 2592000 (30 days), absolute 7776000 (90 days)",
+            ));
         }
         if self.token.issuer.is_empty() || self.token.audience.is_empty() {
             return Err(invalid(

@@ -21,6 +21,7 @@ pub mod gateway;
 pub mod grpc;
 pub mod login;
 mod proto_debug;
+pub mod sessions;
 pub mod shutdown;
 pub mod simulator;
 pub mod store;

@@ -3,7 +3,10 @@
 //! log line or an error must never print a `wx.login` code, a phone code, the
 //! legacy ciphertext or an access token.
 
-use crate::proto::{EncryptedPhone, MiniProgramLoginRequest, MiniProgramLoginResponse, User};
+use crate::proto::{
+    EncryptedPhone, LogoutRequest, MiniProgramLoginRequest, MiniProgramLoginResponse,
+    RefreshSessionRequest, RefreshSessionResponse, User,
+};
 use std::fmt;
 
 const REDACTED: &str = "[REDACTED]";
@@ -61,6 +64,38 @@ impl fmt::Debug for User {
             .field("phone", &if self.phone.is_empty() { "" } else { REDACTED })
             .field("identities", &self.identities.len())
             .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for RefreshSessionRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshSessionRequest")
+            .field("refresh_token", &REDACTED)
+            .field("app_id", &self.app_id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for RefreshSessionResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RefreshSessionResponse")
+            .field("access_token", &REDACTED)
+            .field("refresh_token", &REDACTED)
+            .field("session_id", &self.session_id)
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for LogoutRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("LogoutRequest([REDACTED])")
+    }
+}
+
+impl fmt::Debug for crate::proto::logout_request::Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Credential([REDACTED])")
     }
 }
 

@@ -9,6 +9,7 @@ pub mod edge;
 pub mod error;
 pub mod health;
 pub mod login;
+pub mod session;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
@@ -224,6 +225,8 @@ pub fn router(state: AppState) -> Router {
     with_edge(
         Router::new()
             .route("/auth/mp_login", post(login::mp_login))
+            .route("/auth/refresh", post(session::refresh))
+            .route("/auth/logout", post(session::logout))
             .route(HEALTHZ_PATH, get(health::healthz))
             .route(READYZ_PATH, get(health::readyz))
             .route("/openapi.json", get(openapi::openapi_json)),

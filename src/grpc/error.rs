@@ -2,7 +2,10 @@
 //! machine-readable reason in `google.rpc.ErrorInfo` (domain `mpauth.v1`),
 //! and a message safe for clients. Internal details are logged, never returned.
 
-use crate::{callers::CallerError, domain::FieldError, login::LoginError, users::UsersError};
+use crate::{
+    callers::CallerError, domain::FieldError, login::LoginError, sessions::SessionError,
+    users::UsersError,
+};
 use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -35,6 +38,8 @@ pub fn row(err: &LoginError) -> ErrorRow {
         E::SessionKeyStale => (Code::FailedPrecondition, "SESSION_KEY_STALE"),
         E::WatermarkMismatch => (Code::InvalidArgument, "WATERMARK_MISMATCH"),
         E::EncryptedDataExpired => (Code::FailedPrecondition, "ENCRYPTED_DATA_EXPIRED"),
+        E::PhoneRequired => (Code::FailedPrecondition, "PHONE_REQUIRED"),
+        E::TooManyAttempts => (Code::ResourceExhausted, "RATE_LIMITED"),
         E::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
         E::Internal(_) => (Code::Internal, "INTERNAL"),
     };
@@ -80,7 +85,36 @@ pub fn to_status(err: &LoginError) -> Status {
     match err {
         LoginError::InvalidField(field) => d.field(field),
         LoginError::AppIdRequired => d.meta("field", "app_id"),
-        LoginError::RateLimited => d.retry_after(Duration::from_secs(60)),
+        LoginError::RateLimited | LoginError::TooManyAttempts => {
+            d.retry_after(Duration::from_secs(60))
+        }
+        _ => {}
+    }
+    d.into_status(code, reason, err.to_string())
+}
+
+/// The status for a failed refresh or logout.
+pub fn session_status(err: &SessionError) -> Status {
+    use SessionError as E;
+    let (code, reason) = match err {
+        E::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        E::AppIdRequired => (Code::InvalidArgument, "APP_ID_REQUIRED"),
+        E::UnknownApp => (Code::NotFound, "UNKNOWN_APP"),
+        E::RefreshTokenInvalid => (Code::Unauthenticated, "REFRESH_TOKEN_INVALID"),
+        E::WrongApp => (Code::Unauthenticated, "REFRESH_TOKEN_WRONG_APP"),
+        E::Reused => (Code::Unauthenticated, "REFRESH_TOKEN_REUSED"),
+        E::Revoked => (Code::Unauthenticated, "SESSION_REVOKED"),
+        E::Expired => (Code::Unauthenticated, "SESSION_EXPIRED"),
+        E::AccessTokenInvalid => (Code::Unauthenticated, "TOKEN_INVALID"),
+        E::RateLimited => (Code::ResourceExhausted, "RATE_LIMITED"),
+        E::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
+        E::Internal(_) => (Code::Internal, "INTERNAL"),
+    };
+    let mut d = Details::default();
+    match err {
+        E::InvalidField(field) => d.field(field),
+        E::AppIdRequired => d.meta("field", "app_id"),
+        E::RateLimited => d.retry_after(Duration::from_secs(60)),
         _ => {}
     }
     d.into_status(code, reason, err.to_string())

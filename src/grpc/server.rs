@@ -4,7 +4,12 @@
 
 use super::auth::AuthService;
 use super::users::UsersGrpc;
-use crate::{callers::CallerRegistry, proto::users_server::UsersServer, users::UsersService};
+use crate::{
+    callers::CallerRegistry,
+    proto::users_server::UsersServer,
+    sessions::{RefreshCodec, SessionService},
+    users::UsersService,
+};
 use crate::{
     config::{GrpcSettings, Settings},
     login::{LoginService, SessionVault},
@@ -34,8 +39,9 @@ pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<Logi
     settings.validate_common()?;
     let apps = settings.app_credentials()?;
     let signer = Hs256Signer::new(&settings.token_secret()?)?;
-    let tokens = TokenIssuer::new(&settings.token, Box::new(signer))?;
-    let vault = SessionVault::new(&settings.session_key_encryption_key()?);
+    let tokens = Arc::new(TokenIssuer::new(&settings.token, Box::new(signer))?);
+    let master_key = settings.session_key_encryption_key()?;
+    let vault = SessionVault::new(&master_key);
     let wechat =
         WechatClient::new(&settings.wechat, &apps).context("building the WeChat client")?;
     let store = Store::connect(&settings.database_url()?, &settings.database)
@@ -45,8 +51,15 @@ pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<Logi
         let applied = store.migrate().await.context("running migrations")?;
         tracing::info!(applied, "migrations applied");
     }
+    let sessions = Arc::new(SessionService::new(
+        store.clone(),
+        tokens,
+        RefreshCodec::new(&master_key),
+        apps.iter().map(|a| a.app_id.clone()).collect(),
+        &settings.sessions,
+    ));
     Ok(Arc::new(LoginService::new(
-        settings, &apps, wechat, store, tokens, vault,
+        settings, &apps, wechat, store, sessions, vault,
     )))
 }
 
@@ -128,7 +141,8 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let mut auth_service = AuthService::new(self.login.clone());
+        let tracker = tokio_util::task::TaskTracker::new();
+        let mut auth_service = AuthService::new(self.login.clone(), tracker.clone());
         if cfg.protect_login_rpcs {
             auth_service = auth_service.protected_by(self.callers.clone());
         }
@@ -147,6 +161,12 @@ impl GrpcServer {
             self.login.store().clone(),
             reporter.clone(),
             Duration::from_millis(cfg.health_check_interval_ms),
+        ));
+        let cleaner = tokio::spawn(session_cleanup(
+            self.login.sessions().clone(),
+            Duration::from_secs(self.settings.sessions.cleanup_interval_secs),
+            // Revoked rows stay while their access tokens live (the revocation feed needs them).
+            Duration::from_secs(self.settings.token.ttl_secs + 3600),
         ));
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -167,11 +187,13 @@ impl GrpcServer {
         tokio::select! {
             res = &mut server => {
                 checker.abort();
+                cleaner.abort();
                 return res.context("gRPC server task")?.context("gRPC server");
             }
             () = shutdown => {}
         }
         checker.abort();
+        cleaner.abort();
         for name in ["", HEALTH_AUTH, HEALTH_LIVENESS] {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
@@ -179,9 +201,19 @@ impl GrpcServer {
         }
         let _ = stop_tx.send(());
         let drain = Duration::from_millis(cfg.drain_timeout_ms);
+        let started_drain = std::time::Instant::now();
         match tokio::time::timeout(drain, &mut server).await {
             Ok(res) => {
                 res.context("gRPC server task")?.context("gRPC server")?;
+                // Logins whose callers left still finish (within the same drain budget).
+                tracker.close();
+                let left = drain.saturating_sub(started_drain.elapsed());
+                if tokio::time::timeout(left, tracker.wait()).await.is_err() {
+                    tracing::warn!(
+                        logins = tracker.len(),
+                        "drain timeout reached with detached logins still running"
+                    );
+                }
                 tracing::info!("gRPC server drained and stopped");
             }
             Err(_) => {
@@ -230,6 +262,19 @@ fn grpc_internal_for_panic(_payload: Box<dyn Any + Send>) -> http::Response<toni
     metrics::counter!("mp_auth_grpc_panics_total").increment(1);
     tracing::error!("a request handler panicked: answered INTERNAL");
     tonic::Status::internal("internal error").into_http()
+}
+
+/// Deletes ended sessions every `interval` (bounded batches over the expiry
+/// and revocation indexes; never on the login path).
+async fn session_cleanup(sessions: Arc<SessionService>, interval: Duration, retention: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match sessions.cleanup(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "ended sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "session cleanup failed; will retry"),
+        }
+    }
 }
 
 /// Flips `""` and `mpauth.v1.Auth` between SERVING and NOT_SERVING as the

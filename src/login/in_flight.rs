@@ -92,11 +92,13 @@ pub(super) fn key(app_id: &AppId, code: &LoginCode) -> Key {
     digest(&[app_id.as_str().as_bytes(), code.expose().as_bytes()])
 }
 
-/// The SHA-256 of a login's phone proof (flow tag and every field).
-pub(super) fn proof_digest(proof: &PhoneProof) -> Key {
+/// The SHA-256 of a login's phone proof (flow tag and every field); a silent
+/// login (no proof) has a digest of its own.
+pub(super) fn proof_digest(proof: Option<&PhoneProof>) -> Key {
     match proof {
-        PhoneProof::Code(code) => digest(&[b"phone_code", code.expose().as_bytes()]),
-        PhoneProof::Encrypted { encrypted_data, iv } => {
+        None => digest(&[b"silent"]),
+        Some(PhoneProof::Code(code)) => digest(&[b"phone_code", code.expose().as_bytes()]),
+        Some(PhoneProof::Encrypted { encrypted_data, iv }) => {
             digest(&[b"encrypted_data", encrypted_data.as_bytes(), iv.as_bytes()])
         }
     }
@@ -126,24 +128,18 @@ mod tests {
 
     #[test]
     fn proofs_of_different_flows_or_values_have_different_digests() {
-        let code = |c: &str| PhoneProof::Code(PhoneCode::parse(c).unwrap());
-        let enc = |d: &str, iv: &str| PhoneProof::Encrypted {
-            encrypted_data: d.into(),
-            iv: iv.into(),
+        let code = |c: &str| proof_digest(Some(&PhoneProof::Code(PhoneCode::parse(c).unwrap())));
+        let enc = |d: &str, iv: &str| {
+            proof_digest(Some(&PhoneProof::Encrypted {
+                encrypted_data: d.into(),
+                iv: iv.into(),
+            }))
         };
-        assert_eq!(
-            proof_digest(&code("abc0000000000000")),
-            proof_digest(&code("abc0000000000000"))
-        );
-        assert_ne!(
-            proof_digest(&code("abc0000000000000")),
-            proof_digest(&code("abd0000000000000"))
-        );
-        assert_ne!(proof_digest(&enc("ab", "c")), proof_digest(&enc("a", "bc")));
-        assert_ne!(
-            proof_digest(&code("abc0000000000000")),
-            proof_digest(&enc("abc0000000000000", ""))
-        );
+        assert_eq!(code("abc0000000000000"), code("abc0000000000000"));
+        assert_ne!(code("abc0000000000000"), code("abd0000000000000"));
+        assert_ne!(enc("ab", "c"), enc("a", "bc"));
+        assert_ne!(code("abc0000000000000"), enc("abc0000000000000", ""));
+        assert_ne!(proof_digest(None), code("abc0000000000000"));
         assert!(constant_time_eq(&[7; 32], &[7; 32]));
         assert!(!constant_time_eq(&[7; 32], &[8; 32]));
     }

@@ -64,6 +64,8 @@ pub struct LoginRecord<'a> {
     /// The session_key sealed by the caller (opaque bytes, at most 255).
     pub sealed_session_key: &'a [u8],
     pub session_key_expires_at_ms: i64,
+    /// The session this login starts, created in the same transaction.
+    pub session: Option<&'a NewSession>,
     /// The login's time, unix milliseconds.
     pub now_ms: i64,
 }
@@ -158,7 +160,11 @@ macro_rules! with_conn {
     }};
 }
 
+mod sessions;
 mod users;
+pub use sessions::{
+    NewSession, RevokeReason, RevokedSession, Rotation, SessionRow, SilentLogin, SilentOutcome,
+};
 pub use users::{Deletion, IdentityRecord, Tombstone, UserKey, UserRecord};
 
 impl Store {

@@ -43,5 +43,22 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// One row per device login; see migrations/mysql/*_sessions.
+    sessions (id) {
+        id -> Text,
+        user_id -> BigInt,
+        app_id -> Text,
+        openid -> Text,
+        generation -> BigInt,
+        created_at -> BigInt,
+        last_used_at -> BigInt,
+        idle_expires_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        revoke_reason -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(wechat_identities -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, wechat_identities, deleted_users);
+diesel::allow_tables_to_appear_in_same_query!(users, wechat_identities, deleted_users, sessions);

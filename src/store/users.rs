@@ -29,7 +29,20 @@ macro_rules! delete_user_tx {
         let identities_erased = diesel::delete(wi::wechat_identities.filter(wi::user_id.eq($id.0)))
             .execute($conn)
             .await? as u64;
-        let sessions_revoked = 0u64;
+        let sessions_revoked = {
+            use schema::sessions::dsl as s;
+            diesel::update(
+                s::sessions
+                    .filter(s::user_id.eq($id.0))
+                    .filter(s::revoked_at.is_null()),
+            )
+            .set((
+                s::revoked_at.eq($now),
+                s::revoke_reason.eq(super::RevokeReason::AccountDeleted.as_str()),
+            ))
+            .execute($conn)
+            .await? as u64
+        };
         diesel::delete(u::users.filter(u::id.eq($id.0)))
             .execute($conn)
             .await?;

@@ -30,6 +30,10 @@ pub struct AccessClaims {
     pub jti: String,
     /// The mini program the user logged in to.
     pub client_id: String,
+    /// The session the token belongs to: logging it out (or revoking it) makes
+    /// online verification refuse the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sid: Option<String>,
 }
 
 /// Why a token could not be issued or verified.
@@ -116,26 +120,50 @@ impl TokenIssuer {
         Ok(())
     }
 
-    /// Issues a token for `user` logged in to `app`.
+    /// Issues a token for `user` logged in to `app`, outside any session.
     pub fn issue(&self, user: UserId, app: &AppId) -> Result<IssuedToken, TokenError> {
+        self.issue_inner(user, app, None, u64::MAX)
+    }
+
+    /// Issues a token of session `sid`, expiring no later than the session
+    /// itself (`session_expires_at_secs`, unix seconds).
+    pub fn issue_for_session(
+        &self,
+        user: UserId,
+        app: &AppId,
+        sid: &str,
+        session_expires_at_secs: u64,
+    ) -> Result<IssuedToken, TokenError> {
+        self.issue_inner(user, app, Some(sid), session_expires_at_secs)
+    }
+
+    fn issue_inner(
+        &self,
+        user: UserId,
+        app: &AppId,
+        sid: Option<&str>,
+        not_after: u64,
+    ) -> Result<IssuedToken, TokenError> {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let jti = uuid::Uuid::now_v7().to_string();
+        let exp = now.saturating_add(self.ttl.as_secs()).min(not_after).max(now + 1);
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             sub: user.to_string(),
             aud: self.audience.clone(),
             iat: now,
-            exp: now + self.ttl.as_secs(),
+            exp,
             jti: jti.clone(),
             client_id: app.as_str().to_owned(),
+            sid: sid.map(str::to_owned),
         };
         let token = self.signer.sign(&claims)?;
         Ok(IssuedToken {
             token,
-            expires_in: self.ttl.as_secs(),
+            expires_in: exp - now,
             jti,
         })
     }

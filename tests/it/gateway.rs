@@ -148,6 +148,52 @@ impl Auth for StandIn {
             },
             is_new_user: true,
             app_id: "wx4f4bc4dec97d474b".into(),
+            refresh_token: "Xy3kQ9vF0bN2pLw7tR5sAg.1.42.1790000000.mac".into(),
+            refresh_expires_in: 2_592_000,
+            session_id: "Xy3kQ9vF0bN2pLw7tR5sAg".into(),
+            linked_by_unionid: false,
+        }))
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<proto::RefreshSessionRequest>,
+    ) -> Result<Response<proto::RefreshSessionResponse>, Status> {
+        let token = request.into_inner().refresh_token;
+        if token == "reused" {
+            return Err(mp_auth::grpc::error::session_status(
+                &mp_auth::sessions::SessionError::Reused,
+            ));
+        }
+        Ok(Response::new(proto::RefreshSessionResponse {
+            access_token: "eyJ0eXAiOiJhdCtqd3QifQ.eyJzdWIiOiI0MiJ9.new".into(),
+            token_type: "Bearer".into(),
+            expires_in: 7200,
+            refresh_token: format!("{token}-next"),
+            refresh_expires_in: 2_592_000,
+            session_id: "s".into(),
+            user_id: "42".into(),
+            app_id: "wx4f4bc4dec97d474b".into(),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        _request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        Ok(Response::new(proto::LogoutResponse {
+            user_id: "42".into(),
+            sessions_revoked: 1,
+        }))
+    }
+
+    async fn logout_all(
+        &self,
+        _request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        Ok(Response::new(proto::LogoutResponse {
+            user_id: "42".into(),
+            sessions_revoked: 3,
         }))
     }
 }
@@ -425,8 +471,8 @@ async fn a_successful_login_returns_the_token_fields_and_is_never_cached() {
         .collect();
     assert_eq!(
         keys.len(),
-        6,
-        "exactly access_token, token_type, expires_in, openid, user_id, is_new_user: {keys:?}"
+        8,
+        "exactly access_token, token_type, expires_in, openid, user_id, is_new_user, refresh_token, refresh_expires_in: {keys:?}"
     );
 }
 

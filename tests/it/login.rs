@@ -150,14 +150,6 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
             proto::MiniProgramLoginRequest {
                 app_id: app.app_id().into(),
                 code: WELL_FORMED_CODE.into(),
-                phone: None,
-            },
-            "phone",
-        ),
-        (
-            proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code: WELL_FORMED_CODE.into(),
                 phone: Some(WirePhone::PhoneCode(String::new())),
             },
             "phone_code",

@@ -38,6 +38,7 @@ async fn login(
             phone,
             sealed_session_key: b"sealed-key-bytes",
             session_key_expires_at_ms: NOW + HOUR_MS,
+            session: None,
             now_ms: NOW,
         })
         .await
@@ -367,6 +368,7 @@ async fn a_killed_connection_is_replaced_without_failing_the_login() {
             sealed_session_key: b"sealed-key-bytes",
             session_key_expires_at_ms: NOW + 2 * HOUR_MS,
             // A later login, as every real one is.
+            session: None,
             now_ms: NOW + 1,
         })
         .await
@@ -634,6 +636,7 @@ async fn a_new_user_whose_commit_acknowledgement_was_lost_is_still_reported_new(
             phone: &phone("13900001111"),
             sealed_session_key: b"sealed-key-bytes",
             session_key_expires_at_ms: NOW + 2 * HOUR_MS,
+            session: None,
             now_ms: NOW + HOUR_MS,
         })
         .await
