@@ -264,13 +264,21 @@ impl Reason {
                  and iv) and a new wx.login code",
                 "PHONE_REQUIRED",
             ),
-            R::RefreshTokenInvalid => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "REFRESH_TOKEN_INVALID"),
+            R::RefreshTokenInvalid => (
+                StatusCode::UNAUTHORIZED,
+                LOGIN_AGAIN,
+                "REFRESH_TOKEN_INVALID",
+            ),
             R::RefreshTokenWrongApp => (
                 StatusCode::UNAUTHORIZED,
                 "send the refresh token with the appId of the mini-program that logged in",
                 "REFRESH_TOKEN_WRONG_APP",
             ),
-            R::RefreshTokenReused => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "REFRESH_TOKEN_REUSED"),
+            R::RefreshTokenReused => (
+                StatusCode::UNAUTHORIZED,
+                LOGIN_AGAIN,
+                "REFRESH_TOKEN_REUSED",
+            ),
             R::SessionRevoked => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "SESSION_REVOKED"),
             R::SessionExpired => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "SESSION_EXPIRED"),
             R::TokenInvalid => (

@@ -91,7 +91,8 @@ impl LoginRequest {
             app_id: string_field(&map, "appId")?,
         };
         // No phone proof at all is a silent login (静默登录); half a legacy proof is a mistake.
-        if request.phone_code.is_none() && request.encrypted_data.is_some() && request.iv.is_none() {
+        if request.phone_code.is_none() && request.encrypted_data.is_some() && request.iv.is_none()
+        {
             return Err(ApiError::InvalidField {
                 field: "iv",
                 problem: "is required with encryptedData",

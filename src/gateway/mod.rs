@@ -9,11 +9,11 @@ pub mod edge;
 pub mod error;
 pub mod health;
 pub mod login;
-pub mod session;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
 mod server;
+pub mod session;
 
 pub use error::{ApiError, ErrorBody, Reason, from_status};
 pub use login::{LoginRequest, LoginResponse};

@@ -1,21 +1,21 @@
 //! The `mpauth.v1.Auth` service: parses the wire request into domain types,
 //! runs the login use case, and writes one log line and metrics per request.
 
+use super::error::{reason_of, session_status};
 use super::{
     caller_auth::authorize,
     error::{row, to_status},
 };
 use crate::callers::{CallerRegistry, Permission};
 use crate::sessions::{LogoutCredential, SessionError};
-use super::error::{reason_of, session_status};
-use secrecy::ExposeSecret as _;
-use tokio_util::task::TaskTracker;
 use crate::{
     domain::{AppId, FieldError, LoginCode, PhoneCode},
     login::{LoginError, LoginRequest, LoginService, PhoneProof},
     proto::{self, mini_program_login_request::Phone},
 };
+use secrecy::ExposeSecret as _;
 use std::{sync::Arc, time::Instant};
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 /// Largest accepted `encrypted_data` (the phone payload is ~200 characters).
@@ -224,11 +224,26 @@ fn session_failure(ctx: &CallContext, action: &'static str, err: &SessionError) 
     let reason = reason_of(&status).unwrap_or_default();
     let latency_ms = ctx.started.elapsed().as_secs_f64() * 1e3;
     if let SessionError::Internal(source) = err {
-        tracing::error!(request_id = ctx.request_id, client_ip = ctx.client_ip, action, outcome = "error",
-            reason, error = format!("{source:#}"), latency_ms, "session");
+        tracing::error!(
+            request_id = ctx.request_id,
+            client_ip = ctx.client_ip,
+            action,
+            outcome = "error",
+            reason,
+            error = format!("{source:#}"),
+            latency_ms,
+            "session"
+        );
     } else {
-        tracing::info!(request_id = ctx.request_id, client_ip = ctx.client_ip, action, outcome = "error",
-            reason, latency_ms, "session");
+        tracing::info!(
+            request_id = ctx.request_id,
+            client_ip = ctx.client_ip,
+            action,
+            outcome = "error",
+            reason,
+            latency_ms,
+            "session"
+        );
     }
     status
 }

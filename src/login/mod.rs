@@ -10,7 +10,7 @@ pub use session_vault::{SessionVault, VaultError};
 use crate::{
     config::{AppCredentials, Settings},
     domain::{AppId, FieldError, LoginCode, OpenId, Phone, PhoneCode, SessionKey, UnionId, UserId},
-    sessions::{KeyedLimiter, SessionService, SessionTokens},
+    sessions::{KeyedLimiter, SessionAt, SessionService, SessionTokens},
     store::{LoginRecord, SilentLogin, SilentOutcome, Store, StoreError},
     wechat::{
         WechatClient, WechatError, WxSession,
@@ -343,10 +343,12 @@ impl LoginService {
             .tokens_for(
                 user_id,
                 app_id,
-                &session.id,
-                1,
-                session.idle_expires_at_ms,
-                session.expires_at_ms,
+                SessionAt {
+                    sid: &session.id,
+                    generation: 1,
+                    idle_expires_at_ms: session.idle_expires_at_ms,
+                    expires_at_ms: session.expires_at_ms,
+                },
                 now_ms(now),
             )
             .map_err(|e| LoginError::Internal(anyhow::Error::new(e)))

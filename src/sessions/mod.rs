@@ -122,6 +122,15 @@ impl std::fmt::Debug for SessionTokens {
     }
 }
 
+/// A session at one generation of its refresh token, and when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionAt<'a> {
+    pub sid: &'a str,
+    pub generation: i64,
+    pub idle_expires_at_ms: i64,
+    pub expires_at_ms: i64,
+}
+
 /// How a logout names its session.
 pub enum LogoutCredential<'a> {
     /// The session's refresh token.
@@ -149,7 +158,8 @@ pub struct SessionService {
     refresh_limiter: KeyedLimiter,
 }
 
-pub(crate) fn now_ms() -> i64 {
+/// The current time in unix milliseconds (the clock sessions are stamped with).
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -197,17 +207,20 @@ impl SessionService {
         }
     }
 
-    /// The tokens of generation `generation` of a session.
+    /// The tokens of a session at one generation of its refresh token.
     pub fn tokens_for(
         &self,
         user_id: UserId,
         app_id: &AppId,
-        sid: &str,
-        generation: i64,
-        idle_expires_at_ms: i64,
-        expires_at_ms: i64,
+        at: SessionAt<'_>,
         now_ms: i64,
     ) -> Result<SessionTokens, SessionError> {
+        let SessionAt {
+            sid,
+            generation,
+            idle_expires_at_ms,
+            expires_at_ms,
+        } = at;
         let expires_at_secs = (expires_at_ms / 1000).max(0) as u64;
         let access = self
             .tokens
@@ -253,7 +266,8 @@ impl SessionService {
             return Err(SessionError::RateLimited);
         }
         let now = now_ms();
-        let idle_until = (now + self.idle.as_millis() as i64).min(parsed.expires_at_secs as i64 * 1000);
+        let idle_until =
+            (now + self.idle.as_millis() as i64).min(parsed.expires_at_secs as i64 * 1000);
         let rotation = self
             .store
             .rotate_session(&parsed.sid, parsed.generation, now, idle_until)
@@ -288,10 +302,12 @@ impl SessionService {
         self.tokens_for(
             parsed.user_id,
             &app,
-            &parsed.sid,
-            generation,
-            idle_until,
-            parsed.expires_at_secs as i64 * 1000,
+            SessionAt {
+                sid: &parsed.sid,
+                generation,
+                idle_expires_at_ms: idle_until,
+                expires_at_ms: parsed.expires_at_secs as i64 * 1000,
+            },
             now,
         )
     }

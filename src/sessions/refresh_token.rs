@@ -62,7 +62,11 @@ impl RefreshCodec {
     }
 
     fn message(sid: &str, generation: i64, user: UserId, expires: u64, app: &AppId) -> String {
-        format!("{sid}\0{generation}\0{}\0{expires}\0{}", user.0, app.as_str())
+        format!(
+            "{sid}\0{generation}\0{}\0{expires}\0{}",
+            user.0,
+            app.as_str()
+        )
     }
 
     /// The token of `generation` of session `sid`.
@@ -155,7 +159,10 @@ impl RefreshCodec {
         if self.verifies(&parts, app) {
             return Ok(Self::parsed(parts, app));
         }
-        if apps.iter().any(|other| other != app && self.verifies(&parts, other)) {
+        if apps
+            .iter()
+            .any(|other| other != app && self.verifies(&parts, other))
+        {
             return Err(RefreshTokenError::WrongApp);
         }
         Err(RefreshTokenError::BadMac)
@@ -191,9 +198,18 @@ mod tests {
         let c = RefreshCodec::new(&[7; 32]);
         let t = c.encode(SID, 3, UserId(42), 1_900_000_000, &app("wxa"));
         let again = c.encode(SID, 3, UserId(42), 1_900_000_000, &app("wxa"));
-        assert_eq!(t.expose_secret(), again.expose_secret(), "a retry gets the same successor");
-        let p = c.decode(t.expose_secret(), &app("wxa"), &[app("wxa")]).unwrap();
-        assert_eq!((p.sid.as_str(), p.generation, p.user_id), (SID, 3, UserId(42)));
+        assert_eq!(
+            t.expose_secret(),
+            again.expose_secret(),
+            "a retry gets the same successor"
+        );
+        let p = c
+            .decode(t.expose_secret(), &app("wxa"), &[app("wxa")])
+            .unwrap();
+        assert_eq!(
+            (p.sid.as_str(), p.generation, p.user_id),
+            (SID, 3, UserId(42))
+        );
         assert!(t.expose_secret().len() < 120);
     }
 
@@ -216,9 +232,15 @@ mod tests {
                 "{tampered}"
             );
         }
-        assert_eq!(c.decode(t, &app("wxb"), &apps), Err(RefreshTokenError::WrongApp));
+        assert_eq!(
+            c.decode(t, &app("wxb"), &apps),
+            Err(RefreshTokenError::WrongApp)
+        );
         let other = RefreshCodec::new(&[8; 32]);
-        assert_eq!(other.decode(t, &app("wxa"), &apps), Err(RefreshTokenError::BadMac));
+        assert_eq!(
+            other.decode(t, &app("wxa"), &apps),
+            Err(RefreshTokenError::BadMac)
+        );
         for junk in ["", "a.b.c", "x.1.1.1.AAAA", &"a".repeat(300), "A.1.1.1.!!!"] {
             assert_eq!(
                 c.decode(junk, &app("wxa"), &apps),
@@ -231,6 +253,9 @@ mod tests {
 
     #[test]
     fn debug_hides_the_key() {
-        assert_eq!(format!("{:?}", RefreshCodec::new(&[7; 32])), "RefreshCodec([REDACTED])");
+        assert_eq!(
+            format!("{:?}", RefreshCodec::new(&[7; 32])),
+            "RefreshCodec([REDACTED])"
+        );
     }
 }

@@ -352,7 +352,11 @@ impl Store {
         let Some(row) = self.session(sid).await? else {
             return Ok(Rotation::NotFound);
         };
-        if let Some(reason) = row.revoke_reason.clone().filter(|_| row.revoked_at_ms.is_some()) {
+        if let Some(reason) = row
+            .revoke_reason
+            .clone()
+            .filter(|_| row.revoked_at_ms.is_some())
+        {
             return Ok(Rotation::Revoked { reason });
         }
         if row.expires_at_ms <= now_ms || row.idle_expires_at_ms <= now_ms {
@@ -381,13 +385,17 @@ impl Store {
     ) -> Result<bool, StoreError> {
         use schema::sessions::dsl as s;
         let n = with_conn!(self, "revoking a session", |conn| {
-            diesel::update(s::sessions.filter(s::id.eq(sid)).filter(s::revoked_at.is_null()))
-                .set((
-                    s::revoked_at.eq(now_ms),
-                    s::revoke_reason.eq(reason.as_str()),
-                ))
-                .execute(conn)
-                .await
+            diesel::update(
+                s::sessions
+                    .filter(s::id.eq(sid))
+                    .filter(s::revoked_at.is_null()),
+            )
+            .set((
+                s::revoked_at.eq(now_ms),
+                s::revoke_reason.eq(reason.as_str()),
+            ))
+            .execute(conn)
+            .await
         })?;
         if n > 0 {
             metrics::counter!("mp_auth_sessions_revoked_total", "reason" => reason.as_str())
@@ -452,13 +460,14 @@ impl Store {
         since_ms: i64,
     ) -> Result<Vec<RevokedSession>, StoreError> {
         use schema::sessions::dsl as s;
-        let rows: Vec<(String, i64, Option<i64>)> = with_conn!(self, "reading revocations", |conn| {
-            s::sessions
-                .filter(s::revoked_at.ge(since_ms))
-                .select((s::id, s::user_id, s::revoked_at))
-                .load(conn)
-                .await
-        })?;
+        let rows: Vec<(String, i64, Option<i64>)> =
+            with_conn!(self, "reading revocations", |conn| {
+                s::sessions
+                    .filter(s::revoked_at.ge(since_ms))
+                    .select((s::id, s::user_id, s::revoked_at))
+                    .load(conn)
+                    .await
+            })?;
         Ok(rows
             .into_iter()
             .map(|(sid, user_id, revoked_at)| RevokedSession {
@@ -472,7 +481,11 @@ impl Store {
     /// Deletes up to `batch` sessions that ended (expired or revoked) before
     /// `before_ms`; returns how many. Served by the expiry and revocation
     /// indexes, never a full scan; run in the background, not on logins.
-    pub async fn delete_ended_sessions(&self, before_ms: i64, batch: i64) -> Result<u64, StoreError> {
+    pub async fn delete_ended_sessions(
+        &self,
+        before_ms: i64,
+        batch: i64,
+    ) -> Result<u64, StoreError> {
         use schema::sessions::dsl as s;
         let ids: Vec<String> = with_conn!(self, "finding ended sessions", |conn| {
             s::sessions

@@ -149,7 +149,10 @@ impl TokenIssuer {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let jti = uuid::Uuid::now_v7().to_string();
-        let exp = now.saturating_add(self.ttl.as_secs()).min(not_after).max(now + 1);
+        let exp = now
+            .saturating_add(self.ttl.as_secs())
+            .min(not_after)
+            .max(now + 1);
         let claims = AccessClaims {
             iss: self.issuer.clone(),
             sub: user.to_string(),

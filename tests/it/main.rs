@@ -16,6 +16,7 @@ mod log_leaks;
 mod login;
 mod metrics;
 mod private_db;
+mod sessions;
 mod shutdown;
 mod simulator;
 mod store;
