@@ -45,6 +45,8 @@ pub enum Command {
     Login(crate::client::LoginArgs),
     /// Run the HTTP+JSON gateway for mini-programs (`POST /auth/mp_login`), a client of `serve`.
     Gateway(GatewayArgs),
+    /// Signing keys: `keys generate` writes a new key pair, `keys show` names a key.
+    Keys(crate::tokens::keygen::KeysArgs),
     /// Load-test the login (gRPC or gateway) or the database alone (`--limit-run`).
     Bench(Box<crate::bench::BenchArgs>),
 }
@@ -96,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Dev(args) => run_async(crate::dev::run(settings, args)),
         Command::Login(args) => run_async(crate::client::run(args)),
         Command::Gateway(args) => run_async(gateway(settings, args)),
+        Command::Keys(args) => crate::tokens::keygen::run(args),
         Command::Bench(args) => run_async(crate::bench::run(settings, *args)),
     };
     match result {

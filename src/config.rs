@@ -34,7 +34,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(
+pub(crate) fn invalid(
     setting: impl Into<String>,
     problem: impl Into<String>,
     fix: impl Into<String>,
@@ -62,6 +62,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub simulator: SimulatorSettings,
     pub sessions: SessionSettings,
+    pub verification: VerificationSettings,
     /// Internal services allowed to call the protected gRPC RPCs, with their permissions.
     pub callers: Vec<CallerSettings>,
     /// A TOML file with more `[[callers]]` entries (e.g. a mounted Kubernetes Secret).
@@ -204,16 +205,64 @@ pub struct AdminSettings {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// Access tokens: who signs them with which key, and for how long they live.
+/// Keys: exactly one active signing key (`signing_key[_file]`, or an HS256
+/// secret for a single-service setup), plus retired keys that still verify
+/// (`verification_keys`, `verification_key_files`) until every token they
+/// signed has expired. See the README's key rotation procedure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenSettings {
     pub issuer: String,
     pub audience: String,
     pub ttl_secs: u64,
-    /// HS256 signing secret, at least 32 bytes.
+    /// The active signing key: a PKCS#8 PEM private key (`BEGIN PRIVATE KEY`),
+    /// P-256 for ES256 or Ed25519 for EdDSA (`mp-auth keys generate`).
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub signing_key: Option<SecretString>,
+    pub signing_key_file: Option<PathBuf>,
+    /// Retired keys that still verify (PEM, public or private), published in the JWKS.
+    #[serde(serialize_with = "ser_secret_vec")]
+    pub verification_keys: Vec<SecretString>,
+    pub verification_key_files: Vec<PathBuf>,
+    /// HS256 secret (at least 32 bytes): signs when no `signing_key` is set
+    /// (single-service setups); beside a signing key it only verifies (migration).
     #[serde(serialize_with = "ser_secret_opt")]
     pub hs256_secret: Option<SecretString>,
     pub hs256_secret_file: Option<PathBuf>,
+    /// `Cache-Control: max-age` of the published JWKS; keep it well below the
+    /// time between publishing a new key and signing with it.
+    pub jwks_max_age_secs: u64,
+}
+
+/// Verification of access tokens by this service (`Auth.VerifyToken`, logout).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerificationSettings {
+    /// Tolerated clock difference for `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+    /// How often each replica reads the sessions revoked since its last read.
+    pub revocation_poll_ms: u64,
+    /// How far back each read reaches before the previous one (replica clocks
+    /// and commit delays differ).
+    pub revocation_overlap_ms: u64,
+    /// `VerifyToken` answers UNAVAILABLE while the last successful read is older
+    /// than this: it never vouches for a token it might not know is revoked.
+    pub revocation_max_staleness_ms: u64,
+    /// Verified tokens remembered (their signature is not checked again).
+    pub cache_entries: usize,
+}
+
+impl Default for VerificationSettings {
+    fn default() -> Self {
+        Self {
+            leeway_secs: 30,
+            revocation_poll_ms: 250,
+            revocation_overlap_ms: 5_000,
+            revocation_max_staleness_ms: 2_000,
+            cache_entries: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -281,6 +330,10 @@ pub struct SimulatorSettings {
     pub session_refresh_secs: u64,
     /// Lifetime of a stable access_token.
     pub token_ttl_secs: u64,
+}
+
+fn ser_secret_vec<S: serde::Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|_| "[REDACTED]"))
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -361,8 +414,13 @@ impl Default for TokenSettings {
             issuer: "mp-auth".into(),
             audience: "mp-auth-clients".into(),
             ttl_secs: 7_200,
+            signing_key: None,
+            signing_key_file: None,
+            verification_keys: Vec::new(),
+            verification_key_files: Vec::new(),
             hs256_secret: None,
             hs256_secret_file: None,
+            jwks_max_age_secs: 300,
         }
     }
 }
@@ -508,7 +566,6 @@ impl Settings {
         })
     }
 
-    /// The HS256 token secret: at least 32 bytes.
     /// Every configured internal caller: `callers` plus the entries of `callers_file`.
     pub fn caller_entries(&self) -> Result<Vec<CallerSettings>, ConfigError> {
         let mut entries = self.callers.clone();
@@ -532,28 +589,6 @@ impl Settings {
             entries.extend(file.callers);
         }
         Ok(entries)
-    }
-
-    pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
-        let fix = "generate one with `openssl rand -base64 48` (or `head -c 48 /dev/urandom | base64`) \
-                   and set MP_AUTH_TOKEN__HS256_SECRET or MP_AUTH_TOKEN__HS256_SECRET_FILE";
-        let secret = resolve_secret(
-            "token.hs256_secret",
-            &self.token.hs256_secret,
-            &self.token.hs256_secret_file,
-        )?
-        .ok_or_else(|| invalid("token.hs256_secret", "no signing secret is configured", fix))?;
-        if secret.expose_secret().len() < 32 {
-            return Err(invalid(
-                "token.hs256_secret",
-                format!(
-                    "the secret is {} bytes; HS256 needs at least 32",
-                    secret.expose_secret().len()
-                ),
-                fix,
-            ));
-        }
-        Ok(secret)
     }
 
     /// The at-rest key for stored session_keys: base64 of exactly 32 bytes.
@@ -706,6 +741,42 @@ impl Settings {
                 10 * 60_000,
                 "use e.g. 10000",
             ),
+            (
+                "token.jwks_max_age_secs",
+                self.token.jwks_max_age_secs,
+                DAY,
+                "use e.g. 300",
+            ),
+            (
+                "verification.leeway_secs",
+                self.verification.leeway_secs,
+                300,
+                "use e.g. 30",
+            ),
+            (
+                "verification.revocation_poll_ms",
+                self.verification.revocation_poll_ms,
+                10_000,
+                "use e.g. 250",
+            ),
+            (
+                "verification.revocation_overlap_ms",
+                self.verification.revocation_overlap_ms,
+                600_000,
+                "use e.g. 5000",
+            ),
+            (
+                "verification.revocation_max_staleness_ms",
+                self.verification.revocation_max_staleness_ms,
+                600_000,
+                "use e.g. 2000",
+            ),
+            (
+                "verification.cache_entries",
+                self.verification.cache_entries as u64,
+                10_000_000,
+                "use e.g. 100000",
+            ),
         ] {
             if value > max {
                 return Err(invalid(
@@ -723,6 +794,31 @@ impl Settings {
                 "sessions",
                 "idle_timeout_secs and absolute_lifetime_secs must be at least 60, cleanup_interval_secs positive",
                 "use e.g. idle 2592000 (30 days), absolute 7776000 (90 days)",
+            ));
+        }
+        let v = &self.verification;
+        if v.revocation_poll_ms < 10 {
+            return Err(invalid(
+                "verification.revocation_poll_ms",
+                "must be at least 10",
+                "use e.g. 250 (revocations reach every replica within about this)",
+            ));
+        }
+        if v.revocation_overlap_ms < 1_000 {
+            return Err(invalid(
+                "verification.revocation_overlap_ms",
+                "must be at least 1000: replica clocks and commit delays differ",
+                "use e.g. 5000",
+            ));
+        }
+        if v.revocation_max_staleness_ms < 2 * v.revocation_poll_ms {
+            return Err(invalid(
+                "verification.revocation_max_staleness_ms",
+                format!(
+                    "{} is less than two polls ({} ms each)",
+                    v.revocation_max_staleness_ms, v.revocation_poll_ms
+                ),
+                "use at least 2 x revocation_poll_ms, e.g. 2000",
             ));
         }
         if self.token.issuer.is_empty() || self.token.audience.is_empty() {
@@ -768,6 +864,10 @@ mod tests {
     fn secrets_never_show_in_debug() {
         let mut s = Settings::default();
         s.token.hs256_secret = Some(SecretString::from("super-secret-signing-key-0123456789"));
+        s.token.signing_key = Some(SecretString::from(
+            "-----BEGIN PRIVATE KEY-----super-secret",
+        ));
+        s.token.verification_keys = vec![SecretString::from("super-secret-old-key")];
         s.apps.push(AppSettings {
             app_id: "wx1".into(),
             app_secret: Some(SecretString::from("app-secret-xyz")),
@@ -779,12 +879,17 @@ mod tests {
     }
 
     #[test]
-    fn short_token_secret_is_refused_with_a_fix() {
+    fn revocation_polling_settings_are_checked() {
         let mut s = Settings::default();
-        s.token.hs256_secret = Some(SecretString::from("short"));
-        let err = s.token_secret().unwrap_err().to_string();
-        assert!(err.contains("at least 32"), "{err}");
-        assert!(err.contains("openssl rand"), "{err}");
+        s.verification.revocation_max_staleness_ms = 300;
+        let err = s.validate_common().unwrap_err().to_string();
+        assert!(err.contains("revocation_max_staleness_ms"), "{err}");
+        let mut s = Settings::default();
+        s.verification.revocation_overlap_ms = 10;
+        assert!(s.validate_common().is_err());
+        let mut s = Settings::default();
+        s.verification.leeway_secs = 3600;
+        assert!(s.validate_common().is_err());
     }
 
     #[test]
@@ -801,10 +906,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, "0123456789abcdef0123456789abcdef-file\n").unwrap();
-        let mut s = Settings::default();
-        s.token.hs256_secret_file = Some(path);
+        let secret = resolve_secret("token.hs256_secret", &None, &Some(path)).unwrap();
         assert_eq!(
-            s.token_secret().unwrap().expose_secret(),
+            secret.unwrap().expose_secret(),
             "0123456789abcdef0123456789abcdef-file"
         );
     }

@@ -56,8 +56,18 @@ pub struct DevArgs {
 #[derive(Serialize, Deserialize)]
 pub struct DevSecrets {
     pub app_secret: String,
-    pub token_secret: String,
     pub session_key_encryption_key: String,
+}
+
+/// The dev token signing key (ES256), `dev-signing-key.pem` in the data
+/// directory, generated owner-only on first run.
+pub fn dev_signing_key(dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = dir.join("dev-signing-key.pem");
+    if !path.exists() {
+        let key = crate::tokens::SigningKey::generate(crate::tokens::Algorithm::Es256)?;
+        crate::tokens::keygen::write_new(&path, &key.private_pem, true)?;
+    }
+    Ok(path)
 }
 
 impl DevSecrets {
@@ -72,7 +82,6 @@ impl DevSecrets {
         };
         Ok(Self {
             app_secret: random(16)?,
-            token_secret: random(48)?,
             session_key_encryption_key: random(32)?,
         })
     }
@@ -125,8 +134,9 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     let _ = std::fs::remove_file(args.data_dir.join("endpoints.json"));
     let secrets = DevSecrets::load_or_create(&args.data_dir)?;
     eprintln!(
-        "\n  !!! DEV MODE: using DEV-ONLY secrets generated in {} !!!\n  !!! Never use dev mode or these secrets in production.  !!!\n",
-        args.data_dir.join("dev-secrets.json").display()
+        "\n  !!! DEV MODE: using DEV-ONLY secrets generated in {} and {} !!!\n  !!! Never use dev mode or these secrets in production.  !!!\n",
+        args.data_dir.join("dev-secrets.json").display(),
+        args.data_dir.join("dev-signing-key.pem").display()
     );
 
     // The simulator plays WeChat for the demo app.
@@ -161,7 +171,8 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     // Faults injected into the simulator act one call at a time: no breaker
     // pause after an injected 45011 (production keeps the default cool-down).
     settings.wechat.rate_limit_cooldown_secs = 0;
-    settings.token.hs256_secret = Some(SecretString::from(secrets.token_secret.clone()));
+    settings.token.signing_key = None;
+    settings.token.signing_key_file = Some(dev_signing_key(&args.data_dir)?);
     settings.session_keys.encryption_key = Some(SecretString::from(
         secrets.session_key_encryption_key.clone(),
     ));
@@ -289,6 +300,7 @@ With grpcurl (reflection is on):
   grpcurl -plaintext -d "{{\"app_id\":\"{app}\",\"code\":\"$CODE\",\"phone_code\":\"$PHONE\"}}" {grpc} mpauth.v1.Auth/MiniProgramLogin
 
 OpenAPI document: {gw}/openapi.json
+Token keys (JWKS): {gw}/.well-known/jwks.json   discovery: {gw}/.well-known/openid-configuration
 "#,
         sim = e.simulator,
         grpc = e.grpc,

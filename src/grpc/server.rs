@@ -15,7 +15,7 @@ use crate::{
     login::{LoginService, SessionVault},
     proto::auth_server::AuthServer,
     store::Store,
-    tokens::{Hs256Signer, TokenIssuer},
+    tokens::{KeyRing, TokenIssuer},
     wechat::WechatClient,
 };
 use anyhow::Context as _;
@@ -38,8 +38,17 @@ pub const HEALTH_AUTH: &str = "mpauth.v1.Auth";
 pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<LoginService>> {
     settings.validate_common()?;
     let apps = settings.app_credentials()?;
-    let signer = Hs256Signer::new(&settings.token_secret()?)?;
-    let tokens = Arc::new(TokenIssuer::new(&settings.token, Box::new(signer))?);
+    let keys = Arc::new(KeyRing::from_settings(
+        &settings.token,
+        &settings.verification,
+    )?);
+    tracing::info!(
+        alg = %keys.signing().algorithm(),
+        kid = keys.signing().kid(),
+        verification_kids = ?keys.kids(),
+        "token keys loaded"
+    );
+    let tokens = Arc::new(TokenIssuer::new(&settings.token, keys)?);
     let master_key = settings.session_key_encryption_key()?;
     let vault = SessionVault::new(&master_key);
     let wechat =

@@ -20,7 +20,7 @@ use crate::{
     config::SessionSettings,
     domain::{AppId, UserId},
     store::{NewSession, RevokeReason, Rotation, Store, StoreError},
-    tokens::{AccessClaims, TokenError, TokenIssuer},
+    tokens::{Claims, TokenError, TokenIssuer},
 };
 use base64::Engine as _;
 use secrecy::SecretString;
@@ -338,7 +338,7 @@ impl SessionService {
     }
 
     /// Verifies an access token's signature and claims (not revocation).
-    pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, SessionError> {
+    pub fn verify_access_token(&self, token: &str) -> Result<Claims, SessionError> {
         self.tokens
             .verify(token)
             .map_err(|_| SessionError::AccessTokenInvalid)

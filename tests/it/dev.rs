@@ -126,13 +126,15 @@ fn login(dev: &DevProcess, user: &str, extra: &[&str]) -> serde_json::Value {
 }
 
 fn verify(dir: &Path, token: &str) -> serde_json::Value {
-    let secrets: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("dev-secrets.json")).unwrap())
-            .unwrap();
-    let key = jsonwebtoken::DecodingKey::from_secret(
-        secrets["token_secret"].as_str().unwrap().as_bytes(),
-    );
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    // Dev mode signs with the ES256 key it generated in the data directory.
+    let pem = std::fs::read_to_string(dir.join("dev-signing-key.pem")).unwrap();
+    let public = mp_auth::tokens::SigningKey::from_pem(&pem)
+        .unwrap()
+        .verifying_key()
+        .to_public_pem()
+        .unwrap();
+    let key = jsonwebtoken::DecodingKey::from_ec_pem(public.as_bytes()).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_audience(&["mp-auth-clients"]);
     validation.set_issuer(&["mp-auth"]);
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
@@ -167,11 +169,13 @@ fn dev_mode_logs_users_in_and_keeps_them_across_restarts() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("dev-secrets.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "dev-secrets.json is owner-only: {mode:o}");
+        for file in ["dev-secrets.json", "dev-signing-key.pem"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{file} is owner-only: {mode:o}");
+        }
     }
 }
 

@@ -304,6 +304,16 @@ impl VerifyingKey {
         }
     }
 
+    /// The public key as PEM (`BEGIN PUBLIC KEY`, SPKI); `None` for HS256.
+    pub fn to_public_pem(&self) -> Option<String> {
+        let der = match &self.material {
+            Material::Es256(point) => pem::p256_spki(point),
+            Material::EdDsa(public) => pem::ed25519_spki(public),
+            Material::Hs256(_) => return None,
+        };
+        Some(pem::encode_pem("PUBLIC KEY", &der))
+    }
+
     /// The RFC 7638 JWK thumbprint (SHA-256, base64url); for HS256 the kid.
     pub fn thumbprint(&self) -> String {
         let Some(jwk) = self.bare_jwk() else {

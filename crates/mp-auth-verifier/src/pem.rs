@@ -86,6 +86,38 @@ pub fn parse_single_key(text: &str) -> Result<PemBlock, KeyError> {
     }
 }
 
+/// `der` as a PEM block with `label`, 64 characters a line.
+pub fn encode_pem(label: &str, der: &[u8]) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// The SPKI DER of a P-256 public point (65 bytes, uncompressed).
+pub(crate) fn p256_spki(point: &[u8]) -> Vec<u8> {
+    let mut der = vec![0x30, 0x59, 0x30, 0x13, 0x06, 0x07];
+    der.extend_from_slice(OID_EC_PUBLIC_KEY);
+    der.extend_from_slice(&[0x06, 0x08]);
+    der.extend_from_slice(OID_P256);
+    der.extend_from_slice(&[0x03, 0x42, 0x00]);
+    der.extend_from_slice(point);
+    der
+}
+
+/// The SPKI DER of an Ed25519 public key (32 bytes).
+pub(crate) fn ed25519_spki(public: &[u8]) -> Vec<u8> {
+    let mut der = vec![0x30, 0x2a, 0x30, 0x05, 0x06, 0x03];
+    der.extend_from_slice(OID_ED25519);
+    der.extend_from_slice(&[0x03, 0x21, 0x00]);
+    der.extend_from_slice(public);
+    der
+}
+
 /// What a key is for, from its DER algorithm identifier.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyKind {
@@ -392,6 +424,14 @@ mod tests {
             parse_pem("-----BEGIN PRIVATE KEY-----\nAAAA\n"),
             Err(KeyError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn public_keys_encode_back_to_what_openssl_wrote() {
+        for pem in [P256_PUBLIC, ED25519_PUBLIC] {
+            let key = crate::VerifyingKey::from_pem(pem).unwrap();
+            assert_eq!(key.to_public_pem().unwrap(), pem);
+        }
     }
 
     #[test]
