@@ -45,10 +45,28 @@ pub enum Command {
     Login(crate::client::LoginArgs),
     /// Run the HTTP+JSON gateway for mini-programs (`POST /auth/mp_login`), a client of `serve`.
     Gateway(GatewayArgs),
-    /// Signing keys: `keys generate` writes a new key pair, `keys show` names a key.
-    Keys(crate::tokens::keygen::KeysArgs),
     /// Load-test the login (gRPC or gateway) or the database alone (`--limit-run`).
     Bench(Box<crate::bench::BenchArgs>),
+    /// Token signing keys: `keys generate` writes a new key pair, `keys show` names a key.
+    Keys(crate::tokens::keygen::KeysArgs),
+    /// Internal callers: `callers new-key` makes an API key and its config entry.
+    #[command(subcommand)]
+    Callers(CallersCommand),
+}
+
+/// `mp-auth callers ...`.
+#[derive(Debug, Subcommand)]
+pub enum CallersCommand {
+    /// Print a new API key (give it to the calling service only) and the
+    /// `[[callers]]` entry with its SHA-256 for mp-auth's configuration.
+    NewKey {
+        /// The calling service's name (audit logs, metrics).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated permissions, e.g. `users:read,tokens:verify`.
+        #[arg(long, value_delimiter = ',')]
+        permissions: Vec<String>,
+    },
 }
 
 /// Arguments of `mp-auth serve`.
@@ -100,6 +118,9 @@ pub fn main() -> ExitCode {
         Command::Gateway(args) => run_async(gateway(settings, args)),
         Command::Keys(args) => crate::tokens::keygen::run(args),
         Command::Bench(args) => run_async(crate::bench::run(settings, *args)),
+        Command::Callers(CallersCommand::NewKey { name, permissions }) => {
+            callers_new_key(&name, &permissions)
+        }
     };
     match result {
         Ok(code) => code,
@@ -192,4 +213,28 @@ async fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
         crate::telemetry::serve_metrics(addr, std::future::pending()).await?;
     }
     Ok(())
+}
+
+/// `mp-auth callers new-key`: an API key and its configuration entry.
+fn callers_new_key(name: &str, permissions: &[String]) -> anyhow::Result<ExitCode> {
+    for p in permissions {
+        if crate::callers::Permission::parse(p).is_none() {
+            let known: Vec<&str> = crate::callers::Permission::ALL
+                .iter()
+                .map(|p| p.as_str())
+                .collect();
+            anyhow::bail!("unknown permission {p:?}; known: {}", known.join(", "));
+        }
+    }
+    let key = crate::callers::generate_key();
+    let list: Vec<String> = permissions.iter().map(|p| format!("\"{p}\"")).collect();
+    println!("# The API key: give it to {name} only (its own Secret), never to mp-auth.");
+    println!("{key}");
+    println!();
+    println!("# mp-auth's callers.toml entry (only the SHA-256 of the key):");
+    println!("[[callers]]");
+    println!("name = \"{name}\"");
+    println!("key_sha256 = \"{}\"", crate::callers::key_hash_hex(&key));
+    println!("permissions = [{}]", list.join(", "));
+    Ok(ExitCode::SUCCESS)
 }

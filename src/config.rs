@@ -62,7 +62,6 @@ pub struct Settings {
     pub log: LogSettings,
     pub simulator: SimulatorSettings,
     pub sessions: SessionSettings,
-    pub verification: VerificationSettings,
     /// Internal services allowed to call the protected gRPC RPCs, with their permissions.
     pub callers: Vec<CallerSettings>,
     /// A TOML file with more `[[callers]]` entries (e.g. a mounted Kubernetes Secret).
@@ -196,6 +195,9 @@ pub struct GatewaySettings {
     #[serde(serialize_with = "ser_secret_opt")]
     pub api_key: Option<SecretString>,
     pub api_key_file: Option<PathBuf>,
+    /// The gateway's public base URL (e.g. `https://auth.example.com`) for the
+    /// discovery document's `jwks_uri`; by default taken from the request's host.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -217,11 +219,13 @@ pub struct TokenSettings {
     pub audience: String,
     pub ttl_secs: u64,
     /// The active signing key: a PKCS#8 PEM private key (`BEGIN PRIVATE KEY`),
-    /// P-256 for ES256 or Ed25519 for EdDSA (`mp-auth keys generate`).
+    /// P-256 for ES256 (recommended) or Ed25519 for EdDSA (`mp-auth keys generate`).
+    /// When set, the JWKS publishes its public key.
     #[serde(serialize_with = "ser_secret_opt")]
     pub signing_key: Option<SecretString>,
     pub signing_key_file: Option<PathBuf>,
-    /// Retired keys that still verify (PEM, public or private), published in the JWKS.
+    /// Previous keys (PEM, public or private) that still verify until removed,
+    /// published in the JWKS: inline, or one file each.
     #[serde(serialize_with = "ser_secret_vec")]
     pub verification_keys: Vec<SecretString>,
     pub verification_key_files: Vec<PathBuf>,
@@ -230,39 +234,8 @@ pub struct TokenSettings {
     #[serde(serialize_with = "ser_secret_opt")]
     pub hs256_secret: Option<SecretString>,
     pub hs256_secret_file: Option<PathBuf>,
-    /// `Cache-Control: max-age` of the published JWKS; keep it well below the
-    /// time between publishing a new key and signing with it.
-    pub jwks_max_age_secs: u64,
-}
-
-/// Verification of access tokens by this service (`Auth.VerifyToken`, logout).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct VerificationSettings {
-    /// Tolerated clock difference for `exp`, `nbf` and `iat`.
+    /// Clock skew tolerated on `exp`/`nbf`/`iat` when verifying.
     pub leeway_secs: u64,
-    /// How often each replica reads the sessions revoked since its last read.
-    pub revocation_poll_ms: u64,
-    /// How far back each read reaches before the previous one (replica clocks
-    /// and commit delays differ).
-    pub revocation_overlap_ms: u64,
-    /// `VerifyToken` answers UNAVAILABLE while the last successful read is older
-    /// than this: it never vouches for a token it might not know is revoked.
-    pub revocation_max_staleness_ms: u64,
-    /// Verified tokens remembered (their signature is not checked again).
-    pub cache_entries: usize,
-}
-
-impl Default for VerificationSettings {
-    fn default() -> Self {
-        Self {
-            leeway_secs: 30,
-            revocation_poll_ms: 250,
-            revocation_overlap_ms: 5_000,
-            revocation_max_staleness_ms: 2_000,
-            cache_entries: 100_000,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -404,6 +377,7 @@ impl Default for GatewaySettings {
             probe_listen: None,
             api_key: None,
             api_key_file: None,
+            public_url: None,
         }
     }
 }
@@ -420,7 +394,7 @@ impl Default for TokenSettings {
             verification_key_files: Vec::new(),
             hs256_secret: None,
             hs256_secret_file: None,
-            jwks_max_age_secs: 300,
+            leeway_secs: 30,
         }
     }
 }
@@ -742,40 +716,10 @@ impl Settings {
                 "use e.g. 10000",
             ),
             (
-                "token.jwks_max_age_secs",
-                self.token.jwks_max_age_secs,
-                DAY,
-                "use e.g. 300",
-            ),
-            (
-                "verification.leeway_secs",
-                self.verification.leeway_secs,
+                "token.leeway_secs",
+                self.token.leeway_secs,
                 300,
                 "use e.g. 30",
-            ),
-            (
-                "verification.revocation_poll_ms",
-                self.verification.revocation_poll_ms,
-                10_000,
-                "use e.g. 250",
-            ),
-            (
-                "verification.revocation_overlap_ms",
-                self.verification.revocation_overlap_ms,
-                600_000,
-                "use e.g. 5000",
-            ),
-            (
-                "verification.revocation_max_staleness_ms",
-                self.verification.revocation_max_staleness_ms,
-                600_000,
-                "use e.g. 2000",
-            ),
-            (
-                "verification.cache_entries",
-                self.verification.cache_entries as u64,
-                10_000_000,
-                "use e.g. 100000",
             ),
         ] {
             if value > max {
@@ -794,31 +738,6 @@ impl Settings {
                 "sessions",
                 "idle_timeout_secs and absolute_lifetime_secs must be at least 60, cleanup_interval_secs positive",
                 "use e.g. idle 2592000 (30 days), absolute 7776000 (90 days)",
-            ));
-        }
-        let v = &self.verification;
-        if v.revocation_poll_ms < 10 {
-            return Err(invalid(
-                "verification.revocation_poll_ms",
-                "must be at least 10",
-                "use e.g. 250 (revocations reach every replica within about this)",
-            ));
-        }
-        if v.revocation_overlap_ms < 1_000 {
-            return Err(invalid(
-                "verification.revocation_overlap_ms",
-                "must be at least 1000: replica clocks and commit delays differ",
-                "use e.g. 5000",
-            ));
-        }
-        if v.revocation_max_staleness_ms < 2 * v.revocation_poll_ms {
-            return Err(invalid(
-                "verification.revocation_max_staleness_ms",
-                format!(
-                    "{} is less than two polls ({} ms each)",
-                    v.revocation_max_staleness_ms, v.revocation_poll_ms
-                ),
-                "use at least 2 x revocation_poll_ms, e.g. 2000",
             ));
         }
         if self.token.issuer.is_empty() || self.token.audience.is_empty() {
@@ -879,17 +798,11 @@ mod tests {
     }
 
     #[test]
-    fn revocation_polling_settings_are_checked() {
+    fn an_absurd_leeway_is_refused() {
         let mut s = Settings::default();
-        s.verification.revocation_max_staleness_ms = 300;
+        s.token.leeway_secs = 3600;
         let err = s.validate_common().unwrap_err().to_string();
-        assert!(err.contains("revocation_max_staleness_ms"), "{err}");
-        let mut s = Settings::default();
-        s.verification.revocation_overlap_ms = 10;
-        assert!(s.validate_common().is_err());
-        let mut s = Settings::default();
-        s.verification.leeway_secs = 3600;
-        assert!(s.validate_common().is_err());
+        assert!(err.contains("token.leeway_secs"), "{err}");
     }
 
     #[test]

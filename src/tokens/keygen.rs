@@ -21,17 +21,15 @@ pub struct KeysArgs {
 /// What `mp-auth keys` does.
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
-    /// Write a new private key (PKCS#8 PEM, mode 0600) and its public key.
+    /// Write a new key pair: `<out>.pem` (PKCS#8 private key, mode 0600: the
+    /// Secret) and `<out>.pub.pem` (public key), and print its kid.
     Generate {
         /// ES256 (P-256, the default: every JWT library has it) or EdDSA (Ed25519).
         #[arg(long, value_enum, default_value = "es256")]
         alg: KeyAlg,
-        /// Where to write the private key (refused if the file exists).
-        #[arg(long)]
+        /// Path prefix of the files written (never overwritten).
+        #[arg(long, default_value = "mp-auth-signing-key")]
         out: PathBuf,
-        /// Where to write the public key (default: `<out>` with `.pub.pem`).
-        #[arg(long)]
-        public_out: Option<PathBuf>,
     },
     /// Print the kid, algorithm and public JWK of a PEM key (private or public).
     Show {
@@ -52,31 +50,23 @@ pub enum KeyAlg {
 /// Runs `mp-auth keys ...`.
 pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        KeysCommand::Generate {
-            alg,
-            out,
-            public_out,
-        } => {
+        KeysCommand::Generate { alg, out } => {
             let alg = match alg {
                 KeyAlg::Es256 => Algorithm::Es256,
                 KeyAlg::Eddsa => Algorithm::EdDsa,
             };
-            let public_out = public_out.unwrap_or_else(|| public_path(&out));
+            let private_path = out.with_extension("pem");
+            let public_path = out.with_extension("pub.pem");
             let key = SigningKey::generate(alg)?;
-            write_new(&out, &key.private_pem, true)?;
-            write_new(&public_out, &key.public_pem, false)?;
+            write_new(&private_path, &key.private_pem, true)?;
+            write_new(&public_path, &key.public_pem, false)?;
+            println!("kid: {}", key.kid);
+            println!("alg: {alg}");
+            println!("private key (the Secret): {}", private_path.display());
+            println!("public key: {}", public_path.display());
             println!(
-                "wrote {} (private key, {alg}, kid {}) and {} (public key)",
-                out.display(),
-                key.kid,
-                public_out.display()
-            );
-            println!(
-                "new deployment: MP_AUTH_TOKEN__SIGNING_KEY_FILE={}\n\
-                 rotation: publish {} first (token.verification_key_files), see the README \
-                 (\"Rotating the signing key\")",
-                out.display(),
-                public_out.display()
+                "use: MP_AUTH_TOKEN__SIGNING_KEY_FILE={} (rotation: see the README's key rotation steps)",
+                private_path.display()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -93,15 +83,6 @@ pub fn run(args: KeysArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// `signing-key.pem` → `signing-key.pub.pem`.
-fn public_path(private: &Path) -> PathBuf {
-    let stem = private
-        .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "key".into());
-    private.with_file_name(format!("{stem}.pub.pem"))
 }
 
 /// Creates `path` (never overwrites); owner-only from the first byte when `secret`.
@@ -135,8 +116,7 @@ mod tests {
         let args = || KeysArgs {
             command: KeysCommand::Generate {
                 alg: KeyAlg::Eddsa,
-                out: out.clone(),
-                public_out: None,
+                out: dir.path().join("signing-key"),
             },
         };
         run(args()).unwrap();

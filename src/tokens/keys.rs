@@ -8,7 +8,7 @@
 //! remove the old one once every token it signed has expired.
 
 use super::signing::SigningKey;
-use crate::config::{ConfigError, TokenSettings, VerificationSettings, invalid, resolve_secret};
+use crate::config::{ConfigError, TokenSettings, invalid, resolve_secret};
 use mp_auth_verifier::{Algorithm, JwkSet, KeyError, Rules, Verifier, VerifyingKey};
 use secrecy::{ExposeSecret, SecretString};
 use std::{path::Path, sync::Arc};
@@ -74,10 +74,7 @@ impl KeyRing {
     }
 
     /// Loads and checks the keys of `token` (see [`TokenSettings`]).
-    pub fn from_settings(
-        token: &TokenSettings,
-        verification: &VerificationSettings,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_settings(token: &TokenSettings) -> Result<Self, ConfigError> {
         let hs256 = resolve_secret(
             "token.hs256_secret",
             &token.hs256_secret,
@@ -138,7 +135,7 @@ impl KeyRing {
             retained,
             &token.issuer,
             &token.audience,
-            verification.leeway_secs,
+            token.leeway_secs,
         )
         .map_err(|e| key_error("token.verification_keys", &e))
     }
@@ -221,8 +218,8 @@ fn key_error(setting: &str, error: &KeyError) -> ConfigError {
 mod tests {
     use super::*;
 
-    fn settings() -> (TokenSettings, VerificationSettings) {
-        (TokenSettings::default(), VerificationSettings::default())
+    fn settings() -> (TokenSettings, ()) {
+        (TokenSettings::default(), ())
     }
 
     fn pem_file(dir: &Path, name: &str, text: &str) -> std::path::PathBuf {
@@ -234,9 +231,9 @@ mod tests {
     #[test]
     fn a_generated_key_loads_signs_and_is_published() {
         let generated = SigningKey::generate(Algorithm::Es256).unwrap();
-        let (mut token, verification) = settings();
+        let (mut token, ()) = settings();
         token.signing_key = Some(SecretString::from(generated.private_pem.clone()));
-        let ring = KeyRing::from_settings(&token, &verification).unwrap();
+        let ring = KeyRing::from_settings(&token).unwrap();
         assert_eq!(ring.signing().kid(), generated.kid);
         assert_eq!(ring.signing().algorithm(), Algorithm::Es256);
         assert_eq!(ring.jwks().keys.len(), 1);
@@ -253,14 +250,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let old = SigningKey::generate(Algorithm::Es256).unwrap();
         let new = SigningKey::generate(Algorithm::EdDsa).unwrap();
-        let (mut token, verification) = settings();
+        let (mut token, ()) = settings();
         token.signing_key_file = Some(pem_file(dir.path(), "new.pem", &new.private_pem));
         token.verification_key_files = vec![
             pem_file(dir.path(), "old.pub.pem", &old.public_pem),
             // The active key listed again (a half-finished edit) is harmless.
             pem_file(dir.path(), "new.pub.pem", &new.public_pem),
         ];
-        let ring = KeyRing::from_settings(&token, &verification).unwrap();
+        let ring = KeyRing::from_settings(&token).unwrap();
         assert_eq!(ring.kids(), [new.kid.clone(), old.kid.clone()]);
         let published: Vec<_> = ring
             .jwks()
@@ -277,9 +274,9 @@ mod tests {
 
     #[test]
     fn hs256_alone_signs_and_beside_a_key_only_verifies() {
-        let (mut token, verification) = settings();
+        let (mut token, ()) = settings();
         token.hs256_secret = Some(SecretString::from("0123456789abcdef0123456789abcdef-hs"));
-        let ring = KeyRing::from_settings(&token, &verification).unwrap();
+        let ring = KeyRing::from_settings(&token).unwrap();
         assert_eq!(ring.signing().algorithm(), Algorithm::Hs256);
         assert!(
             ring.jwks().keys.is_empty(),
@@ -288,16 +285,14 @@ mod tests {
         token.signing_key = Some(SecretString::from(
             SigningKey::generate(Algorithm::Es256).unwrap().private_pem,
         ));
-        let ring = KeyRing::from_settings(&token, &verification).unwrap();
+        let ring = KeyRing::from_settings(&token).unwrap();
         assert_eq!(ring.signing().algorithm(), Algorithm::Es256);
         assert_eq!(ring.kids().len(), 2);
         assert_eq!(ring.jwks().keys.len(), 1);
     }
 
     fn start_up_error(token: &TokenSettings) -> String {
-        KeyRing::from_settings(token, &VerificationSettings::default())
-            .unwrap_err()
-            .to_string()
+        KeyRing::from_settings(token).unwrap_err().to_string()
     }
 
     #[test]
@@ -366,10 +361,7 @@ mod tests {
         let ring_debug = {
             let mut t = TokenSettings::default();
             t.signing_key = Some(SecretString::from(generated.private_pem));
-            format!(
-                "{:?}",
-                KeyRing::from_settings(&t, &VerificationSettings::default()).unwrap()
-            )
+            format!("{:?}", KeyRing::from_settings(&t).unwrap())
         };
         assert!(!ring_debug.contains(&body), "{ring_debug}");
     }

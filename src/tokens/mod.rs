@@ -178,6 +178,21 @@ impl TokenIssuer {
         &self.keys
     }
 
+    /// The public verification keys (JWKS), active first.
+    pub fn jwks(&self) -> &mp_auth_verifier::JwkSet {
+        self.keys.jwks()
+    }
+
+    /// The issuer (`iss`) and audience (`aud`) of every token.
+    pub fn issuer_and_audience(&self) -> (&str, &str) {
+        (&self.issuer, &self.audience)
+    }
+
+    /// The access-token lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
     /// The signing algorithm.
     pub fn algorithm(&self) -> Algorithm {
         self.keys.signing().algorithm()

@@ -197,8 +197,7 @@ impl TestApp {
 
     /// A token issuer with the server's keys, to mint and verify tokens.
     pub fn token_issuer(&self) -> TokenIssuer {
-        let keys =
-            KeyRing::from_settings(&self.settings.token, &self.settings.verification).unwrap();
+        let keys = KeyRing::from_settings(&self.settings.token).unwrap();
         TokenIssuer::new(&self.settings.token, std::sync::Arc::new(keys)).unwrap()
     }
 

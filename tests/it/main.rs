@@ -21,4 +21,5 @@ mod shutdown;
 mod simulator;
 mod store;
 mod users;
+mod verify;
 mod wechat_client;

@@ -75,7 +75,7 @@ pub enum KeyError {
     #[error("unsupported key type {0} (ES256 or EdDSA only)")]
     Unsupported(String),
     /// A public key where a private (signing) key is needed.
-    #[error("this is a public key; signing needs the private key (BEGIN PRIVATE KEY)")]
+    #[error("this is a public key; signing needs the PRIVATE key (BEGIN PRIVATE KEY)")]
     PublicNotPrivate,
     /// The encoding is broken.
     #[error("malformed key: {0}")]
