@@ -11,11 +11,11 @@ scripts/tools.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== cargo test"
-cargo test --all-targets --locked
+echo "== cargo test --workspace"
+cargo test --workspace --all-targets --locked
 
 echo "== Kubernetes manifests (kustomize build + kubernetes-validate --strict)"
 scripts/validate-k8s.sh

@@ -350,17 +350,21 @@ mod tests {
     fn errors_never_contain_the_key() {
         let generated = SigningKey::generate(Algorithm::Es256).unwrap();
         let body: String = generated.private_pem.lines().nth(1).unwrap().to_owned();
-        let mut t = TokenSettings::default();
         // A private key where a PEM with one block is expected: two blocks.
-        t.signing_key = Some(SecretString::from(format!(
-            "{}{}",
-            generated.private_pem, generated.private_pem
-        )));
+        let t = TokenSettings {
+            signing_key: Some(SecretString::from(format!(
+                "{}{}",
+                generated.private_pem, generated.private_pem
+            ))),
+            ..TokenSettings::default()
+        };
         let err = start_up_error(&t);
         assert!(!err.contains(&body), "{err}");
         let ring_debug = {
-            let mut t = TokenSettings::default();
-            t.signing_key = Some(SecretString::from(generated.private_pem));
+            let t = TokenSettings {
+                signing_key: Some(SecretString::from(generated.private_pem)),
+                ..TokenSettings::default()
+            };
             format!("{:?}", KeyRing::from_settings(&t).unwrap())
         };
         assert!(!ring_debug.contains(&body), "{ring_debug}");
