@@ -16,7 +16,7 @@ mod revocations;
 
 pub use limiter::KeyedLimiter;
 pub use refresh_token::{ParsedRefreshToken, RefreshCodec, RefreshTokenError};
-pub use revocations::{Revocation, RevocationCache};
+pub use revocations::{Revocation, RevocationCache, RevocationFeed};
 
 use crate::{
     config::SessionSettings,

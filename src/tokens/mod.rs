@@ -6,10 +6,12 @@
 pub mod keygen;
 mod keys;
 mod signing;
+mod verified;
 
 pub use keys::KeyRing;
 pub use mp_auth_verifier::{Algorithm, Claims, VerifyError};
 pub use signing::{GeneratedKey, SigningKey};
+pub use verified::VerifiedCache;
 
 use crate::{
     config::TokenSettings,
@@ -86,6 +88,7 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl: Duration,
+    verified: VerifiedCache,
 }
 
 impl TokenIssuer {
@@ -97,6 +100,7 @@ impl TokenIssuer {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             ttl: Duration::from_secs(settings.ttl_secs),
+            verified: VerifiedCache::default(),
         };
         issuer.self_test()?;
         Ok(issuer)
@@ -169,8 +173,21 @@ impl TokenIssuer {
 
     /// Verifies a token issued by this service with any key of the ring
     /// (signature, algorithm, `typ`, `iss`, `aud`, times; not revocation).
+    /// A token seen before skips the signature check (see [`VerifiedCache`]);
+    /// the times are checked on every call.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        Ok(self.keys.verifier().verify(token)?)
+        let verifier = self.keys.verifier();
+        let key = VerifiedCache::key(token);
+        let claims = match self.verified.get(&key) {
+            Some(claims) => claims,
+            None => {
+                let claims = verifier.authenticate(token)?;
+                self.verified.insert(key, claims.clone());
+                claims
+            }
+        };
+        verifier.check_time(&claims, mp_auth_verifier::now_secs())?;
+        Ok(claims)
     }
 
     /// The key ring (signing key, verifier, JWKS).
@@ -306,6 +323,41 @@ mod tests {
         let fresh = new.issue(UserId(6), &app).unwrap().token;
         assert_eq!(part(&fresh, 0)["kid"], new.keys().signing().kid());
         assert_eq!(new.keys().jwks().keys.len(), 2);
+    }
+
+    #[test]
+    fn a_cached_token_still_expires_and_a_tampered_copy_is_not_a_hit() {
+        let iss = issuer(Algorithm::Es256);
+        let app = AppId::parse("wxa").unwrap();
+        let t = iss.issue(UserId(9), &app).unwrap().token;
+        assert_eq!(iss.verify(&t).unwrap().sub, "9");
+        assert_eq!(
+            iss.verify(&t).unwrap().sub,
+            "9",
+            "second time from the cache"
+        );
+        let mut tampered = t.clone();
+        tampered.pop();
+        tampered.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert!(iss.verify(&tampered).is_err());
+        // The cache keeps what does not depend on the clock: an expired token
+        // is authentic (and remembered) but refused on every call.
+        let mut claims = iss.verify(&t).unwrap();
+        claims.iat -= 7200;
+        claims.exp = claims.iat + 60;
+        let expired = iss.keys().signing().sign(&claims).unwrap();
+        let held = iss.verified.len();
+        for _ in 0..2 {
+            assert!(matches!(
+                iss.verify(&expired),
+                Err(TokenError::Invalid(VerifyError::Expired))
+            ));
+        }
+        assert_eq!(
+            iss.verified.len(),
+            held + 1,
+            "remembered once, refused twice"
+        );
     }
 
     #[test]
