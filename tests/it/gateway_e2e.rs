@@ -9,23 +9,16 @@ use std::time::Duration;
 struct Stack {
     app: TestApp,
     gateway: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _running: RunningGateway,
 }
 
 async fn stack(opts: TestAppOptions) -> Stack {
     let app = TestApp::spawn_with(opts).await;
-    let mut settings = app.settings.clone();
-    settings.gateway.backend_url = format!("http://{}", app.grpc_addr);
-    let gateway = Gateway::build(&settings).await.unwrap();
-    let url = format!("http://{}", gateway.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.run_until(async {
-        let _ = stopped.await;
-    }));
+    let running = start_gateway(&app.settings, app.grpc_addr).await;
     Stack {
         app,
-        gateway: url,
-        _stop: stop,
+        gateway: running.url.clone(),
+        _running: running,
     }
 }
 

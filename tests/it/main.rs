@@ -15,6 +15,7 @@ mod limits;
 mod log_leaks;
 mod login;
 mod metrics;
+mod offline;
 mod private_db;
 mod sessions;
 mod shutdown;
