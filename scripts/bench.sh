@@ -10,7 +10,8 @@
 #
 # Knobs (environment): RUNS (3), REQUESTS per run (20000), WARMUP (1000),
 # CONCURRENCIES ("16 64 256"), FLOWS ("legacy code"), TARGETS ("grpc http"),
-# VERIFY_CONCURRENCIES ("16 64 256") and VERIFY_REQUESTS (100000) for the VerifyToken rows,
+# VERIFY_CONCURRENCIES ("16 64 256"), VERIFY_REQUESTS (100000) and VERIFY_TOKENS (distinct users, 1000)
+# for the VerifyToken rows (more than 16384 tokens defeat its cache of verified signatures),
 # POOL_SIZE (server and limit-run pool; default: the server's default),
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
@@ -24,6 +25,7 @@ WARMUP=${WARMUP:-1000}
 CONCURRENCIES=${CONCURRENCIES-"16 64 256"}
 VERIFY_CONCURRENCIES=${VERIFY_CONCURRENCIES-"16 64 256"}
 VERIFY_REQUESTS=${VERIFY_REQUESTS:-100000}
+VERIFY_TOKENS=${VERIFY_TOKENS:-1000}
 FLOWS=${FLOWS:-"legacy code"}
 TARGETS=${TARGETS-"grpc http"}
 SIM_PORT=${SIM_PORT:-19400}
@@ -102,9 +104,9 @@ export MP_AUTH_WECHAT__BASE_URL="http://127.0.0.1:$SIM_PORT"
 "$BIN" keys generate --out "$OUT/signing-key" >/dev/null
 export MP_AUTH_TOKEN__SIGNING_KEY_FILE="$OUT/signing-key.pem"
 # The VerifyToken rows' caller: an API key with tokens:verify (the server keeps its SHA-256).
-MP_AUTH_BENCH_API_KEY="mpk_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
-export MP_AUTH_BENCH_API_KEY
-BENCH_KEY_SHA256=$(printf %s "$MP_AUTH_BENCH_API_KEY" | sha256sum | cut -d' ' -f1)
+BENCH_API_KEY="mpk_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+export BENCH_API_KEY
+BENCH_KEY_SHA256=$(printf %s "$BENCH_API_KEY" | sha256sum | cut -d' ' -f1)
 export MP_AUTH_CALLERS="[{name=\"bench\",key_sha256=\"$BENCH_KEY_SHA256\",permissions=[\"tokens:verify\"]}]"
 export MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; fi
@@ -182,12 +184,12 @@ for c in $CONCURRENCIES; do
         --concurrency "$c" --json "$OUT/$name.json" --table "$LIMIT_TABLE" >"$OUT/$name.txt"
 done
 
-# --- VerifyToken: online verification with revocation checking (1,000 users' tokens) ---
+# --- VerifyToken: online verification with revocation checking ---
 for c in $VERIFY_CONCURRENCIES; do
     name=verify-c$c
     log "$name"
-    "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --verify-run --tokens 1000 --requests "$VERIFY_REQUESTS" \
-        --warmup 5000 --no-seed --concurrency "$c" --json "$OUT/$name.json" --table "$VERIFY_TABLE" \
+    "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --verify-run --tokens "$VERIFY_TOKENS" --requests "$VERIFY_REQUESTS" \
+        --no-seed --concurrency "$c" --json "$OUT/$name.json" --table "$VERIFY_TABLE" \
         >"$OUT/$name.txt"
 done
 

@@ -121,7 +121,7 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with = "limit_run")]
     pub verify_run: bool,
     /// Verify run: the API key of a caller with `tokens:verify`.
-    #[arg(long, env = "MP_AUTH_BENCH_API_KEY", hide_env_values = true)]
+    #[arg(long, env = "BENCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
     /// Verify run: distinct users (and tokens) verified round robin.
     #[arg(long, default_value_t = 1_000)]

@@ -14,8 +14,8 @@ use std::{
     sync::{Mutex, PoisonError},
 };
 
-/// Tokens remembered at most (each ~0.4 KiB: a few MiB at most).
-pub const CAPACITY: usize = 32 * 1024;
+/// Tokens remembered at most (each ~0.75 KiB with its map entry: ~12 MiB at most).
+pub const CAPACITY: usize = 16 * 1024;
 const SHARDS: usize = 16;
 
 /// The cache key of a token.
