@@ -48,22 +48,12 @@ impl Target {
         connections: usize,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("bad gRPC URL {url}"))?
-            .tcp_nodelay(true)
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5));
-        let mut clients = Vec::with_capacity(connections);
-        for _ in 0..connections.max(1) {
-            // Each `connect` opens its own connection; clones of one channel share it.
-            let channel = endpoint
-                .connect()
-                .await
-                .with_context(|| format!("connecting to the gRPC service at {url}"))?;
-            clients.push(AuthClient::new(channel));
-        }
         Ok(Self::Grpc {
-            clients,
+            clients: channels(url, connections, timeout)
+                .await?
+                .into_iter()
+                .map(AuthClient::new)
+                .collect(),
             app_id: app_id.to_owned(),
         })
     }
@@ -160,4 +150,28 @@ impl Target {
             }
         }
     }
+}
+
+/// `connections` separate HTTP/2 connections to the gRPC service at `url`.
+pub async fn channels(
+    url: &str,
+    connections: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Channel>> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .with_context(|| format!("bad gRPC URL {url}"))?
+        .tcp_nodelay(true)
+        .timeout(timeout)
+        .connect_timeout(Duration::from_secs(5));
+    let mut channels = Vec::with_capacity(connections.max(1));
+    for _ in 0..connections.max(1) {
+        // Each `connect` opens its own connection; clones of one channel share it.
+        channels.push(
+            endpoint
+                .connect()
+                .await
+                .with_context(|| format!("connecting to the gRPC service at {url}"))?,
+        );
+    }
+    Ok(channels)
 }

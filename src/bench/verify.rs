@@ -14,10 +14,7 @@ use anyhow::Context as _;
 use futures::StreamExt as _;
 use proto::auth_client::AuthClient;
 use std::{sync::Arc, time::Duration};
-use tonic::{
-    metadata::AsciiMetadataValue,
-    transport::{Channel, Endpoint},
-};
+use tonic::{metadata::AsciiMetadataValue, transport::Channel};
 
 /// What a verification run needs: clients, tokens and the caller's key.
 #[derive(Clone)]
@@ -41,19 +38,11 @@ impl VerifyTarget {
         timeout: Duration,
         parallel: usize,
     ) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("bad gRPC URL {url}"))?
-            .tcp_nodelay(true)
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5));
-        let mut clients = Vec::with_capacity(connections.max(1));
-        for _ in 0..connections.max(1) {
-            let channel = endpoint
-                .connect()
-                .await
-                .with_context(|| format!("connecting to the gRPC service at {url}"))?;
-            clients.push(AuthClient::new(channel));
-        }
+        let clients: Vec<_> = super::target::channels(url, connections, timeout)
+            .await?
+            .into_iter()
+            .map(AuthClient::new)
+            .collect();
         let mut authorization = AsciiMetadataValue::try_from(format!("Bearer {}", api_key.trim()))
             .context("--api-key is not printable ASCII")?;
         authorization.set_sensitive(true);
