@@ -103,8 +103,9 @@ pub enum SilentOutcome {
 pub enum Rotation {
     /// The presented generation was current: it is now `generation`.
     Rotated { generation: i64 },
-    /// The presented generation is the one just rotated and its successor
-    /// (`current`) was never used: a retry, answered with that successor.
+    /// The presented generation is the one just rotated, its successor
+    /// (`current`) was never used and the rotation is within the retry window:
+    /// a retry, answered with that successor.
     Retry { current: i64 },
     /// An older generation: reuse. The session has been revoked.
     Reused,
@@ -318,13 +319,16 @@ impl Store {
     /// Rotates the refresh generation of `sid` if `presented` is current and the
     /// session is live: one conditional UPDATE, so of concurrent refreshes of
     /// one token exactly one rotates. Anything else is classified with one read
-    /// (and a reuse revokes the session).
+    /// (and a reuse revokes the session). `last_used_at` is written only at
+    /// creation and rotation, so it is when the newest generation was issued:
+    /// the retry window (`retry_window_ms`) is measured from it.
     pub async fn rotate_session(
         &self,
         sid: &str,
         presented: i64,
         now_ms: i64,
         idle_expires_at_ms: i64,
+        retry_window_ms: i64,
     ) -> Result<Rotation, StoreError> {
         use schema::sessions::dsl as s;
         let rotated = with_conn!(self, "rotating a session", |conn| {
@@ -362,12 +366,17 @@ impl Store {
         if row.expires_at_ms <= now_ms || row.idle_expires_at_ms <= now_ms {
             return Ok(Rotation::Expired);
         }
-        if row.generation == presented + 1 {
+        if row.generation == presented + 1
+            && retry_window_ms > 0
+            && now_ms.saturating_sub(row.last_used_at_ms) <= retry_window_ms
+        {
             return Ok(Rotation::Retry {
                 current: row.generation,
             });
         }
-        if row.generation > presented + 1 {
+        // Older than the last rotation, or the last one presented outside the
+        // window: the chain has (or had) two holders.
+        if row.generation > presented {
             self.revoke_session(sid, RevokeReason::ReuseDetected, now_ms)
                 .await?;
             return Ok(Rotation::Reused);

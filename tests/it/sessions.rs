@@ -171,6 +171,37 @@ async fn refresh_rotates_a_retry_gets_the_same_successor_and_reuse_revokes_only_
         .expect("reuse revokes one session, never every session of the user");
 }
 
+/// The case the retry window exists for: a thief refreshes a stolen token first;
+/// the victim presents that token again later. Under "successor never used"
+/// alone the victim would get the thief's successor and both would share the
+/// chain undetected; outside the window it is reuse and the session ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_victim_presenting_a_token_a_thief_rotated_after_the_window_revokes_the_session() {
+    let app = TestApp::spawn_with(TestAppOptions {
+        tweak: Box::new(|s| s.sessions.refresh_retry_window_secs = 1),
+        ..Default::default()
+    })
+    .await;
+    let user = unique_user();
+    let login = app
+        .login_with_phone_code(app.app_id(), &user, None)
+        .await
+        .unwrap();
+    let stolen = login.refresh_token.clone();
+    let thief = refresh(&app, &stolen, app.app_id()).await.unwrap();
+    // Within the window the same token is still a retry (a lost answer)...
+    let retry = refresh(&app, &stolen, app.app_id()).await.unwrap();
+    assert_eq!(retry.refresh_token, thief.refresh_token);
+    // ...but the victim comes back later, with the token the thief rotated.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let err = refresh(&app, &stolen, app.app_id()).await.unwrap_err();
+    assert_eq!(reason(&err), "REFRESH_TOKEN_REUSED");
+    let err = refresh(&app, &thief.refresh_token, app.app_id())
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SESSION_REVOKED", "the thief is out too");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_refreshes_of_one_token_produce_exactly_one_successor() {
     let app = Arc::new(
@@ -439,6 +470,9 @@ fn ids() -> (AppId, OpenId, Phone) {
     )
 }
 
+/// The retry window the store cases use (one minute, in ms).
+const WINDOW: i64 = 60_000;
+
 fn new_session(now: i64) -> NewSession {
     NewSession {
         id: uuid::Uuid::new_v4().simple().to_string(),
@@ -470,23 +504,38 @@ async fn store_sessions_rotate_and_revoke(backend: Backend) {
     let store = &db.store;
     let idle = now + 3_600_000;
     assert_eq!(
-        store.rotate_session(&s.id, 1, now + 1, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 1, now + 1, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Rotated { generation: 2 }
     );
     assert_eq!(
-        store.rotate_session(&s.id, 1, now + 2, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 1, now + 2, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Retry { current: 2 }
     );
     assert_eq!(
-        store.rotate_session(&s.id, 2, now + 3, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 2, now + 3, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Rotated { generation: 3 }
     );
     assert_eq!(
-        store.rotate_session(&s.id, 1, now + 4, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 1, now + 4, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Reused
     );
     assert!(matches!(
-        store.rotate_session(&s.id, 3, now + 5, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 3, now + 5, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Revoked { .. }
     ));
     let revoked = store.sessions_revoked_since(now).await.unwrap();
@@ -496,8 +545,74 @@ async fn store_sessions_rotate_and_revoke(backend: Backend) {
             .any(|r| r.sid == s.id && r.user_id == out.user_id)
     );
     assert_eq!(
-        store.rotate_session("nope", 1, now, idle).await.unwrap(),
+        store
+            .rotate_session("nope", 1, now, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::NotFound
+    );
+    // The retry window: the just-rotated token, successor unused, is a retry
+    // only until the window has passed since the rotation; then it is reuse.
+    let s3 = new_session(now);
+    db.store
+        .record_login(&LoginRecord {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            phone: &phone,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 1000,
+            session: Some(&s3),
+            now_ms: now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_session(&s3.id, 1, now + 10, idle, WINDOW)
+            .await
+            .unwrap(),
+        Rotation::Rotated { generation: 2 }
+    );
+    assert_eq!(
+        store
+            .rotate_session(&s3.id, 1, now + 10 + WINDOW, idle, WINDOW)
+            .await
+            .unwrap(),
+        Rotation::Retry { current: 2 }
+    );
+    assert_eq!(
+        store
+            .rotate_session(&s3.id, 1, now + 11 + WINDOW, idle, WINDOW)
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
+    // A zero window allows no retry at all.
+    let s4 = new_session(now);
+    db.store
+        .record_login(&LoginRecord {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            phone: &phone,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 1000,
+            session: Some(&s4),
+            now_ms: now,
+        })
+        .await
+        .unwrap();
+    store
+        .rotate_session(&s4.id, 1, now + 1, idle, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_session(&s4.id, 1, now + 1, idle, 0)
+            .await
+            .unwrap(),
+        Rotation::Reused
     );
     // Silent logins: known, then a new identity without unionid is unknown.
     let s2 = new_session(now);
