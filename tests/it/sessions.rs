@@ -682,3 +682,167 @@ mod sqlite {
         super::store_sessions_rotate_and_revoke(mp_auth::store::Backend::Sqlite).await
     }
 }
+
+// --- migrating a database that predates sessions --------------------------------------
+
+/// The version of the migration that adds sessions.
+const SESSIONS_MIGRATION: &str = "20261129000100";
+
+/// Applies every embedded migration except the sessions one: the schema a
+/// deployment had before this feature (including migrations newer than it).
+async fn migrate_all_but_sessions(db: &TestDb) {
+    use diesel::migration::MigrationSource as _;
+    use diesel_migrations::MigrationHarness;
+    fn run<DB: diesel::backend::Backend, H: MigrationHarness<DB>>(
+        harness: &mut H,
+        source: diesel_migrations::EmbeddedMigrations,
+    ) -> Vec<String>
+    where
+        diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+    {
+        // Creates the migrations table, as `run_pending_migrations` would.
+        harness.applied_migrations().unwrap();
+        let mut applied = Vec::new();
+        for m in source.migrations().unwrap() {
+            let version = m.name().version().to_string();
+            if version != SESSIONS_MIGRATION {
+                harness.run_migration(&*m).unwrap();
+                applied.push(version);
+            }
+        }
+        applied
+    }
+    let url = db.url().to_owned();
+    let applied = match db.backend() {
+        Backend::Mysql => tokio::task::spawn_blocking(move || {
+            let conn = futures::executor::block_on(
+                <diesel_async::AsyncMysqlConnection as diesel_async::AsyncConnection>::establish(
+                    &url,
+                ),
+            )
+            .unwrap();
+            let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+            run(&mut harness, mp_auth::store::MYSQL_MIGRATIONS)
+        })
+        .await
+        .unwrap(),
+        Backend::Sqlite => {
+            use diesel::Connection as _;
+            let mut conn =
+                diesel::SqliteConnection::establish(url.trim_start_matches("sqlite://")).unwrap();
+            run(&mut conn, mp_auth::store::SQLITE_MIGRATIONS)
+        }
+    };
+    assert!(
+        applied.len() >= 2,
+        "the schema before sessions: {applied:?}"
+    );
+}
+
+async fn migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions(
+    backend: Backend,
+) {
+    let db = TestDb::unmigrated(backend).await;
+    migrate_all_but_sessions(&db).await;
+    assert!(!db.store.migrations_current().await.unwrap());
+    // Data as the service wrote it before sessions: a user with a bound identity
+    // (and unionid), an identity that only holds a session key, a tombstone.
+    let now = 1_790_000_000_000i64;
+    let phone = Phone::new("86", &unique_phone()).unwrap();
+    db.execute(&format!(
+        "INSERT INTO users (phone, country_code, login_count, created_at, updated_at, last_login_at) \
+         VALUES ('{}', '86', 3, {now}, {now}, {now})",
+        phone.e164()
+    ))
+    .await;
+    let user = db.store.user_id_by_phone(&phone).await.unwrap().unwrap();
+    db.execute(&format!(
+        "INSERT INTO wechat_identities (app_id, openid, user_id, unionid, session_key, \
+         session_key_expires_at, created_at, updated_at) VALUES \
+         ('wxbeforesessions', 'o-before', {}, 'u-before', X'00', {}, {now}, {now}), \
+         ('wxbeforesessions', 'o-unbound', NULL, NULL, X'01', {}, {now}, {now})",
+        user.0,
+        now + 3_600_000,
+        now + 3_600_000
+    ))
+    .await;
+    db.execute(&format!(
+        "INSERT INTO deleted_users (id, deleted_at, reason) VALUES (999999, {now}, 'user_request')"
+    ))
+    .await;
+
+    assert_eq!(
+        db.store.migrate().await.unwrap(),
+        1,
+        "only the sessions migration was pending"
+    );
+    assert!(db.store.migrations_current().await.unwrap());
+
+    // Everything is still there and works with sessions.
+    let app = AppId::parse("wxbeforesessions").unwrap();
+    let openid = OpenId::parse("o-before").unwrap();
+    assert_eq!(db.store.user_count().await.unwrap(), 1);
+    let identity = db.store.identity(&app, &openid).await.unwrap().unwrap();
+    assert_eq!(identity.user_id, Some(user.0));
+    assert_eq!(identity.unionid.as_deref(), Some("u-before"));
+    assert!(db.store.tombstone(UserId(999_999)).await.unwrap().is_some());
+    let s = new_session(now + 1);
+    let silent = db
+        .store
+        .silent_login(&SilentLogin {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 3_600_000,
+            session: &s,
+            now_ms: now + 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        silent,
+        SilentOutcome::Known(user),
+        "an identity bound before sessions logs in silently"
+    );
+    let again = db
+        .store
+        .record_login(&LoginRecord {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            phone: &phone,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 3_600_000,
+            session: Some(&new_session(now + 2)),
+            now_ms: now + 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.user_id, user);
+    assert!(!again.is_new_user);
+    assert_eq!(
+        db.store.user_sessions(user, now + 3).await.unwrap().len(),
+        2
+    );
+}
+
+mod migration_mysql {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions() {
+        super::migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions(
+            mp_auth::store::Backend::Mysql,
+        )
+        .await
+    }
+}
+
+mod migration_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions() {
+        super::migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions(
+            mp_auth::store::Backend::Sqlite,
+        )
+        .await
+    }
+}
