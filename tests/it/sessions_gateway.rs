@@ -263,4 +263,5 @@ async fn a_load_run_whose_clients_disconnect_mid_request_records_every_accepted_
             1
         );
     }
+    assert_eq!(found, recorded, "each recorded login is one of ours");
 }
