@@ -156,6 +156,34 @@ async fn logout_all_over_http_ends_every_session_and_needs_a_credential() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn logout_refuses_a_body_that_is_not_json_and_a_bad_all_precisely() {
+    let s = stack(TestAppOptions::default()).await;
+    let url = format!("{}/auth/logout", s.gateway);
+    let resp = http()
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("refreshToken=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let resp = http()
+        .post(format!("{url}?all=maybe"))
+        .bearer_auth("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["field"], "all", "{body}");
+    // No body and no bearer token: the credential is missing.
+    let resp = http().post(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["field"], "refreshToken", "{body}");
+}
+
 /// 120 logins through the gateway while WeChat answers slowly; half of the
 /// clients hang up after 60 ms, while WeChat still holds their request. Every
 /// login that reached WeChat is recorded: a user, its identity and its session.
