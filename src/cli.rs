@@ -47,6 +47,39 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Load-test the login (gRPC or gateway) or the database alone (`--limit-run`).
     Bench(Box<crate::bench::BenchArgs>),
+    /// Token signing keys: `keys generate` writes a new ES256 key pair.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Internal callers: `callers new-key` makes an API key and its config entry.
+    #[command(subcommand)]
+    Callers(CallersCommand),
+}
+
+/// `mp-auth keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new ES256 (P-256) key pair: `<out>.pem` (PKCS#8 private key,
+    /// mode 0600: the Secret) and `<out>.pub.pem` (public key), and print its kid.
+    Generate {
+        /// Path prefix of the files written.
+        #[arg(long, default_value = "mp-auth-signing-key")]
+        out: PathBuf,
+    },
+}
+
+/// `mp-auth callers ...`.
+#[derive(Debug, Subcommand)]
+pub enum CallersCommand {
+    /// Print a new API key (give it to the calling service only) and the
+    /// `[[callers]]` entry with its SHA-256 for mp-auth's configuration.
+    NewKey {
+        /// The calling service's name (audit logs, metrics).
+        #[arg(long)]
+        name: String,
+        /// Comma-separated permissions, e.g. `users:read,tokens:verify`.
+        #[arg(long, value_delimiter = ',')]
+        permissions: Vec<String>,
+    },
 }
 
 /// Arguments of `mp-auth serve`.
@@ -97,6 +130,10 @@ pub fn main() -> ExitCode {
         Command::Login(args) => run_async(crate::client::run(args)),
         Command::Gateway(args) => run_async(gateway(settings, args)),
         Command::Bench(args) => run_async(crate::bench::run(settings, *args)),
+        Command::Keys(KeysCommand::Generate { out }) => keys_generate(&out),
+        Command::Callers(CallersCommand::NewKey { name, permissions }) => {
+            callers_new_key(&name, &permissions)
+        }
     };
     match result {
         Ok(code) => code,
@@ -189,4 +226,63 @@ async fn start_metrics(settings: &Settings) -> anyhow::Result<()> {
         crate::telemetry::serve_metrics(addr, std::future::pending()).await?;
     }
     Ok(())
+}
+
+/// `mp-auth keys generate`: a new ES256 key pair on disk.
+fn keys_generate(out: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context as _;
+    let (private, public) = crate::tokens::Es256Signer::generate()?;
+    let kid = crate::tokens::Es256Signer::new(&private, &[])?
+        .kid()
+        .to_owned();
+    let private_path = out.with_extension("pem");
+    let public_path = out.with_extension("pub.pem");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(&private_path).with_context(|| {
+        format!(
+            "creating {} (it must not exist yet)",
+            private_path.display()
+        )
+    })?;
+    std::io::Write::write_all(&mut file, private.as_bytes())?;
+    std::fs::write(&public_path, public)
+        .with_context(|| format!("writing {}", public_path.display()))?;
+    println!("kid: {kid}");
+    println!("private key (the Secret): {}", private_path.display());
+    println!("public key: {}", public_path.display());
+    println!(
+        "use: MP_AUTH_TOKEN__SIGNING_KEY_FILE={}",
+        private_path.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `mp-auth callers new-key`: an API key and its configuration entry.
+fn callers_new_key(name: &str, permissions: &[String]) -> anyhow::Result<ExitCode> {
+    for p in permissions {
+        if crate::callers::Permission::parse(p).is_none() {
+            let known: Vec<&str> = crate::callers::Permission::ALL
+                .iter()
+                .map(|p| p.as_str())
+                .collect();
+            anyhow::bail!("unknown permission {p:?}; known: {}", known.join(", "));
+        }
+    }
+    let key = crate::callers::generate_key();
+    let list: Vec<String> = permissions.iter().map(|p| format!("\"{p}\"")).collect();
+    println!("# The API key: give it to {name} only (its own Secret), never to mp-auth.");
+    println!("{key}");
+    println!();
+    println!("# mp-auth's callers.toml entry (only the SHA-256 of the key):");
+    println!("[[callers]]");
+    println!("name = \"{name}\"");
+    println!("key_sha256 = \"{}\"", crate::callers::key_hash_hex(&key));
+    println!("permissions = [{}]", list.join(", "));
+    Ok(ExitCode::SUCCESS)
 }

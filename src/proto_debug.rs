@@ -87,6 +87,12 @@ impl fmt::Debug for RefreshSessionResponse {
     }
 }
 
+impl fmt::Debug for crate::proto::VerifyTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VerifyTokenRequest([REDACTED])")
+    }
+}
+
 impl fmt::Debug for LogoutRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LogoutRequest([REDACTED])")

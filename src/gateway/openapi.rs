@@ -6,7 +6,7 @@
 //! so every body the schema accepts is one the gateway accepts and every status
 //! the gateway returns is listed (both checked by the tests below).
 
-use super::{error, health, login, session};
+use super::{error, health, jwks, login, session};
 use axum::Json;
 use utoipa::{
     Modify, OpenApi,
@@ -26,6 +26,8 @@ use utoipa::{
         login::mp_login,
         session::refresh,
         session::logout,
+        jwks::jwks,
+        jwks::discovery,
         health::healthz,
         health::readyz,
         openapi_json
@@ -45,6 +47,7 @@ use utoipa::{
     tags(
         (name = "auth", description = "Mini-program login"),
         (name = "sessions", description = "Refresh and logout"),
+        (name = "keys", description = "Public keys for verifying access tokens"),
         (name = "health", description = "Probes for load balancers and Kubernetes"),
         (name = "meta", description = "This document")
     )
@@ -223,6 +226,10 @@ mod exactness {
             ],
             "/auth/logout" => &[R::RefreshTokenInvalid, R::TokenInvalid],
             "/readyz" => return vec![R::NotReady],
+            // The keys are fetched from the service (cached for a while).
+            "/.well-known/jwks.json" | "/.well-known/openid-configuration" => {
+                return vec![R::BackendUnavailable, R::Timeout, R::Internal];
+            }
             _ => return Vec::new(),
         };
         BODY.iter().chain(&BACKEND).chain(own).copied().collect()

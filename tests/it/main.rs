@@ -22,4 +22,5 @@ mod shutdown;
 mod simulator;
 mod store;
 mod users;
+mod verify;
 mod wechat_client;
