@@ -26,6 +26,7 @@ use utoipa::{
         login::mp_login,
         session::refresh,
         session::logout,
+        session::delete_account,
         jwks::jwks,
         jwks::discovery,
         health::healthz,
@@ -39,6 +40,8 @@ use utoipa::{
         session::RefreshResponse,
         session::LogoutRequest,
         session::LogoutResponse,
+        session::DeleteAccountRequest,
+        session::DeleteAccountResponse,
         error::ErrorBody,
         error::Reason,
         health::HealthStatus
