@@ -228,6 +228,7 @@ mod exactness {
                 R::SessionExpired,
             ],
             "/auth/logout" => &[R::RefreshTokenInvalid, R::TokenInvalid],
+            "/auth/account/delete" => &[R::TokenInvalid, R::TokenExpired, R::TokenRevoked],
             "/readyz" => return vec![R::NotReady],
             // The keys are fetched from the service (cached for a while).
             "/.well-known/jwks.json" | "/.well-known/openid-configuration" => {

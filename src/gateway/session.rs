@@ -294,6 +294,14 @@ pub struct DeleteAccountRequest {
     pub reason: Option<String>,
 }
 
+impl FromJsonBody for DeleteAccountRequest {
+    fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
+        Ok(Self {
+            reason: string_field(&object(bytes)?, "reason")?,
+        })
+    }
+}
+
 /// What the deletion did.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeleteAccountResponse {
@@ -311,7 +319,9 @@ pub struct DeleteAccountResponse {
             headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "INVALID_ARGUMENT (no bearer token, bad reason) or MALFORMED_JSON", body = super::ErrorBody),
         (status = 401, description = "TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED", body = super::ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT", body = super::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = super::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE (a body that is not JSON)", body = super::ErrorBody),
         (status = 429, description = "RATE_LIMITED", body = super::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "INTERNAL", body = super::ErrorBody),
@@ -324,18 +334,9 @@ pub async fn delete_account(
     State(state): State<AppState>,
     ctx: EdgeContext,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson<DeleteAccountRequest>,
 ) -> Result<Response, ApiError> {
-    if body.len() > state.max_body_bytes {
-        return Err(ApiError::PayloadTooLarge {
-            limit: state.max_body_bytes,
-        });
-    }
-    let reason = if body.is_empty() {
-        None
-    } else {
-        string_field(&object(&body)?, "reason")?
-    };
+    let reason = body.reason;
     let token = bearer(&headers).ok_or(ApiError::InvalidField {
         field: "Authorization",
         problem: "is required: send Authorization: Bearer <access_token>",
