@@ -488,8 +488,8 @@ impl Store {
     }
 
     /// Deletes up to `batch` sessions that ended (expired or revoked) before
-    /// `before_ms`; returns how many. Served by the expiry and revocation
-    /// indexes, never a full scan; run in the background, not on logins.
+    /// `before_ms`; returns how many. Served by the expiry, idle-expiry and
+    /// revocation indexes, never a full scan; run in the background, not on logins.
     pub async fn delete_ended_sessions(
         &self,
         before_ms: i64,
@@ -512,7 +512,19 @@ impl Store {
                 .load(conn)
                 .await
         })?;
-        let all: Vec<String> = ids.into_iter().chain(revoked).collect();
+        // Ended by the idle timeout long before the absolute lifetime (the
+        // `idle_expires_at` index).
+        let idle: Vec<String> = with_conn!(self, "finding idle sessions", |conn| {
+            s::sessions
+                .filter(s::idle_expires_at.lt(before_ms))
+                .select(s::id)
+                .limit(batch)
+                .load(conn)
+                .await
+        })?;
+        let mut all: Vec<String> = ids.into_iter().chain(revoked).chain(idle).collect();
+        all.sort_unstable();
+        all.dedup();
         if all.is_empty() {
             return Ok(0);
         }
