@@ -847,3 +847,50 @@ mod migration_sqlite {
         .await
     }
 }
+
+/// A deadlock (on Galera: a certification conflict) rolls the rotation back; it
+/// is run again and rotates exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_rotation_is_retried_and_rotates_once() {
+    let db = TestDb::mysql().await;
+    let (app, openid, phone) = ids();
+    let now = 1_790_000_000_000;
+    let s = new_session(now);
+    db.store
+        .record_login(&LoginRecord {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            phone: &phone,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 1000,
+            session: Some(&s),
+            now_ms: now,
+        })
+        .await
+        .unwrap();
+    // A per-connection counter survives the rollback: the first two attempts deadlock.
+    db.execute(
+        "CREATE TRIGGER flaky_rotation BEFORE UPDATE ON sessions FOR EACH ROW BEGIN \
+         SET @mp_attempts = COALESCE(@mp_attempts, 0) + 1; \
+         IF @mp_attempts < 3 THEN SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, \
+         MESSAGE_TEXT = 'Deadlock found when trying to get lock; try restarting transaction'; \
+         END IF; END",
+    )
+    .await;
+    let store = db
+        .connect_with(&mp_auth::config::DatabaseSettings {
+            pool_size: 1,
+            max_tx_attempts: 5,
+            ..crate::db::test_settings()
+        })
+        .await;
+    assert_eq!(
+        store
+            .rotate_session(&s.id, 1, now + 1, now + 3_600_000, WINDOW)
+            .await
+            .unwrap(),
+        Rotation::Rotated { generation: 2 }
+    );
+    assert_eq!(store.session(&s.id).await.unwrap().unwrap().generation, 2);
+}
