@@ -167,23 +167,42 @@ const SESSION_COLUMNS: (
     schema::sessions::revoke_reason,
 );
 
+/// The identity's binding, read with a row lock on MySQL/MariaDB (`FOR UPDATE`):
+/// a concurrent phone login moving the openid, or an account deletion, is
+/// serialised with this transaction instead of being overwritten or racing it.
+/// SQLite transactions are serialised already.
+const BOUND_USER_MYSQL: &str =
+    "SELECT user_id FROM wechat_identities WHERE app_id = ? AND openid = ? FOR UPDATE";
+const BOUND_USER_SQLITE: &str =
+    "SELECT user_id FROM wechat_identities WHERE app_id = ? AND openid = ?";
+
+#[derive(diesel::QueryableByName)]
+struct BoundUser {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    user_id: Option<i64>,
+}
+
 /// The silent login transaction, the same for both backends: find the user
-/// of the identity (or, for a new identity, of its unionid), keep the fresh
-/// session_key, and create the session.
+/// of the identity (or, for a new identity, of its unionid), count the login on
+/// that user (which also locks it and proves it still exists: a user deleted
+/// meanwhile makes the identity unknown), keep the fresh session_key (linking
+/// the identity only when found by unionid; a bound identity keeps its
+/// binding), and create the session.
 macro_rules! silent_login_tx {
-    ($conn:ident, $l:expr) => {{
+    ($conn:ident, $l:expr, $bound_user:expr) => {{
         use schema::sessions::dsl as s;
         use schema::users::dsl as u;
         use schema::wechat_identities::dsl as wi;
         let l: &SilentLogin<'_> = $l;
-        let bound: Option<Option<i64>> = wi::wechat_identities
-            .filter(wi::app_id.eq(l.app_id.as_str()))
-            .filter(wi::openid.eq(l.openid.as_str()))
-            .select(wi::user_id)
-            .first($conn)
+        let bound: Option<Option<i64>> = diesel::sql_query($bound_user)
+            .bind::<diesel::sql_types::Text, _>(l.app_id.as_str())
+            .bind::<diesel::sql_types::Text, _>(l.openid.as_str())
+            .get_result::<BoundUser>($conn)
             .await
-            .optional()?;
-        let (user_id, outcome) = match bound.flatten() {
+            .optional()?
+            .map(|b| b.user_id);
+        let exists = bound.is_some();
+        let (mut user_id, mut outcome) = match bound.flatten() {
             Some(id) => (Some(id), SilentOutcome::Known(UserId(id))),
             None => {
                 let linked: Option<Option<i64>> = match l.unionid {
@@ -203,22 +222,56 @@ macro_rules! silent_login_tx {
                 }
             }
         };
-        // Keep the fresh session_key either way (the phone step may need it);
-        // link the identity when the user is known by unionid.
-        let updated = diesel::update(
-            wi::wechat_identities
-                .filter(wi::app_id.eq(l.app_id.as_str()))
-                .filter(wi::openid.eq(l.openid.as_str())),
-        )
-        .set((
-            wi::user_id.eq(user_id),
-            wi::session_key.eq(l.sealed_session_key),
-            wi::session_key_expires_at.eq(l.session_key_expires_at_ms),
-            wi::updated_at.eq(l.now_ms),
-        ))
-        .execute($conn)
-        .await?;
-        if updated == 0 {
+        if let Some(id) = user_id {
+            let counted = diesel::update(u::users.filter(u::id.eq(id)))
+                .set((
+                    u::login_count.eq(u::login_count + 1),
+                    u::last_login_at.eq(l.now_ms),
+                    u::updated_at.eq(l.now_ms),
+                ))
+                .execute($conn)
+                .await?;
+            if counted == 0 {
+                // Deleted meanwhile (its identities went with it): nobody to log in.
+                user_id = None;
+                outcome = SilentOutcome::Unknown;
+            }
+        }
+        // Keep the fresh session_key either way (the phone step may need it).
+        if exists {
+            diesel::update(
+                wi::wechat_identities
+                    .filter(wi::app_id.eq(l.app_id.as_str()))
+                    .filter(wi::openid.eq(l.openid.as_str())),
+            )
+            .set((
+                wi::session_key.eq(l.sealed_session_key),
+                wi::session_key_expires_at.eq(l.session_key_expires_at_ms),
+                wi::updated_at.eq(l.now_ms),
+            ))
+            .execute($conn)
+            .await?;
+            if let SilentOutcome::Linked(UserId(id)) = outcome {
+                diesel::update(
+                    wi::wechat_identities
+                        .filter(wi::app_id.eq(l.app_id.as_str()))
+                        .filter(wi::openid.eq(l.openid.as_str())),
+                )
+                .set(wi::user_id.eq(id))
+                .execute($conn)
+                .await?;
+            }
+            if let Some(unionid) = l.unionid {
+                diesel::update(
+                    wi::wechat_identities
+                        .filter(wi::app_id.eq(l.app_id.as_str()))
+                        .filter(wi::openid.eq(l.openid.as_str())),
+                )
+                .set(wi::unionid.eq(unionid.as_str()))
+                .execute($conn)
+                .await?;
+            }
+        } else {
             diesel::insert_into(wi::wechat_identities)
                 .values((
                     wi::app_id.eq(l.app_id.as_str()),
@@ -232,25 +285,8 @@ macro_rules! silent_login_tx {
                 ))
                 .execute($conn)
                 .await?;
-        } else if let Some(unionid) = l.unionid {
-            diesel::update(
-                wi::wechat_identities
-                    .filter(wi::app_id.eq(l.app_id.as_str()))
-                    .filter(wi::openid.eq(l.openid.as_str())),
-            )
-            .set(wi::unionid.eq(unionid.as_str()))
-            .execute($conn)
-            .await?;
         }
         if let Some(id) = user_id {
-            diesel::update(u::users.filter(u::id.eq(id)))
-                .set((
-                    u::login_count.eq(u::login_count + 1),
-                    u::last_login_at.eq(l.now_ms),
-                    u::updated_at.eq(l.now_ms),
-                ))
-                .execute($conn)
-                .await?;
             diesel::insert_into(s::sessions)
                 .values((
                     s::id.eq(l.session.id.as_str()),
@@ -281,13 +317,13 @@ impl Store {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
                     let conn: &mut super::mysql::Conn = &mut conn;
-                    conn.transaction(async |conn| silent_login_tx!(conn, login))
+                    conn.transaction(async |conn| silent_login_tx!(conn, login, BOUND_USER_MYSQL))
                         .await
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;
                     let conn: &mut super::sqlite::Conn = &mut conn;
-                    conn.transaction(async |conn| silent_login_tx!(conn, login))
+                    conn.transaction(async |conn| silent_login_tx!(conn, login, BOUND_USER_SQLITE))
                         .await
                 }
             };

@@ -894,3 +894,148 @@ async fn a_deadlocked_rotation_is_retried_and_rotates_once() {
     );
     assert_eq!(store.session(&s.id).await.unwrap().unwrap().generation, 2);
 }
+
+fn silent_record<'a>(
+    app: &'a AppId,
+    openid: &'a OpenId,
+    session: &'a NewSession,
+    now: i64,
+) -> SilentLogin<'a> {
+    SilentLogin {
+        app_id: app,
+        openid,
+        unionid: None,
+        sealed_session_key: b"k",
+        session_key_expires_at_ms: now + 3_600_000,
+        session,
+        now_ms: now,
+    }
+}
+
+/// Account deletion racing silent logins of the same identity, many rounds:
+/// every silent login answers (no error), and afterwards the deleted user has
+/// no identity and no live session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletion_racing_silent_logins_leaves_no_live_session_and_no_identity() {
+    let db = TestDb::mysql().await;
+    let store = Arc::new(db.store.clone());
+    for round in 0..20 {
+        let (app, openid, phone) = ids();
+        let now = mp_auth::sessions::now_ms();
+        let out = store
+            .record_login(&LoginRecord {
+                app_id: &app,
+                openid: &openid,
+                unionid: None,
+                phone: &phone,
+                sealed_session_key: b"k",
+                session_key_expires_at_ms: now + 3_600_000,
+                session: Some(&new_session(now)),
+                now_ms: now,
+            })
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (store, app, openid) = (store.clone(), app.clone(), openid.clone());
+            tasks.push(tokio::spawn(async move {
+                let s = new_session(now);
+                store
+                    .silent_login(&silent_record(&app, &openid, &s, now))
+                    .await
+            }));
+        }
+        let deleted = store.delete_user(out.user_id, "race", now).await.unwrap();
+        assert!(
+            matches!(deleted, mp_auth::store::Deletion::Deleted { .. }),
+            "round {round}"
+        );
+        for t in tasks {
+            let outcome = t
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(
+                matches!(outcome, SilentOutcome::Known(u) if u == out.user_id)
+                    || outcome == SilentOutcome::Unknown,
+                "round {round}: {outcome:?}"
+            );
+        }
+        assert!(
+            store
+                .user_sessions(out.user_id, now)
+                .await
+                .unwrap()
+                .is_empty(),
+            "round {round}: a deleted user with a live session"
+        );
+        assert_eq!(
+            store.identity_count(out.user_id).await.unwrap(),
+            0,
+            "round {round}"
+        );
+        if let Some(row) = store.identity(&app, &openid).await.unwrap() {
+            assert_eq!(
+                row.user_id, None,
+                "round {round}: an identity bound to a deleted user"
+            );
+        }
+    }
+}
+
+/// A phone login that moves an openid to another user (the phone changed)
+/// racing silent logins of that openid: the move always stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_login_racing_a_phone_login_that_moves_the_identity_never_undoes_the_move() {
+    let db = TestDb::mysql().await;
+    let store = Arc::new(db.store.clone());
+    for round in 0..20 {
+        let (app, openid, phone) = ids();
+        let now = mp_auth::sessions::now_ms();
+        let login = |phone: Phone, now: i64| {
+            let (store, app, openid) = (store.clone(), app.clone(), openid.clone());
+            async move {
+                store
+                    .record_login(&LoginRecord {
+                        app_id: &app,
+                        openid: &openid,
+                        unionid: None,
+                        phone: &phone,
+                        sealed_session_key: b"k",
+                        session_key_expires_at_ms: now + 3_600_000,
+                        session: Some(&new_session(now)),
+                        now_ms: now,
+                    })
+                    .await
+            }
+        };
+        let old = login(phone, now).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (store, app, openid) = (store.clone(), app.clone(), openid.clone());
+            tasks.push(tokio::spawn(async move {
+                let s = new_session(now);
+                store
+                    .silent_login(&silent_record(&app, &openid, &s, now))
+                    .await
+            }));
+        }
+        let new_phone = Phone::new("86", &unique_phone()).unwrap();
+        let moved = tokio::spawn(login(new_phone, now + 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(moved.user_id, old.user_id);
+        for t in tasks {
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        let row = store.identity(&app, &openid).await.unwrap().unwrap();
+        assert_eq!(
+            row.user_id,
+            Some(moved.user_id.0),
+            "round {round}: the move was undone"
+        );
+    }
+}
