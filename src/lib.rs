@@ -10,17 +10,13 @@
 //! - [`bench`]: the load generator (`mp-auth bench`) and the database limit run.
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
 
-pub mod bench;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod dev;
 pub mod domain;
 pub mod gateway;
 pub mod grpc;
 pub mod login;
 pub mod shutdown;
-pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

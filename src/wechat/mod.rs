@@ -3,7 +3,6 @@
 
 pub mod client;
 pub mod crypto;
-pub mod decrypt_cmd;
 pub mod error;
 pub mod token;
 

@@ -133,9 +133,9 @@ async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
     // WeChat rate limit: 429 with Retry-After.
     s.app
         .sim_client
-        .set_fault(&mp_auth::simulator::Fault {
+        .set_fault(&wechat_sim::Fault {
             errcode: Some(45011),
-            ..mp_auth::simulator::Fault::on(mp_auth::simulator::FaultEndpoint::Jscode2Session)
+            ..wechat_sim::Fault::on(wechat_sim::FaultEndpoint::Jscode2Session)
         })
         .await
         .unwrap();

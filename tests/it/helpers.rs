@@ -9,13 +9,13 @@ use mp_auth::{
     config::{AppSettings, Settings},
     grpc::GrpcServer,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
-    simulator::{RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig},
     store::Backend,
     tokens::{Hs256Signer, TokenIssuer},
 };
 use secrecy::SecretString;
 use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Channel;
+use wechat_sim::{RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig};
 
 /// The HS256 secret every test server signs with.
 pub const TEST_TOKEN_SECRET: &str = "test-signing-secret-0123456789-abcdefghijklmnop";
@@ -129,7 +129,7 @@ impl TestApp {
         let sim_apps = apps
             .iter()
             .map(|(id, secret)| SimApp {
-                app_id: mp_auth::domain::AppId::parse(id).unwrap(),
+                app_id: id.clone(),
                 app_secret: SecretString::from(secret.clone()),
                 open_platform: Some("test-open-platform".into()),
             })

@@ -3,8 +3,8 @@
 //! captured output of the process, even with mp-auth's own logs at debug.
 
 use crate::{dev::DevProcess, helpers::unique_phone};
-use mp_auth::simulator::{Fault, FaultEndpoint, SimClient};
 use std::{process::Stdio, time::Duration};
+use wechat_sim::{Fault, FaultEndpoint, SimClient};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {

@@ -3,13 +3,16 @@
 
 use crate::helpers::*;
 use mp_auth::{
-    domain::{AppId, Phone, SessionKey},
+    domain::SessionKey,
     proto::{self, mini_program_login_request::Phone as WirePhone},
-    simulator::{Fault, FaultEndpoint},
-    wechat::crypto::{encrypt_b64, phone_plaintext},
 };
 use std::{collections::HashSet, time::Duration};
 use tonic::Code;
+use wechat_sim::{
+    Fault, FaultEndpoint,
+    crypto::{self, encrypt_b64, phone_record},
+    phone::Phone,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn new_user_then_returning_user_with_the_phone_code_flow() {
@@ -390,7 +393,7 @@ async fn a_stale_access_token_heals_itself_with_one_retry() {
         .await
         .unwrap();
     let after = app.sim_client.stats().await.unwrap();
-    let calls = |s: &mp_auth::simulator::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
+    let calls = |s: &wechat_sim::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
     assert_eq!(
         calls(&after, "getuserphonenumber") - calls(&before, "getuserphonenumber"),
         2,
@@ -486,7 +489,7 @@ async fn session_key_of(app: &TestApp, user: &str) -> SessionKey {
 async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_expired() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let key = session_key_of(&app, &user).await;
+    let key = crypto::SessionKey::from_bytes(*session_key_of(&app, &user).await.bytes());
     let phone = Phone::new("86", &unique_phone()).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -495,11 +498,7 @@ async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_
     let iv = [1u8; 16];
     let iv_b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, iv);
 
-    let foreign = encrypt_b64(
-        &key,
-        &iv,
-        &phone_plaintext(&AppId::parse("wx_someone_else").unwrap(), &phone, now),
-    );
+    let foreign = encrypt_b64(&key, &iv, &phone_record("wx_someone_else", &phone, now));
     let code = app.wx_login(&user).await;
     let err = app
         .login_raw(encrypted_request(
@@ -513,11 +512,7 @@ async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(reason(&err), "WATERMARK_MISMATCH");
 
-    let stale = encrypt_b64(
-        &key,
-        &iv,
-        &phone_plaintext(&AppId::parse(app.app_id()).unwrap(), &phone, now - 3_600),
-    );
+    let stale = encrypt_b64(&key, &iv, &phone_record(app.app_id(), &phone, now - 3_600));
     let code = app.wx_login(&user).await;
     let err = app
         .login_raw(encrypted_request(app.app_id(), code, stale, iv_b64))
@@ -708,7 +703,7 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     assert_eq!(a.user_id, b.user_id);
     assert_eq!(a.access_token, b.access_token, "one login, one token");
     let after = app.sim_client.stats().await.unwrap();
-    let calls = |s: &mp_auth::simulator::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
+    let calls = |s: &wechat_sim::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
     assert_eq!(
         calls(&after, "jscode2session") - calls(&before, "jscode2session"),
         1,

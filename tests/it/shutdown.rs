@@ -8,12 +8,8 @@ use crate::{
     helpers::{TEST_TOKEN_SECRET, TEST_VAULT_KEY, init_test_log, unique_app_id, unique_user},
 };
 use mp_auth::{
-    domain::AppId,
     grpc::HEALTH_AUTH,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
-    simulator::{
-        Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
-    },
 };
 use secrecy::SecretString;
 use std::{
@@ -22,6 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use wechat_sim::{
+    Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
+};
 
 /// `mp-auth serve` in a child process, with its simulator and database.
 struct ChildServer {
@@ -45,7 +44,7 @@ impl ChildServer {
             listener,
             SimulatorConfig {
                 apps: vec![SimApp {
-                    app_id: AppId::parse(&app_id).unwrap(),
+                    app_id: app_id.clone(),
                     app_secret: SecretString::from(secret.clone()),
                     open_platform: None,
                 }],

@@ -5,13 +5,13 @@
 use mp_auth::{
     config::{AppCredentials, WechatSettings},
     domain::{AppId, LoginCode, OpenId, PhoneCode},
-    simulator::{
-        Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
-    },
     wechat::{WechatClient, WechatError},
 };
 use secrecy::SecretString;
 use std::time::Duration;
+use wechat_sim::{
+    Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
+};
 
 const APP: &str = "wxclientintegr01";
 const SECRET: &str = "integration-app-secret";
@@ -30,7 +30,7 @@ async fn start(timeout_ms: u64) -> TestWechat {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = SimulatorConfig {
         apps: vec![SimApp {
-            app_id: app.clone(),
+            app_id: APP.to_owned(),
             app_secret: SecretString::from(SECRET),
             open_platform: Some("open-platform-1".into()),
         }],

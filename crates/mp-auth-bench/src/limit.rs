@@ -2,17 +2,17 @@
 //! through the project's own [`Store::record_login`] (no gRPC, HTTP or WeChat), with
 //! the same mix of new and returning phones, to learn what the database allows.
 
-use super::{
+use crate::{
     driver::{Pace, Tally, drive},
     target::Outcome,
     workload::{User, returning_user},
 };
-use crate::{
+use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use mp_auth::{
     domain::{AppId, OpenId, Phone},
     store::{LoginRecord, Store, StoreError},
 };
-use anyhow::Context as _;
-use futures::{StreamExt as _, TryStreamExt as _};
 use rand::RngCore as _;
 use std::{sync::Arc, time::Duration};
 
@@ -37,7 +37,7 @@ fn row(user: &User) -> anyhow::Result<Row> {
 }
 
 async fn write(store: &Store, app_id: &AppId, row: &Row) -> Result<bool, StoreError> {
-    let now = crate::store::now_ms();
+    let now = mp_auth::store::now_ms();
     store
         .record_login(&LoginRecord {
             app_id,
