@@ -61,13 +61,12 @@ async fn new_user_then_returning_user_with_the_legacy_encrypted_flow() {
 async fn app_id_may_be_omitted_when_one_app_is_configured() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let pressed = app.press(&user).await;
     let ok = app
         .login_raw(proto::MiniProgramLoginRequest {
             app_id: String::new(),
-            code,
-            phone: Some(WirePhone::PhoneCode(pressed.code)),
+            code: pressed.login.code,
+            phone: Some(WirePhone::PhoneCode(pressed.phone.code)),
         })
         .await
         .unwrap();
@@ -191,7 +190,7 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
     }
     let stats = app.sim_client.stats().await.unwrap();
     assert_eq!(
-        stats.calls.get("jscode2session").copied().unwrap_or(0),
+        stats.calls_to("jscode2session"),
         0,
         "bad input never reaches WeChat"
     );
@@ -201,13 +200,12 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
 async fn malformed_encrypted_data_is_invalid_argument_naming_the_field() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let pressed = app.press(&user).await;
     let err = app
         .login_raw(encrypted_request(
             app.app_id(),
-            code,
-            pressed.encrypted_data,
+            pressed.login.code,
+            pressed.phone.encrypted_data,
             "AAAA".into(),
         ))
         .await
@@ -225,12 +223,11 @@ async fn malformed_encrypted_data_is_invalid_argument_naming_the_field() {
 async fn a_replayed_login_code_is_unauthenticated_login_code_used() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let p1 = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let first = app.press(&user).await;
     app.login_raw(proto::MiniProgramLoginRequest {
         app_id: app.app_id().into(),
-        code: code.clone(),
-        phone: Some(WirePhone::PhoneCode(p1.code)),
+        code: first.login.code.clone(),
+        phone: Some(WirePhone::PhoneCode(first.phone.code)),
     })
     .await
     .unwrap();
@@ -238,7 +235,7 @@ async fn a_replayed_login_code_is_unauthenticated_login_code_used() {
     let err = app
         .login_raw(proto::MiniProgramLoginRequest {
             app_id: app.app_id().into(),
-            code,
+            code: first.login.code,
             phone: Some(WirePhone::PhoneCode(p2.code.clone())),
         })
         .await
@@ -393,14 +390,13 @@ async fn a_stale_access_token_heals_itself_with_one_retry() {
         .await
         .unwrap();
     let after = app.sim_client.stats().await.unwrap();
-    let calls = |s: &wechat_sim::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
     assert_eq!(
-        calls(&after, "getuserphonenumber") - calls(&before, "getuserphonenumber"),
+        after.calls_to("getuserphonenumber") - before.calls_to("getuserphonenumber"),
         2,
         "one failure, one retry"
     );
     assert_eq!(
-        calls(&after, "stable_token") - calls(&before, "stable_token"),
+        after.calls_to("stable_token") - before.calls_to("stable_token"),
         1,
         "one refetch"
     );
@@ -530,14 +526,12 @@ async fn two_hundred_concurrent_logins_for_one_new_phone_create_one_user() {
     let mut minted = Vec::new();
     for _ in 0..200 {
         let user = unique_user();
-        let code = app
+        let pressed = app
             .sim_client
-            .login(app.app_id(), &user, Some(&phone))
+            .press(app.app_id(), &user, Some(&phone))
             .await
-            .unwrap()
-            .code;
-        let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
-        minted.push((code, pressed.code));
+            .unwrap();
+        minted.push((pressed.login.code, pressed.phone.code));
     }
     let mut tasks = Vec::new();
     for (code, phone_code) in minted {
@@ -569,9 +563,8 @@ async fn two_hundred_concurrent_logins_for_one_openid_create_one_user_and_one_id
     let user = unique_user();
     let mut minted = Vec::new();
     for _ in 0..200 {
-        let code = app.wx_login(&user).await;
-        let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
-        minted.push((code, pressed));
+        let pressed = app.press(&user).await;
+        minted.push((pressed.login.code, pressed.phone));
     }
     let mut tasks = Vec::new();
     for (i, (code, pressed)) in minted.into_iter().enumerate() {
@@ -678,8 +671,7 @@ async fn the_token_verifies_independently_with_the_configured_key() {
 async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     let app = std::sync::Arc::new(TestApp::spawn().await);
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let pressed = app.press(&user).await;
     // Hold the code exchange so the two requests overlap.
     app.sim_client
         .set_fault(&Fault {
@@ -692,8 +684,8 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     let before = app.sim_client.stats().await.unwrap();
     let request = proto::MiniProgramLoginRequest {
         app_id: app.app_id().into(),
-        code,
-        phone: Some(WirePhone::PhoneCode(pressed.code)),
+        code: pressed.login.code,
+        phone: Some(WirePhone::PhoneCode(pressed.phone.code)),
     };
     let (a, b) = tokio::join!(
         app.login_raw(request.clone()),
@@ -703,14 +695,13 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     assert_eq!(a.user_id, b.user_id);
     assert_eq!(a.access_token, b.access_token, "one login, one token");
     let after = app.sim_client.stats().await.unwrap();
-    let calls = |s: &wechat_sim::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
     assert_eq!(
-        calls(&after, "jscode2session") - calls(&before, "jscode2session"),
+        after.calls_to("jscode2session") - before.calls_to("jscode2session"),
         1,
         "the code is exchanged once"
     );
     assert_eq!(
-        calls(&after, "getuserphonenumber") - calls(&before, "getuserphonenumber"),
+        after.calls_to("getuserphonenumber") - before.calls_to("getuserphonenumber"),
         1
     );
     // Once the login is over, the code is spent: a replay fails as it should.

@@ -190,22 +190,15 @@ filter = "info"
         let mut tasks = Vec::new();
         for _ in 0..n {
             let user = unique_user();
-            let code = self
+            let pressed = self
                 .sim_client
-                .login(&self.app_id, &user, None)
+                .press(&self.app_id, &user, None)
                 .await
-                .unwrap()
-                .code;
-            let phone_code = self
-                .sim_client
-                .phone(&self.app_id, &user)
-                .await
-                .unwrap()
-                .code;
+                .unwrap();
             let request = proto::MiniProgramLoginRequest {
                 app_id: self.app_id.clone(),
-                code,
-                phone: Some(Phone::PhoneCode(phone_code)),
+                code: pressed.login.code,
+                phone: Some(Phone::PhoneCode(pressed.phone.code)),
             };
             let mut client = AuthClient::connect(format!("http://{}", self.addr))
                 .await
@@ -230,7 +223,7 @@ filter = "info"
 
     async fn jscode2session_calls(&self) -> u64 {
         let stats = self.sim_client.stats().await.unwrap();
-        stats.calls.get("jscode2session").copied().unwrap_or(0)
+        stats.calls_to("jscode2session")
     }
 }
 
