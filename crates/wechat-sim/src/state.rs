@@ -127,6 +127,15 @@ impl SimState {
             .ok_or_else(|| ControlError::UnknownApp(app_id.to_owned()))
     }
 
+    /// Gives `user` the phone `phone` (as typed by the caller), if any.
+    fn set_phone(&self, user: &str, phone: Option<&str>) -> Result<(), ControlError> {
+        if let Some(p) = phone {
+            let parsed = parse_phone(p).map_err(ControlError::BadRequest)?;
+            self.phones.set(user, parsed);
+        }
+        Ok(())
+    }
+
     /// Plays `wx.login()`: maybe rotates the session key, mints a login code bound to it.
     pub fn mint_login(
         &self,
@@ -135,10 +144,7 @@ impl SimState {
         phone: Option<&str>,
     ) -> Result<MintedLogin, ControlError> {
         let app = self.checked_app(app_id, user)?;
-        if let Some(p) = phone {
-            self.phones
-                .set(user, parse_phone(p).map_err(ControlError::BadRequest)?);
-        }
+        self.set_phone(user, phone)?;
         let now = Instant::now();
         let grant = SessionGrant {
             openid: Arc::from(openid_for(&app.app_id, user)),
@@ -167,10 +173,7 @@ impl SimState {
         phone: Option<&str>,
     ) -> Result<MintedPhone, ControlError> {
         let app = self.checked_app(app_id, user)?;
-        if let Some(p) = phone {
-            self.phones
-                .set(user, parse_phone(p).map_err(ControlError::BadRequest)?);
-        }
+        self.set_phone(user, phone)?;
         let phone = self.phones.get(user);
         let now = Instant::now();
         let session_key = self.sessions.key(&app.app_id, user, now, false);
