@@ -1,14 +1,22 @@
 //! mp-auth: an authentication service for WeChat Mini Programs (小程序一键登录).
 //!
-//! Layout:
-//! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone, ...).
+//! Layout (every module):
+//! - [`cli`]: one file per subcommand (`serve`, `gateway`, `migrate`, `decrypt`;
+//!   `dev`, `login` and `wechat-sim` with the default `dev` feature).
 //! - [`config`]: typed, layered settings validated at start-up.
+//! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone, ...).
+//! - [`login`]: the login use case, its errors, the session-key vault.
 //! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
 //! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
-//! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
+//! - [`tokens`]: access tokens (JWT) behind a signer trait.
+//! - [`grpc`]: the gRPC service, its status table, health and reflection.
 //! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the service.
-//! - [`bench`]: the load generator (`mp-auth bench`) and the database limit run.
+//! - [`telemetry`]: logs and Prometheus metrics; [`shutdown`]: SIGTERM/SIGINT;
+//!   [`tls`]: the process-wide rustls provider.
 //! - [`proto`]: the generated gRPC contract (used only by the edges).
+//!
+//! Tooling lives in other workspace members: the WeChat simulator in
+//! `crates/wechat-sim`, the load generator in `crates/mp-auth-bench`.
 
 pub mod cli;
 pub mod config;
