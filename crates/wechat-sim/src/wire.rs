@@ -1,4 +1,4 @@
-//! The control API's JSON bodies, shared by the server ([`crate::control`])
+//! The control API's JSON bodies, shared by the server (the `/_sim/` routes)
 //! and its client ([`crate::SimClient`]).
 
 use serde::{Deserialize, Serialize};
