@@ -61,6 +61,31 @@ pub struct Settings {
     pub session_keys: SessionKeySettings,
     pub log: LogSettings,
     pub simulator: SimulatorSettings,
+    pub sessions: SessionSettings,
+    /// Internal services allowed to call the protected gRPC RPCs, with their permissions.
+    pub callers: Vec<CallerSettings>,
+    /// A TOML file with more `[[callers]]` entries (e.g. a mounted Kubernetes Secret).
+    pub callers_file: Option<PathBuf>,
+}
+
+/// The `[[callers]]` entries of a `callers_file`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CallersFile {
+    #[serde(default)]
+    callers: Vec<CallerSettings>,
+}
+
+/// One internal caller of the gRPC port: a name, the SHA-256 of its API key
+/// (never the key itself) and its permissions (see `callers::Permission`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallerSettings {
+    pub name: String,
+    /// 64 hex digits: `printf %s "$KEY" | sha256sum`, or `mp-auth callers new-key`.
+    pub key_sha256: String,
+    #[serde(default)]
+    pub permissions: Vec<String>,
 }
 
 /// One mini program: its AppID and AppSecret (from the WeChat admin console).
@@ -87,6 +112,14 @@ pub struct WechatSettings {
     pub watermark_max_age_secs: u64,
     /// Refresh a cached access_token this long before WeChat says it expires.
     pub token_refresh_margin_secs: u64,
+    /// Per-app budget of calls to WeChat per second (all endpoints); 0 disables.
+    /// Set it below the app's WeChat quota so garbage codes cannot exhaust it.
+    pub upstream_calls_per_sec: u32,
+    /// Burst size of that budget.
+    pub upstream_burst: u32,
+    /// After WeChat answers 45011/45009, calls to that endpoint of that app are
+    /// refused locally for this long (0 disables the breaker).
+    pub rate_limit_cooldown_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,6 +155,11 @@ pub struct GrpcSettings {
     pub max_message_bytes: usize,
     /// Seconds between database health checks.
     pub health_check_interval_ms: u64,
+    /// Require an API key with `auth:login` on the login, refresh and logout
+    /// RPCs too (give the gateway its key with `gateway.api_key_file`). Off by
+    /// default: those RPCs carry their own proof (WeChat codes, refresh tokens)
+    /// and are as public as the gateway endpoints that forward them.
+    pub protect_login_rpcs: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +182,22 @@ pub struct GatewaySettings {
     /// Time allowed to send request headers.
     pub header_read_timeout_ms: u64,
     pub drain_timeout_ms: u64,
+    /// Largest request head (request line + headers); larger gets 431. Also the
+    /// connection's read buffer, so it bounds memory per connection.
+    pub max_header_bytes: usize,
+    /// Open client connections at most; more are closed at once (memory bound).
+    pub max_connections: usize,
+    /// A second listener serving only `/healthz` and `/readyz`, for kubelet
+    /// probes: out of reach of floods and connection caps on the public port.
+    pub probe_listen: Option<SocketAddr>,
+    /// The gateway's own API key, sent to the backend on every call (needed when
+    /// the server sets `grpc.protect_login_rpcs`; its caller entry needs `auth:login`).
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub api_key: Option<SecretString>,
+    pub api_key_file: Option<PathBuf>,
+    /// The gateway's public base URL (e.g. `https://auth.example.com`) for the
+    /// discovery document's `jwks_uri`; by default taken from the request's host.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -159,10 +213,19 @@ pub struct TokenSettings {
     pub issuer: String,
     pub audience: String,
     pub ttl_secs: u64,
-    /// HS256 signing secret, at least 32 bytes.
+    /// HS256 signing secret, at least 32 bytes (single-service setups; ES256 is recommended).
     #[serde(serialize_with = "ser_secret_opt")]
     pub hs256_secret: Option<SecretString>,
     pub hs256_secret_file: Option<PathBuf>,
+    /// ES256 signing key: a PKCS#8 PEM P-256 private key (`mp-auth keys generate`).
+    /// When set, tokens are ES256 and the JWKS publishes the public keys.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub signing_key: Option<SecretString>,
+    pub signing_key_file: Option<PathBuf>,
+    /// Previous keys (private or public PEM) that still verify until removed.
+    pub verification_key_files: Vec<PathBuf>,
+    /// Clock skew tolerated on `exp`/`nbf`/`iat` when verifying.
+    pub leeway_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +237,34 @@ pub struct SessionKeySettings {
     pub encryption_key_file: Option<PathBuf>,
     /// Stored session_keys older than this are ignored.
     pub ttl_secs: u64,
+}
+
+/// Sessions and refresh tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionSettings {
+    /// A session unused (no refresh, no silent login) this long ends.
+    pub idle_timeout_secs: u64,
+    /// A session ends this long after its login, however much it is used.
+    pub absolute_lifetime_secs: u64,
+    /// Refreshes one session may make per minute (per replica); 0 disables.
+    pub refreshes_per_minute: u32,
+    /// Silent logins one WeChat identity may make per minute (per replica); 0 disables.
+    pub silent_logins_per_minute: u32,
+    /// How often ended sessions are deleted (in batches, in the background).
+    pub cleanup_interval_secs: u64,
+}
+
+impl Default for SessionSettings {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 30 * 24 * 3600,
+            absolute_lifetime_secs: 90 * 24 * 3600,
+            refreshes_per_minute: 30,
+            silent_logins_per_minute: 20,
+            cleanup_interval_secs: 300,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,6 +311,9 @@ impl Default for WechatSettings {
             timeout_ms: 5_000,
             watermark_max_age_secs: 600,
             token_refresh_margin_secs: 60,
+            upstream_calls_per_sec: 0,
+            upstream_burst: 200,
+            rate_limit_cooldown_secs: 10,
         }
     }
 }
@@ -247,6 +341,7 @@ impl Default for GrpcSettings {
             keepalive_timeout_secs: 10,
             max_message_bytes: 64 * 1024,
             health_check_interval_ms: 2_000,
+            protect_login_rpcs: false,
         }
     }
 }
@@ -263,6 +358,12 @@ impl Default for GatewaySettings {
             trusted_proxies: Vec::new(),
             header_read_timeout_ms: 5_000,
             drain_timeout_ms: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_connections: 1024,
+            probe_listen: None,
+            api_key: None,
+            api_key_file: None,
+            public_url: None,
         }
     }
 }
@@ -275,6 +376,10 @@ impl Default for TokenSettings {
             ttl_secs: 7_200,
             hs256_secret: None,
             hs256_secret_file: None,
+            signing_key: None,
+            signing_key_file: None,
+            verification_key_files: Vec::new(),
+            leeway_secs: 30,
         }
     }
 }
@@ -421,6 +526,31 @@ impl Settings {
     }
 
     /// The HS256 token secret: at least 32 bytes.
+    /// Every configured internal caller: `callers` plus the entries of `callers_file`.
+    pub fn caller_entries(&self) -> Result<Vec<CallerSettings>, ConfigError> {
+        let mut entries = self.callers.clone();
+        if let Some(path) = &self.callers_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "callers_file",
+                    format!("cannot read {}: {e}", path.display()),
+                    "mount the file or unset MP_AUTH_CALLERS_FILE",
+                )
+            })?;
+            let file: CallersFile = figment::Figment::from(figment::providers::Toml::string(&text))
+                .extract()
+                .map_err(|e| {
+                invalid(
+                    "callers_file",
+                    format!("{} is not a callers file: {e}", path.display()),
+                    "write entries as [[callers]] name = \"orders\" key_sha256 = \"<64 hex>\" permissions = [\"users:read\"]",
+                )
+            })?;
+            entries.extend(file.callers);
+        }
+        Ok(entries)
+    }
+
     pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
         let fix = "generate one with `openssl rand -base64 48` (or `head -c 48 /dev/urandom | base64`) \
                    and set MP_AUTH_TOKEN__HS256_SECRET or MP_AUTH_TOKEN__HS256_SECRET_FILE";
@@ -505,6 +635,113 @@ impl Settings {
                 "use e.g. 7200",
             ));
         }
+        // Upper bounds: every duration below is converted to milliseconds and added
+        // to "now" in i64/u64 arithmetic; absurd values must be refused here, not wrap.
+        const DAY: u64 = 24 * 3600;
+        for (setting, value, max, fix) in [
+            (
+                "token.ttl_secs",
+                self.token.ttl_secs,
+                30 * DAY,
+                "use e.g. 7200",
+            ),
+            (
+                "session_keys.ttl_secs",
+                self.session_keys.ttl_secs,
+                365 * DAY,
+                "use e.g. 259200",
+            ),
+            (
+                "sessions.idle_timeout_secs",
+                self.sessions.idle_timeout_secs,
+                3650 * DAY,
+                "use e.g. 2592000",
+            ),
+            (
+                "sessions.absolute_lifetime_secs",
+                self.sessions.absolute_lifetime_secs,
+                3650 * DAY,
+                "use e.g. 7776000",
+            ),
+            (
+                "sessions.cleanup_interval_secs",
+                self.sessions.cleanup_interval_secs,
+                DAY,
+                "use e.g. 300",
+            ),
+            (
+                "wechat.watermark_max_age_secs",
+                self.wechat.watermark_max_age_secs,
+                DAY,
+                "use e.g. 600",
+            ),
+            (
+                "wechat.token_refresh_margin_secs",
+                self.wechat.token_refresh_margin_secs,
+                3600,
+                "use e.g. 60",
+            ),
+            (
+                "wechat.rate_limit_cooldown_secs",
+                self.wechat.rate_limit_cooldown_secs,
+                3600,
+                "use e.g. 10",
+            ),
+            (
+                "wechat.timeout_ms",
+                self.wechat.timeout_ms,
+                10 * 60_000,
+                "use e.g. 5000",
+            ),
+            (
+                "wechat.connect_timeout_ms",
+                self.wechat.connect_timeout_ms,
+                10 * 60_000,
+                "use e.g. 1000",
+            ),
+            (
+                "database.acquire_timeout_ms",
+                self.database.acquire_timeout_ms,
+                10 * 60_000,
+                "use e.g. 2000",
+            ),
+            (
+                "grpc.drain_timeout_ms",
+                self.grpc.drain_timeout_ms,
+                10 * 60_000,
+                "use e.g. 10000",
+            ),
+            (
+                "gateway.backend_timeout_ms",
+                self.gateway.backend_timeout_ms,
+                10 * 60_000,
+                "use e.g. 10000",
+            ),
+            (
+                "gateway.drain_timeout_ms",
+                self.gateway.drain_timeout_ms,
+                10 * 60_000,
+                "use e.g. 10000",
+            ),
+        ] {
+            if value > max {
+                return Err(invalid(
+                    setting,
+                    format!("{value} is above the maximum of {max}"),
+                    fix,
+                ));
+            }
+        }
+        if self.sessions.idle_timeout_secs < 60
+            || self.sessions.absolute_lifetime_secs < 60
+            || self.sessions.cleanup_interval_secs == 0
+        {
+            return Err(invalid(
+                "sessions",
+                "idle_timeout_secs and absolute_lifetime_secs must be at least 60, cleanup_interval_secs positive",
+                "use e.g. idle 2592000 (30 days), absolute 7776000 (90 days)",
+            ));
+        }
         if self.token.issuer.is_empty() || self.token.audience.is_empty() {
             return Err(invalid(
                 "token.issuer",
@@ -528,6 +765,21 @@ impl WechatSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_that_would_wrap_the_arithmetic_are_refused() {
+        let mut s = Settings::default();
+        s.token.ttl_secs = u64::MAX;
+        let err = s.validate_common().unwrap_err().to_string();
+        assert!(err.contains("token.ttl_secs"), "{err}");
+        let mut s = Settings::default();
+        s.session_keys.ttl_secs = u64::MAX / 2;
+        assert!(s.validate_common().is_err());
+        let mut s = Settings::default();
+        s.database.acquire_timeout_ms = u64::MAX;
+        assert!(s.validate_common().is_err());
+        assert!(Settings::default().validate_common().is_ok());
+    }
 
     #[test]
     fn secrets_never_show_in_debug() {

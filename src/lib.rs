@@ -6,6 +6,9 @@
 //! - [`config`]: typed, layered settings validated at start-up.
 //! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone, ...).
 //! - [`login`]: the login use case, its errors, the session-key vault.
+//! - [`sessions`]: sessions and rotating refresh tokens; refresh, logout.
+//! - [`users`]: the user directory for internal callers.
+//! - [`callers`]: internal callers' API keys and permissions.
 //! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
 //! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
 //! - [`tokens`]: access tokens (JWT) behind a signer trait.
@@ -13,22 +16,27 @@
 //! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the service.
 //! - [`telemetry`]: logs and Prometheus metrics; [`shutdown`]: SIGTERM/SIGINT;
 //!   [`tls`]: the process-wide rustls provider.
-//! - [`proto`]: the generated gRPC contract (used only by the edges).
+//! - [`proto`]: the generated gRPC contract (used only by the edges);
+//!   `proto_debug`: redacting `Debug` for its messages that carry secrets.
 //!
 //! Tooling lives in other workspace members: the WeChat simulator in
 //! `crates/wechat-sim`, the load generator in `crates/mp-auth-bench`.
 
+pub mod callers;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod gateway;
 pub mod grpc;
 pub mod login;
+mod proto_debug;
+pub mod sessions;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod tokens;
+pub mod users;
 pub mod wechat;
 
 /// Generated code for `proto/mpauth/v1/auth.proto`.

@@ -30,6 +30,24 @@ pub fn init(settings: &LogSettings) {
             .with(fmt::layer().compact().with_writer(std::io::stderr))
             .try_init(),
     };
+    install_panic_hook();
+}
+
+/// Reports panics as one log event in the configured format (a JSON line in
+/// production) instead of the default multi-line text on stderr. The payload
+/// is left out: it could hold anything; the location is enough to find it.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_owned();
+        tracing::error!(panic.location = %location, panic.thread = %thread, "panic");
+    }));
 }
 
 /// The process-wide Prometheus recorder (installed once; later calls reuse it).

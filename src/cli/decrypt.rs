@@ -11,8 +11,8 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-/// Arguments of `mp-auth decrypt`.
-#[derive(Debug, clap::Args)]
+/// Arguments of `mp-auth decrypt`. `Debug` leaves the key and the payload out.
+#[derive(clap::Args)]
 pub struct DecryptArgs {
     /// The mini program's AppID (the watermark must name it).
     #[arg(long)]
@@ -29,6 +29,18 @@ pub struct DecryptArgs {
     /// Accept watermarks up to this many seconds old (default: the configured window).
     #[arg(long)]
     pub max_age_secs: Option<u64>,
+}
+
+impl std::fmt::Debug for DecryptArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DecryptArgs")
+            .field("app_id", &self.app_id)
+            .field("session_key", &"[REDACTED]")
+            .field("encrypted_data", &"[REDACTED]")
+            .field("iv", &"[REDACTED]")
+            .field("max_age_secs", &self.max_age_secs)
+            .finish()
+    }
 }
 
 /// Prints the decrypted record (phone masked) or a precise diagnosis.
@@ -80,5 +92,24 @@ pub fn run(settings: &Settings, args: DecryptArgs) -> anyhow::Result<ExitCode> {
             println!("error: {e}");
             Ok(ExitCode::FAILURE)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_the_session_key_and_the_payload() {
+        let args = DecryptArgs {
+            app_id: "wx1".into(),
+            session_key: "SECRET-KEY".into(),
+            encrypted_data: "SECRET-DATA".into(),
+            iv: "SECRET-IV".into(),
+            max_age_secs: None,
+        };
+        let text = format!("{args:?}");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("wx1"));
     }
 }

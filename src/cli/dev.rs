@@ -43,6 +43,11 @@ pub struct DevArgs {
     /// Skip the demo login at start-up.
     #[arg(long)]
     pub no_demo: bool,
+    /// Use this MySQL/MariaDB database instead of the SQLite file. Must be given
+    /// explicitly: an inherited `DATABASE_URL` (or `database.url`) is refused, so
+    /// the simulator's fake users never land in a real database by accident.
+    #[arg(long)]
+    pub database_url: Option<String>,
 }
 
 /// Secrets generated once per data directory (dev only!).
@@ -80,15 +85,48 @@ impl DevSecrets {
                 .with_context(|| format!("parsing {}", path.display()));
         }
         let secrets = Self::generate()?;
-        std::fs::write(&path, serde_json::to_vec_pretty(&secrets)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        // Created owner-only from the first byte (no window in which it is world-readable).
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
         #[cfg(unix)]
         {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
         }
+        let mut file = options
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&secrets)?)
+            .with_context(|| format!("writing {}", path.display()))?;
         Ok(secrets)
     }
+}
+
+/// Reads `dir/name`, or creates it owner-only with `make()` on first run.
+fn dev_file(
+    dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    if path.exists() {
+        return std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()));
+    }
+    let value = make()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, value.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(value)
 }
 
 /// Where dev mode listens; also written to `endpoints.json` in the data directory.
@@ -98,6 +136,9 @@ pub struct DevEndpoints {
     pub grpc: String,
     pub gateway: String,
     pub app_id: String,
+    /// The file holding dev mode's API key (every permission).
+    #[serde(default)]
+    pub caller_key_file: String,
 }
 
 /// Runs dev mode until SIGINT/SIGTERM.
@@ -145,14 +186,52 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
         app_secret_file: None,
     }];
     settings.wechat.base_url = sim.base_url();
+    // Faults injected into the simulator act one call at a time: no breaker
+    // pause after an injected 45011 (production keeps the default cool-down).
+    settings.wechat.rate_limit_cooldown_secs = 0;
     settings.token.hs256_secret = Some(SecretString::from(secrets.token_secret.clone()));
+    // ES256 as recommended for production: a dev key pair, made once per data directory.
+    let signing_key = dev_file(&args.data_dir, "dev-signing-key.pem", || {
+        crate::tokens::Es256Signer::generate()
+            .map(|(private, _)| private)
+            .map_err(anyhow::Error::from)
+    })?;
+    settings.token.signing_key = Some(SecretString::from(signing_key));
+    // A dev API key with every permission, for the Users API and VerifyToken.
+    let caller_key = dev_file(&args.data_dir, "dev-caller-key", || {
+        Ok(crate::callers::generate_key())
+    })?;
+    settings.callers.push(crate::config::CallerSettings {
+        name: "dev".into(),
+        key_sha256: crate::callers::key_hash_hex(caller_key.trim()),
+        permissions: crate::callers::Permission::ALL
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+    });
     settings.session_keys.encryption_key = Some(SecretString::from(
         secrets.session_key_encryption_key.clone(),
     ));
-    if settings.database.url.is_none() && settings.database.url_file.is_none() {
-        let db = args.data_dir.join("mp-auth-dev.db");
-        settings.database.url = Some(SecretString::from(format!("sqlite://{}", db.display())));
+    if settings.database.url.is_some() || settings.database.url_file.is_some() {
+        anyhow::bail!(
+            "dev mode refuses the database from DATABASE_URL / database.url: dev mode fills it \
+             with simulated users. Unset DATABASE_URL to use the SQLite file in {}, or pass \
+             --database-url explicitly to use a MySQL/MariaDB database on purpose",
+            args.data_dir.display()
+        );
     }
+    settings.database.url = Some(SecretString::from(match &args.database_url {
+        Some(url) => {
+            eprintln!(
+                "  dev mode: using the database given with --database-url (simulated users will be written to it)"
+            );
+            url.clone()
+        }
+        None => format!(
+            "sqlite://{}",
+            args.data_dir.join("mp-auth-dev.db").display()
+        ),
+    }));
     settings.database.migrate_on_start = true;
     settings.grpc.listen = SocketAddr::new(args.host, args.grpc_port);
     let grpc = GrpcServer::build(&settings).await?;
@@ -182,6 +261,7 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
         grpc: grpc_addr.to_string(),
         gateway: format!("http://{gateway_addr}"),
         app_id: DEMO_APP_ID.into(),
+        caller_key_file: args.data_dir.join("dev-caller-key").display().to_string(),
     };
     wait_ready(&endpoints.gateway).await?;
     if !args.no_demo {
@@ -255,11 +335,19 @@ With grpcurl (reflection is on):
   grpcurl -plaintext -d '{{"service":"mpauth.v1.Auth"}}' {grpc} grpc.health.v1.Health/Check
   grpcurl -plaintext -d "{{\"app_id\":\"{app}\",\"code\":\"$CODE\",\"phone_code\":\"$PHONE\"}}" {grpc} mpauth.v1.Auth/MiniProgramLogin
 
+Internal services (Users API, VerifyToken) need an API key; dev mode made one with every permission:
+  KEY=$(cat {key_file})
+  grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{{"user_id":"1"}}' {grpc} mpauth.v1.Users/GetUser
+  grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{{"access_token":"..."}}' {grpc} mpauth.v1.Auth/VerifyToken
+
+Tokens are ES256; the public keys: {gw}/.well-known/jwks.json
+
 OpenAPI document: {gw}/openapi.json
 "#,
         sim = e.simulator,
         grpc = e.grpc,
         gw = e.gateway,
         app = e.app_id,
+        key_file = e.caller_key_file,
     );
 }

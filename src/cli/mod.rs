@@ -3,10 +3,12 @@
 //! hands off to the module that owns the role. `dev`, `login` and `wechat-sim`
 //! are dev tooling, compiled only with the `dev` feature (on by default).
 
+pub mod callers;
 pub mod decrypt;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod gateway;
+pub mod keys;
 #[cfg(feature = "dev")]
 pub mod login;
 pub mod migrate;
@@ -60,6 +62,12 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Run the HTTP+JSON gateway for mini-programs (`POST /auth/mp_login`), a client of `serve`.
     Gateway(gateway::GatewayArgs),
+    /// Token signing keys: `keys generate` writes a new ES256 key pair.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Internal callers: `callers new-key` makes an API key and its config entry.
+    #[command(subcommand)]
+    Callers(callers::CallersCommand),
 }
 
 /// Entry point of the binary.
@@ -86,6 +94,8 @@ pub fn main() -> ExitCode {
         #[cfg(feature = "dev")]
         Command::Login(args) => run_async(login::run(args)),
         Command::Gateway(args) => run_async(gateway::run(settings, args)),
+        Command::Keys(command) => keys::run(command),
+        Command::Callers(command) => callers::run(command),
     };
     match result {
         Ok(code) => code,

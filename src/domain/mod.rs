@@ -48,7 +48,8 @@ pub struct AppId(String);
 
 impl AppId {
     pub fn parse(value: &str) -> Result<Self, FieldError> {
-        let value = value.trim();
+        // No trimming: an id that changes under trimming is not the configured
+        // id, and accepting it would let every padding become a new metric series.
         check_token_like("app_id", value, 64)?;
         if !value
             .bytes()
@@ -88,8 +89,34 @@ impl fmt::Debug for AppId {
     }
 }
 
+/// WeChat's codes are URL-safe tokens: `wx.login` codes are 32 letters and
+/// digits, phone codes 64 hex digits. Anything of another shape is refused
+/// before it costs a WeChat call (the app's quota is shared by all its users);
+/// the bounds leave room for WeChat lengthening its codes.
+fn check_code_shape(
+    field: &'static str,
+    value: &str,
+    min_len: usize,
+    max_len: usize,
+) -> Result<(), FieldError> {
+    check_token_like(field, value, max_len)?;
+    if value.len() < min_len {
+        return Err(FieldError::new(field, "is too short to be a WeChat code"));
+    }
+    if !value
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(FieldError::new(
+            field,
+            "is not a WeChat code (letters, digits, '_' and '-' only)",
+        ));
+    }
+    Ok(())
+}
+
 macro_rules! secret_code {
-    ($(#[$meta:meta])* $name:ident, $field:literal) => {
+    ($(#[$meta:meta])* $name:ident, $field:literal, $min:literal..=$max:literal) => {
         $(#[$meta])*
         #[derive(Clone)]
         pub struct $name(SecretString);
@@ -98,7 +125,7 @@ macro_rules! secret_code {
             /// Parses the wire value; the error names the field and never echoes the value.
             pub fn parse(value: &str) -> Result<Self, FieldError> {
                 let value = value.trim();
-                check_token_like($field, value, 256)?;
+                check_code_shape($field, value, $min, $max)?;
                 Ok(Self(SecretString::from(value)))
             }
             /// The raw value, for the one place that must send it upstream.
@@ -118,12 +145,14 @@ macro_rules! secret_code {
 secret_code!(
     /// The single-use code from `wx.login()` (valid 5 minutes). Secret: never logged.
     LoginCode,
-    "code"
+    "code",
+    16..=64
 );
 secret_code!(
     /// The single-use code from the phone button (`e.detail.code`). Secret: never logged.
     PhoneCode,
-    "phone_code"
+    "phone_code",
+    16..=128
 );
 
 /// A user's openid within one app. Not secret, but personal: log sparingly.
@@ -229,10 +258,30 @@ mod tests {
 
     #[test]
     fn secret_codes_are_redacted_in_debug() {
-        let code = LoginCode::parse("061abcDEF").unwrap();
+        let code = LoginCode::parse("061abcDEF061abcDEF").unwrap();
         assert!(!format!("{code:?}").contains("061abcDEF"));
         let key = SessionKey::from_base64("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
         assert!(!format!("{key:?}").contains("tiih"));
+    }
+
+    #[test]
+    fn codes_of_shapes_wechat_never_issues_are_refused() {
+        assert!(LoginCode::parse("0c3Xyz0w3Ojbq03V7a0w3ZbAmE2Xyz0D").is_ok());
+        let hex64 = "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144";
+        assert!(PhoneCode::parse(hex64).is_ok());
+        for bad in [
+            "x",
+            "short-code",
+            "has space inside 0000",
+            "quote\"0000000000000",
+            &"a".repeat(65),
+        ] {
+            let err = LoginCode::parse(bad).unwrap_err();
+            assert_eq!(err.field, "code", "{bad}");
+        }
+        assert!(PhoneCode::parse("0000").is_err());
+        assert!(PhoneCode::parse(&"a".repeat(129)).is_err());
+        assert!(PhoneCode::parse("{\"json\":1}0000000000").is_err());
     }
 
     #[test]

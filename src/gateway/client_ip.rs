@@ -79,6 +79,56 @@ impl TrustedProxies {
     }
 }
 
+/// Requests looked at before deciding whether the gateway sits behind a proxy
+/// it does not trust.
+const PROXY_WATCH_WINDOW: u32 = 50;
+
+/// Notices the misconfiguration that puts every user in one rate-limit
+/// bucket: all of the first requests come from one untrusted peer that sends
+/// `X-Forwarded-For` (an ingress or load balancer missing from
+/// `trusted_proxies`). Decides once, then costs one atomic load per request.
+#[derive(Debug, Default)]
+pub struct UntrustedProxyWatch {
+    decided: std::sync::atomic::AtomicBool,
+    state: std::sync::Mutex<WatchState>,
+}
+
+#[derive(Debug, Default)]
+struct WatchState {
+    peer: Option<IpAddr>,
+    seen: u32,
+    forwarded: bool,
+}
+
+impl UntrustedProxyWatch {
+    /// Records one request from `peer`; returns the peer once, when the
+    /// window is complete and every request came from it, untrusted, with
+    /// `X-Forwarded-For` on at least one.
+    pub fn observe(&self, peer: IpAddr, trusted: bool, has_xff: bool) -> Option<IpAddr> {
+        use std::sync::atomic::Ordering;
+        if self.decided.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut st = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let peer = peer.to_canonical();
+        if trusted || st.peer.is_some_and(|p| p != peer) {
+            self.decided.store(true, Ordering::Relaxed);
+            return None;
+        }
+        st.peer = Some(peer);
+        st.seen += 1;
+        st.forwarded |= has_xff;
+        if st.seen < PROXY_WATCH_WINDOW {
+            return None;
+        }
+        self.decided.store(true, Ordering::Relaxed);
+        st.forwarded.then_some(peer)
+    }
+}
+
 /// One `X-Forwarded-For` element: `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:80`.
 fn parse_hop(text: &str) -> Option<IpAddr> {
     let text = text.trim();
@@ -197,6 +247,37 @@ mod tests {
             TrustedProxies::default().client_ip(ip("::ffff:203.0.113.2"), &HeaderMap::new()),
             ip("203.0.113.2")
         );
+    }
+
+    #[test]
+    fn one_untrusted_forwarding_peer_for_the_whole_window_is_reported_once() {
+        let w = UntrustedProxyWatch::default();
+        let proxy = ip("10.1.2.3");
+        let reports: Vec<_> = (0..200)
+            .filter_map(|_| w.observe(proxy, false, true))
+            .collect();
+        assert_eq!(reports, vec![proxy]);
+    }
+
+    #[test]
+    fn several_peers_trusted_peers_or_no_forwarding_are_not_reported() {
+        let w = UntrustedProxyWatch::default();
+        assert!((0..100).all(|i| {
+            w.observe(
+                if i == 7 {
+                    ip("10.0.0.2")
+                } else {
+                    ip("10.0.0.1")
+                },
+                false,
+                true,
+            )
+            .is_none()
+        }));
+        let w = UntrustedProxyWatch::default();
+        assert!((0..100).all(|_| w.observe(ip("10.0.0.1"), true, true).is_none()));
+        let w = UntrustedProxyWatch::default();
+        assert!((0..100).all(|_| w.observe(ip("203.0.113.9"), false, false).is_none()));
     }
 
     #[test]

@@ -47,6 +47,21 @@ pub async fn edge(State(state): State<AppState>, mut req: Request, next: Next) -
     req.extensions_mut().insert(ClientIp(client_ip));
 
     let is_probe = PROBES.contains(&route.as_str());
+    if !is_probe {
+        let trusted = state.proxies.is_trusted(peer);
+        let has_xff = req
+            .headers()
+            .contains_key(super::client_ip::X_FORWARDED_FOR);
+        if let Some(proxy) = state.proxy_watch.observe(peer, trusted, has_xff) {
+            metrics::gauge!("mp_auth_gateway_untrusted_proxy_suspected").set(1.0);
+            tracing::warn!(
+                peer = %proxy,
+                "every request so far came from {proxy}, which sends X-Forwarded-For but is not in \
+                 gateway.trusted_proxies: all users share one rate-limit bucket. Fix: add the \
+                 proxy's exact address or CIDR to MP_AUTH_GATEWAY__TRUSTED_PROXIES (see docs/http-api.md)"
+            );
+        }
+    }
     let limited = match &state.limiter {
         Some(limiter) if !is_probe => limiter.check(client_ip).err(),
         _ => None,

@@ -73,11 +73,25 @@ pub enum Reason {
     NotReady,
     /// 504: the login took longer than the gateway's deadline.
     Timeout,
+    /// 428: a silent login of a WeChat user who is not registered: show the phone button.
+    PhoneRequired,
+    /// 401: the refresh token is malformed, tampered with or unknown: log in again.
+    RefreshTokenInvalid,
+    /// 401: the refresh token belongs to another mini-program.
+    RefreshTokenWrongApp,
+    /// 401: the refresh token was already used: the session is revoked, log in again.
+    RefreshTokenReused,
+    /// 401: the session was logged out or revoked: log in again.
+    SessionRevoked,
+    /// 401: the session expired (idle or absolute lifetime): log in again.
+    SessionExpired,
+    /// 401: the access token is invalid or expired (refresh, or log in again).
+    TokenInvalid,
 }
 
 impl Reason {
     /// Every reason, in the order of docs/http-api.md's table.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 31] = [
         Reason::InvalidArgument,
         Reason::MalformedJson,
         Reason::AppIdRequired,
@@ -102,6 +116,13 @@ impl Reason {
         Reason::BackendUnavailable,
         Reason::NotReady,
         Reason::Timeout,
+        Reason::PhoneRequired,
+        Reason::RefreshTokenInvalid,
+        Reason::RefreshTokenWrongApp,
+        Reason::RefreshTokenReused,
+        Reason::SessionRevoked,
+        Reason::SessionExpired,
+        Reason::TokenInvalid,
     ];
 
     /// The wire string, e.g. `LOGIN_CODE_USED`.
@@ -123,6 +144,7 @@ impl Reason {
     fn row(self) -> (StatusCode, &'static str, &'static str) {
         use Reason as R;
         const RELOGIN: &str = "call wx.login again and retry once with the new code";
+        const LOGIN_AGAIN: &str = "drop the stored tokens and log in again (silent login first)";
         const RETRY_LATER: &str = "wait Retry-After seconds, call wx.login again, then retry once";
         const FRESH_PHONE_DATA: &str = "call wx.login BEFORE showing the phone button, \
              then retry with the fresh code, encryptedData and iv";
@@ -235,6 +257,34 @@ impl Reason {
                 StatusCode::GATEWAY_TIMEOUT,
                 "call wx.login again and retry once (the code may have been used)",
                 "TIMEOUT",
+            ),
+            R::PhoneRequired => (
+                StatusCode::PRECONDITION_REQUIRED,
+                "show the 一键登录 phone button, then log in with its phoneCode (or encryptedData \
+                 and iv) and a new wx.login code",
+                "PHONE_REQUIRED",
+            ),
+            R::RefreshTokenInvalid => (
+                StatusCode::UNAUTHORIZED,
+                LOGIN_AGAIN,
+                "REFRESH_TOKEN_INVALID",
+            ),
+            R::RefreshTokenWrongApp => (
+                StatusCode::UNAUTHORIZED,
+                "send the refresh token with the appId of the mini-program that logged in",
+                "REFRESH_TOKEN_WRONG_APP",
+            ),
+            R::RefreshTokenReused => (
+                StatusCode::UNAUTHORIZED,
+                LOGIN_AGAIN,
+                "REFRESH_TOKEN_REUSED",
+            ),
+            R::SessionRevoked => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "SESSION_REVOKED"),
+            R::SessionExpired => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "SESSION_EXPIRED"),
+            R::TokenInvalid => (
+                StatusCode::UNAUTHORIZED,
+                "refresh the session once (POST /auth/refresh); if that fails, log in again",
+                "TOKEN_INVALID",
             ),
         }
     }
@@ -426,7 +476,23 @@ pub fn from_status(status: &Status) -> ApiError {
         (C::InvalidArgument, Some("WATERMARK_MISMATCH")) => R::WatermarkMismatch,
         (C::InvalidArgument, _) => R::InvalidArgument,
         (C::NotFound, Some("UNKNOWN_APP")) => R::UnknownApp,
+        // The backend refused the gateway's own credential: an operator's problem,
+        // never the mini-program's (the wx.login code was not even looked at).
+        (C::Unauthenticated, Some("CALLER_UNAUTHENTICATED")) => {
+            tracing::error!(
+                "the backend refused the gateway's API key: check gateway.api_key_file and the server's callers"
+            );
+            R::Internal
+        }
+        (C::ResourceExhausted, Some("CALLER_RATE_LIMITED")) => R::BackendUnavailable,
         (C::Unauthenticated, Some("LOGIN_CODE_USED")) => R::LoginCodeUsed,
+        (C::Unauthenticated, Some("REFRESH_TOKEN_INVALID")) => R::RefreshTokenInvalid,
+        (C::Unauthenticated, Some("REFRESH_TOKEN_WRONG_APP")) => R::RefreshTokenWrongApp,
+        (C::Unauthenticated, Some("REFRESH_TOKEN_REUSED")) => R::RefreshTokenReused,
+        (C::Unauthenticated, Some("SESSION_REVOKED")) => R::SessionRevoked,
+        (C::Unauthenticated, Some("SESSION_EXPIRED")) => R::SessionExpired,
+        (C::Unauthenticated, Some("TOKEN_INVALID")) => R::TokenInvalid,
+        (C::FailedPrecondition, Some("PHONE_REQUIRED")) => R::PhoneRequired,
         (C::Unauthenticated, Some("PHONE_CODE_INVALID")) => R::PhoneCodeInvalid,
         (C::Unauthenticated, _) => R::LoginCodeInvalid,
         (C::PermissionDenied, Some("USER_BLOCKED")) => R::UserBlocked,

@@ -29,12 +29,14 @@ use utoipa::ToSchema;
 /// The login request. Unknown extra fields are ignored; `null` and `""` count as absent.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-#[schema(example = json!({"code": "0a1b2c3d4e5f", "phoneCode": "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"}))]
+#[schema(example = json!({"code": "0c3Xyz0w3Ojbq03V7a0w3ZbAmE2Xyz0D", "phoneCode": "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144"}))]
 pub struct LoginRequest {
     /// The code from `wx.login()`: single-use, valid for 5 minutes.
+    #[schema(pattern = "^[A-Za-z0-9_-]{16,64}$")]
     pub code: String,
     /// New flow: `e.detail.code` of `<button open-type="getPhoneNumber">`. Preferred when both flows are sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^[A-Za-z0-9_-]{16,128}$")]
     pub phone_code: Option<String>,
     /// Legacy flow: `e.detail.encryptedData`, exactly as received.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -88,32 +90,23 @@ impl LoginRequest {
             iv: string_field(&map, "iv")?,
             app_id: string_field(&map, "appId")?,
         };
-        if request.phone_code.is_none() {
-            match (&request.encrypted_data, &request.iv) {
-                (Some(_), Some(_)) => {}
-                (Some(_), None) => {
-                    return Err(ApiError::InvalidField {
-                        field: "iv",
-                        problem: "is required with encryptedData",
-                    });
-                }
-                (None, _) => {
-                    return Err(ApiError::InvalidField {
-                        field: "phoneCode",
-                        problem: "is required: send phoneCode (preferred) or encryptedData and iv",
-                    });
-                }
-            }
+        // No phone proof at all is a silent login (静默登录); half a legacy proof is a mistake.
+        if request.phone_code.is_none() && request.encrypted_data.is_some() && request.iv.is_none()
+        {
+            return Err(ApiError::InvalidField {
+                field: "iv",
+                problem: "is required with encryptedData",
+            });
         }
         Ok(request)
     }
 
-    /// `phone_code` or `encrypted_data`, for logs.
+    /// `phone_code`, `encrypted_data` or `silent`, for logs.
     pub fn flow(&self) -> &'static str {
-        if self.phone_code.is_some() {
-            "phone_code"
-        } else {
-            "encrypted_data"
+        match (&self.phone_code, &self.encrypted_data) {
+            (Some(_), _) => "phone_code",
+            (None, Some(_)) => "encrypted_data",
+            (None, None) => "silent",
         }
     }
 
@@ -148,12 +141,14 @@ fn string_field(map: &Map<String, Value>, name: &'static str) -> Result<Option<S
     }
 }
 
-/// A successful login.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
+/// A successful login. `Debug` leaves the tokens out.
+#[derive(Serialize, Deserialize, ToSchema)]
 #[schema(example = json!({
     "access_token": "eyJhbGciOiJIUzI1NiIsInR5cCI6ImF0K2p3dCJ9.eyJzdWIiOiI0MiJ9.c2lnbmF0dXJl",
     "token_type": "bearer", "expires_in": 7200, "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-    "user_id": "42", "is_new_user": false
+    "user_id": "42", "is_new_user": false,
+    "refresh_token": "Xy3kQ9vF0bN2pLw7tR5sAg.1.42.1790000000.mAc9u1lW3bq5p7Qy0rN8sV2xT4zK6hJ1dF9gB3cE5aA",
+    "refresh_expires_in": 2592000
 }))]
 pub struct LoginResponse {
     /// The access token (a JWT); send it as `Authorization: Bearer <token>`.
@@ -171,6 +166,26 @@ pub struct LoginResponse {
     /// The user's unionid; present only when the mini-program is bound to an Open Platform account.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unionid: Option<String>,
+    /// The session's refresh token: keep it (wx.setStorageSync) and send it to
+    /// `POST /auth/refresh` when the access token expires. Rotates on every use.
+    pub refresh_token: String,
+    /// Seconds until the session ends at the latest (each refresh extends the idle part).
+    pub refresh_expires_in: i64,
+    /// True when a silent login linked this WeChat identity to the user of the
+    /// same unionid in another mini-program of this service.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub linked_by_unionid: bool,
+}
+
+impl std::fmt::Debug for LoginResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginResponse")
+            .field("access_token", &"[REDACTED]")
+            .field("refresh_token", &"[REDACTED]")
+            .field("user_id", &self.user_id)
+            .field("is_new_user", &self.is_new_user)
+            .finish_non_exhaustive()
+    }
 }
 
 impl From<proto::MiniProgramLoginResponse> for LoginResponse {
@@ -183,15 +198,30 @@ impl From<proto::MiniProgramLoginResponse> for LoginResponse {
             user_id: r.user_id,
             is_new_user: r.is_new_user,
             unionid: (!r.unionid.is_empty()).then_some(r.unionid),
+            refresh_token: r.refresh_token,
+            refresh_expires_in: r.refresh_expires_in,
+            linked_by_unionid: r.linked_by_unionid,
         }
     }
 }
 
-/// The JSON body extractor: content type, size and read-time limits, then
-/// [`LoginRequest::from_json`]. Every rejection is an [`ApiError`].
-pub struct LoginJson(pub LoginRequest);
+/// A request body the gateway reads itself (to give precise 4xx answers).
+pub trait FromJsonBody: Sized {
+    /// Parses the body's bytes.
+    fn from_json(bytes: &[u8]) -> Result<Self, ApiError>;
+}
 
-impl FromRequest<AppState> for LoginJson {
+impl FromJsonBody for LoginRequest {
+    fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
+        LoginRequest::from_json(bytes)
+    }
+}
+
+/// The JSON body extractor: content type, size and read-time limits, then
+/// [`FromJsonBody::from_json`]. Every rejection is an [`ApiError`].
+pub struct LoginJson<T = LoginRequest>(pub T);
+
+impl<T: FromJsonBody> FromRequest<AppState> for LoginJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
@@ -220,7 +250,7 @@ impl FromRequest<AppState> for LoginJson {
             }
             Ok(Ok(collected)) => collected.to_bytes(),
         };
-        LoginRequest::from_json(&bytes).map(Self)
+        T::from_json(&bytes).map(Self)
     }
 }
 
@@ -276,7 +306,7 @@ impl<S: Send + Sync> FromRequestParts<S> for EdgeContext {
     path = "/auth/mp_login",
     tag = "auth",
     request_body(content = LoginRequest, content_type = "application/json",
-        description = "The original `{code, encryptedData, iv}` or the new `{code, phoneCode}`, plus optional `appId`."),
+        description = "The original `{code, encryptedData, iv}`, the new `{code, phoneCode}`, or `{code}` alone for a silent login (静默登录), plus optional `appId`."),
     params(("X-Request-Id" = Option<String>, Header,
         description = "Optional request id (1-64 characters of [A-Za-z0-9-_.]); echoed, or generated")),
     responses(
@@ -289,6 +319,7 @@ impl<S: Send + Sync> FromRequestParts<S> for EdgeContext {
         (status = 409, description = "SESSION_KEY_STALE or ENCRYPTED_DATA_EXPIRED", body = ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = ErrorBody),
         (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = ErrorBody),
+        (status = 428, description = "PHONE_REQUIRED: a silent login (no phone proof) of a WeChat user who is not registered", body = ErrorBody),
         (status = 429, description = "RATE_LIMITED or WECHAT_RATE_LIMITED", body = ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "INTERNAL", body = ErrorBody),
@@ -302,8 +333,35 @@ pub async fn mp_login(
     ctx: EdgeContext,
     LoginJson(body): LoginJson,
 ) -> Result<Response, ApiError> {
-    let request_id = ctx.request_id;
-    let mut request = tonic::Request::new(body.into_proto());
+    let request = tonic::Request::new(body.into_proto());
+    // One attempt only: WeChat codes are single-use, a retry could only fail or double-log-in.
+    let mut client = state.auth.clone();
+    let answer = forward(&state, &ctx, request, |r| client.mini_program_login(r)).await?;
+    Ok(no_store_json(LoginResponse::from(answer)))
+}
+
+/// A 200 JSON answer carrying tokens: never cached anywhere.
+pub(crate) fn no_store_json<T: Serialize>(body: T) -> Response {
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Sends one backend call with the request id, the client IP and the
+/// gateway's deadline, and maps its failure through the one status table.
+pub(crate) async fn forward<Req, Resp, F, Fut>(
+    state: &AppState,
+    ctx: &EdgeContext,
+    mut request: tonic::Request<Req>,
+    call: F,
+) -> Result<Resp, ApiError>
+where
+    F: FnOnce(tonic::Request<Req>) -> Fut,
+    Fut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let request_id = &ctx.request_id;
     request.set_timeout(state.backend_timeout);
     let metadata = request.metadata_mut();
     metadata.insert(
@@ -320,11 +378,8 @@ pub async fn mp_login(
                 .map_err(ApiError::Unexpected)?,
         );
     }
-    // One attempt only: WeChat codes are single-use, a retry could only fail or double-log-in.
-    let mut client = state.auth.clone();
     let started = Instant::now();
-    let call = client.mini_program_login(request);
-    match tokio::time::timeout(state.backend_timeout, call).await {
+    match tokio::time::timeout(state.backend_timeout, call(request)).await {
         Err(_) => Err(ApiError::Timeout),
         // The channel enforces the request's grpc-timeout itself and reports
         // its expiry as CANCELLED: that is the gateway's own deadline.
@@ -353,14 +408,7 @@ pub async fn mp_login(
             }
             Err(err)
         }
-        Ok(Ok(response)) => {
-            let body = LoginResponse::from(response.into_inner());
-            let mut response = Json(body).into_response();
-            let headers = response.headers_mut();
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-            Ok(response)
-        }
+        Ok(Ok(response)) => Ok(response.into_inner()),
     }
 }
 
@@ -464,11 +512,15 @@ mod tests {
             Reason::InvalidArgument,
             Some("code"),
         );
-        rejected(
+        // `{code}` alone (or with null/empty phone fields) is a silent login.
+        for silent in [
             r#"{"code":"c"}"#,
-            Reason::InvalidArgument,
-            Some("phoneCode"),
-        );
+            r#"{"code":"c","phoneCode":null,"encryptedData":"","iv":null}"#,
+        ] {
+            let req = parse(silent).unwrap();
+            assert_eq!(req.flow(), "silent");
+            assert!(req.into_proto().phone.is_none());
+        }
         rejected(
             r#"{"code":"c","encryptedData":"e"}"#,
             Reason::InvalidArgument,
@@ -501,6 +553,17 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_never_shows_the_token() {
+        let body = LoginResponse::from(proto::MiniProgramLoginResponse {
+            access_token: "SECRET-TOKEN".into(),
+            user_id: "42".into(),
+            ..Default::default()
+        });
+        let dbg = format!("{body:?}");
+        assert!(!dbg.contains("SECRET"), "{dbg}");
+    }
+
+    #[test]
     fn the_response_says_bearer_and_omits_an_empty_unionid() {
         let body = LoginResponse::from(proto::MiniProgramLoginResponse {
             access_token: "t".into(),
@@ -511,6 +574,7 @@ mod tests {
             unionid: String::new(),
             is_new_user: true,
             app_id: "wx1".into(),
+            ..Default::default()
         });
         let json = serde_json::to_value(&body).unwrap();
         assert_eq!(json["token_type"], "bearer");

@@ -8,11 +8,13 @@ pub mod client_ip;
 pub mod edge;
 pub mod error;
 pub mod health;
+pub mod jwks;
 pub mod login;
 pub mod openapi;
 pub mod rate_limit;
 pub mod request_id;
 mod server;
+pub mod session;
 
 pub use error::{ApiError, ErrorBody, Reason, from_status};
 pub use login::{LoginRequest, LoginResponse};
@@ -36,7 +38,10 @@ use std::{
     time::Duration,
 };
 use tokio::net::TcpListener;
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 use tonic_health::pb::health_client::HealthClient;
 
 /// Longest wait of `/readyz` for the backend's health answer.
@@ -51,7 +56,7 @@ pub struct AppState(Arc<StateInner>);
 /// The contents of [`AppState`].
 pub struct StateInner {
     /// `mpauth.v1.Auth` client over the shared channel.
-    pub auth: AuthClient<Channel>,
+    pub auth: AuthClient<InterceptedService<Channel, BackendKey>>,
     /// `grpc.health.v1.Health` client over the same channel.
     pub health: HealthClient<Channel>,
     /// Deadline of one forwarded login.
@@ -64,10 +69,78 @@ pub struct StateInner {
     pub max_body_bytes: usize,
     /// Peers whose `X-Forwarded-For` is believed.
     pub proxies: TrustedProxies,
+    /// Warns once when all traffic comes from one untrusted forwarding peer.
+    pub proxy_watch: client_ip::UntrustedProxyWatch,
     /// Per-client-IP limiter; `None` when disabled.
     pub limiter: Option<RateLimiter>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: AtomicBool,
+    /// The backend's last health answer, reused by `/readyz` for a second.
+    pub readiness: health::ReadinessCache,
+    /// The backend's public keys, reused by the JWKS endpoint for a minute.
+    pub jwks: jwks::JwksCache,
+    /// `iss` of the tokens (discovery document).
+    pub issuer: String,
+    /// This gateway's public base URL, if configured (discovery document).
+    pub public_url: Option<String>,
+}
+
+impl AppState {
+    /// Sets the tokens' `iss` (published in the discovery document).
+    fn with_issuer(self, issuer: &str) -> Self {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut inner) => {
+                inner.issuer = issuer.to_owned();
+                Self(Arc::new(inner))
+            }
+            Err(shared) => Self(shared),
+        }
+    }
+}
+
+/// Adds the gateway's own API key (`gateway.api_key[_file]`), if any, to every
+/// call to the backend, as `authorization: Bearer ...` (marked sensitive).
+#[derive(Clone)]
+pub struct BackendKey(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl BackendKey {
+    fn new(settings: &GatewaySettings) -> Result<Self, ConfigError> {
+        let key = crate::config::resolve_secret(
+            "gateway.api_key",
+            &settings.api_key,
+            &settings.api_key_file,
+        )?;
+        let Some(key) = key else {
+            return Ok(Self(None));
+        };
+        let mut value = tonic::metadata::AsciiMetadataValue::try_from(format!(
+            "Bearer {}",
+            secrecy::ExposeSecret::expose_secret(&key).trim()
+        ))
+        .map_err(|_| {
+            invalid(
+                "api_key",
+                "is not a printable ASCII key",
+                "use the key `mp-auth callers new-key` printed",
+            )
+        })?;
+        value.set_sensitive(true);
+        Ok(Self(Some(value)))
+    }
+}
+
+impl tonic::service::Interceptor for BackendKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
 }
 
 impl Deref for AppState {
@@ -101,6 +174,7 @@ impl AppState {
             ("backend_timeout_ms", settings.backend_timeout_ms),
             ("header_read_timeout_ms", settings.header_read_timeout_ms),
             ("max_body_bytes", settings.max_body_bytes as u64),
+            ("max_connections", settings.max_connections as u64),
         ] {
             if value == 0 {
                 return Err(invalid(
@@ -109,6 +183,17 @@ impl AppState {
                     "see docs/http-api.md for defaults",
                 ));
             }
+        }
+        if settings.max_header_bytes < server::MIN_HEADER_BYTES {
+            return Err(invalid(
+                "max_header_bytes",
+                format!(
+                    "{} is below {}",
+                    settings.max_header_bytes,
+                    server::MIN_HEADER_BYTES
+                ),
+                "the default (16384) fits every mini-program request",
+            ));
         }
         let proxies = TrustedProxies::parse(&settings.trusted_proxies).map_err(|e| {
             invalid(
@@ -132,16 +217,22 @@ impl AppState {
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
         let channel = endpoint.connect_lazy();
+        let backend_key = BackendKey::new(settings)?;
         Ok(Self(Arc::new(StateInner {
-            auth: AuthClient::new(channel.clone()),
+            auth: AuthClient::with_interceptor(channel.clone(), backend_key),
             health: HealthClient::new(channel),
             backend_timeout,
             ready_timeout: READY_TIMEOUT.min(backend_timeout),
             body_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
             max_body_bytes: settings.max_body_bytes,
             proxies,
+            proxy_watch: client_ip::UntrustedProxyWatch::default(),
             limiter: RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
             draining: AtomicBool::new(false),
+            readiness: health::ReadinessCache::default(),
+            jwks: jwks::JwksCache::default(),
+            issuer: crate::config::TokenSettings::default().issuer,
+            public_url: settings.public_url.clone(),
         })))
     }
 }
@@ -154,13 +245,30 @@ pub const READYZ_PATH: &str = "/readyz";
 /// The gateway's routes, wrapped in the edge middleware. Every response that
 /// is not a success is the JSON error shape, including unknown routes and methods.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/auth/mp_login", post(login::mp_login))
-        .route(HEALTHZ_PATH, get(health::healthz))
-        .route(READYZ_PATH, get(health::readyz))
-        .route("/openapi.json", get(openapi::openapi_json))
+    with_edge(
+        Router::new()
+            .route("/auth/mp_login", post(login::mp_login))
+            .route("/auth/refresh", post(session::refresh))
+            .route("/auth/logout", post(session::logout))
+            .route("/.well-known/jwks.json", get(jwks::jwks))
+            .route("/.well-known/openid-configuration", get(jwks::discovery))
+            .route(HEALTHZ_PATH, get(health::healthz))
+            .route(READYZ_PATH, get(health::readyz))
+            .route("/openapi.json", get(openapi::openapi_json)),
+        state,
+    )
+}
+
+/// Wraps `routes` in what every request passes: the not-found and
+/// method-not-allowed answers, the panic catcher and the edge middleware.
+pub fn with_edge(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        // Inside the edge, so a caught panic is rendered like any error (JSON, request id).
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response as fn(Box<dyn std::any::Any + Send>) -> axum::response::Response,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             edge::edge,
@@ -168,9 +276,30 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// A handler panicked: answer that request 500 `INTERNAL` and keep serving.
+/// Counted as `mp_auth_http_panics_total`; the panic hook logged the location.
+fn panic_response(_payload: Box<dyn std::any::Any + Send>) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    metrics::counter!("mp_auth_http_panics_total").increment(1);
+    ApiError::Unexpected(anyhow::anyhow!("a request handler panicked")).into_response()
+}
+
+/// The probe listener's routes: liveness and readiness only.
+fn probe_router(state: AppState) -> Router {
+    Router::new()
+        .route(HEALTHZ_PATH, get(health::healthz))
+        .route(READYZ_PATH, get(health::readyz))
+        .fallback(|| async { ApiError::NotFound })
+        .with_state(state)
+}
+
+/// Connections the probe listener keeps open at most (kubelets and balancers).
+const PROBE_MAX_CONNECTIONS: usize = 64;
+
 /// A bound, ready-to-run gateway.
 pub struct Gateway {
     listener: TcpListener,
+    probe_listener: Option<TcpListener>,
     state: AppState,
     settings: GatewaySettings,
 }
@@ -180,18 +309,32 @@ impl Gateway {
     /// the backend may be down) and binds `gateway.listen` (port 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Gateway> {
         let gw = &settings.gateway;
-        let state = AppState::new(gw)?;
+        let state = AppState::new(gw)?.with_issuer(&settings.token.issuer);
         let listener = TcpListener::bind(gw.listen).await.with_context(|| {
             format!(
                 "binding gateway listener {} (set MP_AUTH_GATEWAY__LISTEN or --listen)",
                 gw.listen
             )
         })?;
+        let probe_listener = match gw.probe_listen {
+            Some(addr) => Some(TcpListener::bind(addr).await.with_context(|| {
+                format!("binding gateway probe listener {addr} (MP_AUTH_GATEWAY__PROBE_LISTEN)")
+            })?),
+            None => None,
+        };
         Ok(Gateway {
             listener,
+            probe_listener,
             state,
             settings: gw.clone(),
         })
+    }
+
+    /// The probe listener's address, when one is configured.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The address actually bound.
@@ -206,10 +349,33 @@ impl Gateway {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let state = self.state.clone();
+        let (stop_probes, probes_stopped) = tokio::sync::oneshot::channel::<()>();
+        let probes = self.probe_listener.map(|listener| {
+            tokio::spawn(server::serve(
+                listener,
+                probe_router(self.state.clone()),
+                server::ConnectionLimits {
+                    header_read_timeout: Duration::from_millis(
+                        self.settings.header_read_timeout_ms,
+                    ),
+                    max_header_bytes: server::MIN_HEADER_BYTES,
+                    max_connections: PROBE_MAX_CONNECTIONS,
+                },
+                Duration::ZERO,
+                || {},
+                async {
+                    let _ = probes_stopped.await;
+                },
+            ))
+        });
         server::serve(
             self.listener,
             router(self.state),
-            Duration::from_millis(self.settings.header_read_timeout_ms),
+            server::ConnectionLimits {
+                header_read_timeout: Duration::from_millis(self.settings.header_read_timeout_ms),
+                max_header_bytes: self.settings.max_header_bytes,
+                max_connections: self.settings.max_connections,
+            },
             Duration::from_millis(self.settings.drain_timeout_ms),
             move || {
                 state
@@ -219,6 +385,11 @@ impl Gateway {
             shutdown,
         )
         .await;
+        // Probes answer (readyz: 503 while draining) until the public port is drained.
+        let _ = stop_probes.send(());
+        if let Some(probes) = probes {
+            let _ = probes.await;
+        }
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the OpenAPI 3 document, generated from the handlers'
 //! `#[utoipa::path]` annotations and the `ToSchema` types, so it cannot drift.
 
-use super::{error, health, login};
+use super::{error, health, jwks, login, session};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -14,16 +14,31 @@ use utoipa::OpenApi;
                        Errors are JSON {reason, message, action, field?, request_id}; \
                        switch on `reason`. See docs/http-api.md."
     ),
-    paths(login::mp_login, health::healthz, health::readyz, openapi_json),
+    paths(
+        login::mp_login,
+        session::refresh,
+        session::logout,
+        jwks::jwks,
+        jwks::discovery,
+        health::healthz,
+        health::readyz,
+        openapi_json
+    ),
     components(schemas(
         login::LoginRequest,
         login::LoginResponse,
+        session::RefreshRequest,
+        session::RefreshResponse,
+        session::LogoutRequest,
+        session::LogoutResponse,
         error::ErrorBody,
         error::Reason,
         health::HealthStatus
     )),
     tags(
         (name = "auth", description = "Mini-program login"),
+        (name = "sessions", description = "Refresh and logout"),
+        (name = "keys", description = "Public keys for verifying access tokens"),
         (name = "health", description = "Probes for load balancers and Kubernetes"),
         (name = "meta", description = "This document")
     )
@@ -44,7 +59,14 @@ mod tests {
     #[test]
     fn the_document_lists_every_route_and_the_error_reasons() {
         let doc = serde_json::to_value(ApiDoc::openapi()).unwrap();
-        for path in ["/auth/mp_login", "/healthz", "/readyz", "/openapi.json"] {
+        for path in [
+            "/auth/mp_login",
+            "/auth/refresh",
+            "/auth/logout",
+            "/healthz",
+            "/readyz",
+            "/openapi.json",
+        ] {
             assert!(doc["paths"].get(path).is_some(), "{path} missing");
         }
         let login = &doc["paths"]["/auth/mp_login"]["post"];

@@ -1,13 +1,20 @@
 //! The `mpauth.v1.Auth` service: parses the wire request into domain types,
 //! runs the login use case, and writes one log line and metrics per request.
 
-use super::error::{row, to_status};
+use super::{
+    caller_auth::authorize,
+    error::{reason_of, row, session_status, to_status, verify_status},
+};
 use crate::{
+    callers::{CallerRegistry, Permission},
     domain::{AppId, FieldError, LoginCode, PhoneCode},
     login::{LoginError, LoginRequest, LoginService, PhoneProof},
     proto::{self, mini_program_login_request::Phone},
+    sessions::{LogoutCredential, SessionError, VerifyError},
 };
+use secrecy::ExposeSecret as _;
 use std::{sync::Arc, time::Instant};
+use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status};
 
 /// Largest accepted `encrypted_data` (the phone payload is ~200 characters).
@@ -19,24 +26,53 @@ pub const CLIENT_IP_HEADER: &str = "x-client-ip";
 /// The gRPC service implementation.
 pub struct AuthService {
     login: Arc<LoginService>,
+    callers: Arc<CallerRegistry>,
+    /// Set with `grpc.protect_login_rpcs`: the login, refresh and logout RPCs
+    /// need a key with `auth:login`.
+    protect_login: bool,
+    /// The detached login tasks, waited for by graceful shutdown.
+    tracker: TaskTracker,
 }
 
 impl AuthService {
-    pub fn new(login: Arc<LoginService>) -> Self {
-        Self { login }
+    pub fn new(
+        login: Arc<LoginService>,
+        callers: Arc<CallerRegistry>,
+        tracker: TaskTracker,
+    ) -> Self {
+        Self {
+            login,
+            callers,
+            protect_login: false,
+            tracker,
+        }
+    }
+
+    /// Requires an API key with `auth:login` on the login, refresh and logout RPCs.
+    pub fn protect_login_rpcs(mut self) -> Self {
+        self.protect_login = true;
+        self
+    }
+
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        if self.protect_login {
+            authorize(&self.callers, request, Permission::AuthLogin).map(|_| ())
+        } else {
+            Ok(())
+        }
     }
 }
 
 /// Parses the wire request; every error names the offending field.
 pub fn parse_request(req: proto::MiniProgramLoginRequest) -> Result<LoginRequest, FieldError> {
-    let app_id = if req.app_id.trim().is_empty() {
+    let app_id = if req.app_id.is_empty() {
         None
     } else {
         Some(AppId::parse(&req.app_id)?)
     };
     let code = LoginCode::parse(&req.code)?;
     let phone = match req.phone {
-        Some(Phone::PhoneCode(c)) => PhoneProof::Code(PhoneCode::parse(&c)?),
+        Some(Phone::PhoneCode(c)) => Some(PhoneProof::Code(PhoneCode::parse(&c)?)),
         Some(Phone::Encrypted(e)) => {
             for (field, value) in [("encrypted_data", &e.encrypted_data), ("iv", &e.iv)] {
                 if value.trim().is_empty() {
@@ -46,17 +82,13 @@ pub fn parse_request(req: proto::MiniProgramLoginRequest) -> Result<LoginRequest
                     return Err(FieldError::new(field, "is too long"));
                 }
             }
-            PhoneProof::Encrypted {
+            Some(PhoneProof::Encrypted {
                 encrypted_data: e.encrypted_data,
                 iv: e.iv,
-            }
+            })
         }
-        None => {
-            return Err(FieldError::new(
-                "phone",
-                "is required: send phone_code (preferred) or encrypted.encrypted_data + encrypted.iv",
-            ));
-        }
+        // A silent login (静默登录).
+        None => None,
     };
     Ok(LoginRequest {
         app_id,
@@ -73,93 +105,324 @@ fn metadata_str<'a, T>(req: &'a Request<T>, key: &str) -> &'a str {
         .unwrap_or("")
 }
 
-#[tonic::async_trait]
-impl proto::auth_server::Auth for AuthService {
-    async fn mini_program_login(
-        &self,
-        request: Request<proto::MiniProgramLoginRequest>,
-    ) -> Result<Response<proto::MiniProgramLoginResponse>, Status> {
-        let started = Instant::now();
-        let request_id = metadata_str(&request, REQUEST_ID_HEADER).to_owned();
-        let client_ip = match metadata_str(&request, CLIENT_IP_HEADER) {
+/// Who asked, for the log lines.
+struct CallContext {
+    request_id: String,
+    client_ip: String,
+    started: Instant,
+}
+
+impl CallContext {
+    fn of<T>(request: &Request<T>) -> Self {
+        let client_ip = match metadata_str(request, CLIENT_IP_HEADER) {
             "" => request
                 .remote_addr()
                 .map(|a| a.ip().to_string())
                 .unwrap_or_default(),
             ip => ip.to_owned(),
         };
-        let wire = request.into_inner();
-        let requested_app = wire.app_id.clone();
-        let result = match parse_request(wire) {
-            Ok(parsed) => {
-                let flow = parsed.phone.flow();
-                (flow, self.login.login(parsed).await)
+        Self {
+            request_id: metadata_str(request, REQUEST_ID_HEADER).to_owned(),
+            client_ip,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// One login, from the wire request to the log line and metrics. Runs on its
+/// own task: it completes (and is recorded) even if the caller leaves.
+async fn run_login(
+    login: Arc<LoginService>,
+    ctx: CallContext,
+    wire: proto::MiniProgramLoginRequest,
+) -> Result<Response<proto::MiniProgramLoginResponse>, Status> {
+    let CallContext {
+        request_id,
+        client_ip,
+        started,
+    } = ctx;
+    // Labels and log fields name only a configured app, never the wire value:
+    // a client must not be able to mint new metric series.
+    let mut resolved_app = String::new();
+    let (flow, result) = match parse_request(wire) {
+        Ok(parsed) => {
+            let flow = parsed.flow();
+            if let Ok(app) = login.resolve_app(parsed.app_id.as_ref()) {
+                resolved_app = app.as_str().to_owned();
             }
-            Err(field) => ("unknown", Err(LoginError::InvalidField(field))),
-        };
-        let (flow, result) = result;
-        let elapsed = started.elapsed();
-        metrics::histogram!("mp_auth_login_duration_seconds", "flow" => flow)
-            .record(elapsed.as_secs_f64());
-        match result {
-            Ok(ok) => {
-                metrics::counter!("mp_auth_logins_total", "outcome" => "success", "reason" => "OK", "flow" => flow, "app_id" => ok.app_id.to_string()).increment(1);
-                tracing::info!(
-                    request_id, client_ip, app_id = %ok.app_id, flow, outcome = "success", reason = "OK",
-                    user_id = %ok.user_id, is_new_user = ok.is_new_user, phone = %ok.phone_masked,
-                    latency_ms = elapsed.as_secs_f64() * 1e3, "login"
+            (flow, login.login(parsed).await)
+        }
+        Err(field) => ("unknown", Err(LoginError::InvalidField(field))),
+    };
+    let elapsed = started.elapsed();
+    metrics::histogram!("mp_auth_login_duration_seconds", "flow" => flow)
+        .record(elapsed.as_secs_f64());
+    match result {
+        Ok(ok) => {
+            metrics::counter!("mp_auth_logins_total", "outcome" => "success", "reason" => "OK", "flow" => flow, "app_id" => ok.app_id.to_string()).increment(1);
+            tracing::info!(
+                request_id, client_ip, app_id = %ok.app_id, flow, outcome = "success", reason = "OK",
+                user_id = %ok.user_id, is_new_user = ok.is_new_user, session_id = %ok.session.session_id,
+                phone = %ok.phone_masked, latency_ms = elapsed.as_secs_f64() * 1e3, "login"
+            );
+            let session = ok.session;
+            Ok(Response::new(proto::MiniProgramLoginResponse {
+                access_token: session.access_token,
+                token_type: "Bearer".into(),
+                expires_in: session.expires_in as i64,
+                user_id: ok.user_id.to_string(),
+                openid: ok.openid.as_str().to_owned(),
+                unionid: ok
+                    .unionid
+                    .map(|u| u.as_str().to_owned())
+                    .unwrap_or_default(),
+                is_new_user: ok.is_new_user,
+                app_id: ok.app_id.as_str().to_owned(),
+                refresh_token: session.refresh_token.expose_secret().to_owned(),
+                refresh_expires_in: session.refresh_expires_in as i64,
+                session_id: session.session_id,
+                linked_by_unionid: ok.linked_by_unionid,
+            }))
+        }
+        Err(err) => {
+            let r = row(&err);
+            let app_id = resolved_app.as_str();
+            metrics::counter!("mp_auth_logins_total", "outcome" => "error", "reason" => r.reason, "flow" => flow, "app_id" => resolved_app.clone()).increment(1);
+            if let LoginError::Internal(source) = &err {
+                tracing::error!(
+                    request_id,
+                    client_ip,
+                    app_id,
+                    flow,
+                    outcome = "error",
+                    reason = r.reason,
+                    error = format!("{source:#}"),
+                    latency_ms = elapsed.as_secs_f64() * 1e3,
+                    "login"
                 );
-                Ok(Response::new(proto::MiniProgramLoginResponse {
-                    access_token: ok.access_token,
-                    token_type: "Bearer".into(),
-                    expires_in: ok.expires_in as i64,
-                    user_id: ok.user_id.to_string(),
-                    openid: ok.openid.as_str().to_owned(),
-                    unionid: ok
-                        .unionid
-                        .map(|u| u.as_str().to_owned())
-                        .unwrap_or_default(),
-                    is_new_user: ok.is_new_user,
-                    app_id: ok.app_id.as_str().to_owned(),
+            } else {
+                tracing::info!(
+                    request_id,
+                    client_ip,
+                    app_id,
+                    flow,
+                    outcome = "error",
+                    reason = r.reason,
+                    latency_ms = elapsed.as_secs_f64() * 1e3,
+                    "login"
+                );
+            }
+            Err(to_status(&err))
+        }
+    }
+}
+
+fn optional_app(app_id: &str) -> Result<Option<AppId>, FieldError> {
+    if app_id.is_empty() {
+        Ok(None)
+    } else {
+        AppId::parse(app_id).map(Some)
+    }
+}
+
+/// One log line and the status of a failed session call.
+fn session_failure(ctx: &CallContext, action: &'static str, err: &SessionError) -> Status {
+    let status = session_status(err);
+    let reason = reason_of(&status).unwrap_or_default();
+    let latency_ms = ctx.started.elapsed().as_secs_f64() * 1e3;
+    if let SessionError::Internal(source) = err {
+        tracing::error!(
+            request_id = ctx.request_id,
+            client_ip = ctx.client_ip,
+            action,
+            outcome = "error",
+            reason,
+            error = format!("{source:#}"),
+            latency_ms,
+            "session"
+        );
+    } else {
+        tracing::info!(
+            request_id = ctx.request_id,
+            client_ip = ctx.client_ip,
+            action,
+            outcome = "error",
+            reason,
+            latency_ms,
+            "session"
+        );
+    }
+    status
+}
+
+#[tonic::async_trait]
+impl proto::auth_server::Auth for AuthService {
+    async fn mini_program_login(
+        &self,
+        request: Request<proto::MiniProgramLoginRequest>,
+    ) -> Result<Response<proto::MiniProgramLoginResponse>, Status> {
+        self.admit(&request)?;
+        let ctx = CallContext::of(&request);
+        let wire = request.into_inner();
+        let login = self.login.clone();
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        // WeChat codes are single-use: once accepted, a login runs to the end
+        // and records its outcome whoever is still listening (the tracker lets
+        // graceful shutdown wait for it).
+        self.tracker.spawn(async move {
+            let result = run_login(login, ctx, wire).await;
+            if answer.send(result).is_err() {
+                metrics::counter!("mp_auth_logins_completed_after_caller_left_total").increment(1);
+                tracing::info!("login completed after the caller left");
+            }
+        });
+        answered
+            .await
+            .unwrap_or_else(|_| Err(Status::internal("internal error")))
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<proto::RefreshSessionRequest>,
+    ) -> Result<Response<proto::RefreshSessionResponse>, Status> {
+        self.admit(&request)?;
+        let ctx = CallContext::of(&request);
+        let req = request.into_inner();
+        let sessions = self.login.sessions();
+        let result = match optional_app(&req.app_id) {
+            Ok(app) => sessions.refresh(app.as_ref(), &req.refresh_token).await,
+            Err(field) => Err(SessionError::InvalidField(field)),
+        };
+        let tokens = result.map_err(|e| session_failure(&ctx, "refresh", &e))?;
+        tracing::info!(request_id = ctx.request_id, client_ip = ctx.client_ip, action = "refresh",
+            outcome = "success", app_id = %tokens.app_id, user_id = %tokens.user_id,
+            session_id = %tokens.session_id,
+            latency_ms = ctx.started.elapsed().as_secs_f64() * 1e3, "session");
+        Ok(Response::new(proto::RefreshSessionResponse {
+            access_token: tokens.access_token,
+            token_type: "Bearer".into(),
+            expires_in: tokens.expires_in as i64,
+            refresh_token: tokens.refresh_token.expose_secret().to_owned(),
+            refresh_expires_in: tokens.refresh_expires_in as i64,
+            session_id: tokens.session_id,
+            user_id: tokens.user_id.to_string(),
+            app_id: tokens.app_id.as_str().to_owned(),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        self.admit(&request)?;
+        self.do_logout(request, false).await
+    }
+
+    async fn logout_all(
+        &self,
+        request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        self.admit(&request)?;
+        self.do_logout(request, true).await
+    }
+
+    async fn verify_token(
+        &self,
+        request: Request<proto::VerifyTokenRequest>,
+    ) -> Result<Response<proto::VerifyTokenResponse>, Status> {
+        self.verify(request).await
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<proto::GetJwksRequest>,
+    ) -> Result<Response<proto::GetJwksResponse>, Status> {
+        let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let keys = self
+            .login
+            .sessions()
+            .tokens()
+            .jwks()
+            .iter()
+            .map(|k| proto::Jwk {
+                kty: text(k, "kty"),
+                crv: text(k, "crv"),
+                x: text(k, "x"),
+                y: text(k, "y"),
+                kid: text(k, "kid"),
+                alg: text(k, "alg"),
+                r#use: text(k, "use"),
+            })
+            .collect();
+        Ok(Response::new(proto::GetJwksResponse { keys }))
+    }
+}
+
+impl AuthService {
+    async fn verify(
+        &self,
+        request: Request<proto::VerifyTokenRequest>,
+    ) -> Result<Response<proto::VerifyTokenResponse>, Status> {
+        let caller = authorize(&self.callers, &request, Permission::TokensVerify)?;
+        let token = request.get_ref().access_token.trim();
+        let token = token.strip_prefix("Bearer ").unwrap_or(token);
+        match self.login.sessions().verify_online(token) {
+            Ok(verified) => {
+                let c = verified.claims;
+                metrics::counter!("mp_auth_token_verifications_total", "outcome" => "valid")
+                    .increment(1);
+                Ok(Response::new(proto::VerifyTokenResponse {
+                    user_id: c.sub,
+                    app_id: c.client_id,
+                    session_id: c.sid.unwrap_or_default(),
+                    expires_at: c.exp as i64,
+                    issued_at: c.iat as i64,
+                    jti: c.jti,
                 }))
             }
             Err(err) => {
-                let r = row(&err);
-                // Only configured app ids become label values (bounded cardinality).
-                let known_app =
-                    !matches!(err, LoginError::UnknownApp | LoginError::InvalidField(_));
-                let app_id: &str = if known_app && AppId::parse(&requested_app).is_ok() {
-                    &requested_app
-                } else {
-                    ""
-                };
-                metrics::counter!("mp_auth_logins_total", "outcome" => "error", "reason" => r.reason, "flow" => flow, "app_id" => app_id.to_owned()).increment(1);
-                if let LoginError::Internal(source) = &err {
-                    tracing::error!(
-                        request_id,
-                        client_ip,
-                        app_id,
-                        flow,
-                        outcome = "error",
-                        reason = r.reason,
-                        error = format!("{source:#}"),
-                        latency_ms = elapsed.as_secs_f64() * 1e3,
-                        "login"
-                    );
-                } else {
-                    tracing::info!(
-                        request_id,
-                        client_ip,
-                        app_id,
-                        flow,
-                        outcome = "error",
-                        reason = r.reason,
-                        latency_ms = elapsed.as_secs_f64() * 1e3,
-                        "login"
-                    );
+                let status = verify_status(&err);
+                let reason = reason_of(&status).unwrap_or_default();
+                metrics::counter!("mp_auth_token_verifications_total", "outcome" => reason.to_ascii_lowercase()).increment(1);
+                if let VerifyError::Invalid(detail) = &err {
+                    tracing::debug!(caller = caller.name, detail, "token refused");
                 }
-                Err(to_status(&err))
+                Err(status)
             }
         }
+    }
+
+    async fn do_logout(
+        &self,
+        request: Request<proto::LogoutRequest>,
+        all: bool,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        use proto::logout_request::Credential;
+        let ctx = CallContext::of(&request);
+        let action = if all { "logout_all" } else { "logout" };
+        let credential = match &request.get_ref().credential {
+            Some(Credential::RefreshToken(t)) if !t.is_empty() => LogoutCredential::RefreshToken(t),
+            Some(Credential::AccessToken(t)) if !t.is_empty() => LogoutCredential::AccessToken(t),
+            _ => {
+                let err = SessionError::InvalidField(FieldError::new(
+                    "credential",
+                    "is required: refresh_token or access_token",
+                ));
+                return Err(session_failure(&ctx, action, &err));
+            }
+        };
+        let outcome = self
+            .login
+            .sessions()
+            .logout(credential, all)
+            .await
+            .map_err(|e| session_failure(&ctx, action, &e))?;
+        tracing::info!(request_id = ctx.request_id, client_ip = ctx.client_ip, action,
+            outcome = "success", user_id = %outcome.user_id, sessions_revoked = outcome.sessions_revoked,
+            latency_ms = ctx.started.elapsed().as_secs_f64() * 1e3, "session");
+        Ok(Response::new(proto::LogoutResponse {
+            user_id: outcome.user_id.to_string(),
+            sessions_revoked: outcome.sessions_revoked,
+        }))
     }
 }

@@ -2,7 +2,13 @@
 //! machine-readable reason in `google.rpc.ErrorInfo` (domain `mpauth.v1`),
 //! and a message safe for clients. Internal details are logged, never returned.
 
-use crate::login::LoginError;
+use crate::{
+    callers::CallerError,
+    domain::FieldError,
+    login::LoginError,
+    sessions::{SessionError, VerifyError},
+    users::UsersError,
+};
 use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -35,10 +41,42 @@ pub fn row(err: &LoginError) -> ErrorRow {
         E::SessionKeyStale => (Code::FailedPrecondition, "SESSION_KEY_STALE"),
         E::WatermarkMismatch => (Code::InvalidArgument, "WATERMARK_MISMATCH"),
         E::EncryptedDataExpired => (Code::FailedPrecondition, "ENCRYPTED_DATA_EXPIRED"),
+        E::PhoneRequired => (Code::FailedPrecondition, "PHONE_REQUIRED"),
+        E::TooManyAttempts => (Code::ResourceExhausted, "RATE_LIMITED"),
         E::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
         E::Internal(_) => (Code::Internal, "INTERNAL"),
     };
     ErrorRow { code, reason }
+}
+
+/// The details a status carries besides its code: `ErrorInfo` metadata, a
+/// `BadRequest` violation for a field, a `RetryInfo` delay.
+#[derive(Default)]
+struct Details {
+    metadata: HashMap<String, String>,
+    details: ErrorDetails,
+}
+
+impl Details {
+    fn field(&mut self, field: &FieldError) {
+        self.meta("field", field.field);
+        self.details
+            .add_bad_request_violation(field.field, field.problem);
+    }
+
+    fn meta(&mut self, key: &str, value: impl Into<String>) {
+        self.metadata.insert(key.to_owned(), value.into());
+    }
+
+    fn retry_after(&mut self, delay: Duration) {
+        self.details.set_retry_info(Some(delay));
+    }
+
+    fn into_status(mut self, code: Code, reason: &str, message: String) -> Status {
+        self.details
+            .set_error_info(reason, ERROR_DOMAIN, self.metadata);
+        Status::with_error_details(code, message, self.details)
+    }
 }
 
 /// Builds the status for a login error: the table's code and reason, the
@@ -46,23 +84,94 @@ pub fn row(err: &LoginError) -> ErrorRow {
 /// and a retry delay for rate limits.
 pub fn to_status(err: &LoginError) -> Status {
     let ErrorRow { code, reason } = row(err);
-    let mut metadata = HashMap::new();
-    let mut details = ErrorDetails::new();
+    let mut d = Details::default();
     match err {
-        LoginError::InvalidField(field) => {
-            metadata.insert("field".to_owned(), field.field.to_owned());
-            details.add_bad_request_violation(field.field, field.problem);
-        }
-        LoginError::AppIdRequired => {
-            metadata.insert("field".to_owned(), "app_id".to_owned());
-        }
-        LoginError::RateLimited => {
-            details.set_retry_info(Some(Duration::from_secs(60)));
+        LoginError::InvalidField(field) => d.field(field),
+        LoginError::AppIdRequired => d.meta("field", "app_id"),
+        LoginError::RateLimited | LoginError::TooManyAttempts => {
+            d.retry_after(Duration::from_secs(60))
         }
         _ => {}
     }
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
-    Status::with_error_details(code, err.to_string(), details)
+    d.into_status(code, reason, err.to_string())
+}
+
+/// The status for a failed refresh or logout.
+pub fn session_status(err: &SessionError) -> Status {
+    use SessionError as E;
+    let (code, reason) = match err {
+        E::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        E::AppIdRequired => (Code::InvalidArgument, "APP_ID_REQUIRED"),
+        E::UnknownApp => (Code::NotFound, "UNKNOWN_APP"),
+        E::RefreshTokenInvalid => (Code::Unauthenticated, "REFRESH_TOKEN_INVALID"),
+        E::WrongApp => (Code::Unauthenticated, "REFRESH_TOKEN_WRONG_APP"),
+        E::Reused => (Code::Unauthenticated, "REFRESH_TOKEN_REUSED"),
+        E::Revoked => (Code::Unauthenticated, "SESSION_REVOKED"),
+        E::Expired => (Code::Unauthenticated, "SESSION_EXPIRED"),
+        E::AccessTokenInvalid => (Code::Unauthenticated, "TOKEN_INVALID"),
+        E::RateLimited => (Code::ResourceExhausted, "RATE_LIMITED"),
+        E::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
+        E::Internal(_) => (Code::Internal, "INTERNAL"),
+    };
+    let mut d = Details::default();
+    match err {
+        E::InvalidField(field) => d.field(field),
+        E::AppIdRequired => d.meta("field", "app_id"),
+        E::RateLimited => d.retry_after(Duration::from_secs(60)),
+        _ => {}
+    }
+    d.into_status(code, reason, err.to_string())
+}
+
+/// The status for a token refused by online verification.
+pub fn verify_status(err: &VerifyError) -> Status {
+    use VerifyError as E;
+    let (code, reason) = match err {
+        E::Expired => (Code::Unauthenticated, "TOKEN_EXPIRED"),
+        E::NotYetValid => (Code::Unauthenticated, "TOKEN_NOT_YET_VALID"),
+        E::KeyUnknown => (Code::Unauthenticated, "KEY_UNKNOWN"),
+        E::Invalid(_) => (Code::Unauthenticated, "TOKEN_INVALID"),
+        E::Revoked => (Code::Unauthenticated, "TOKEN_REVOKED"),
+        E::RevocationUnavailable => (Code::Unavailable, "REVOCATION_UNAVAILABLE"),
+    };
+    // The Invalid detail is for logs only: the message is the variant's fixed text.
+    Details::default().into_status(code, reason, err.to_string())
+}
+
+/// The status for a refused internal caller (see [`crate::callers`]).
+pub fn caller_status(err: &CallerError) -> Status {
+    let (code, reason) = match err {
+        CallerError::Missing | CallerError::Invalid => {
+            (Code::Unauthenticated, "CALLER_UNAUTHENTICATED")
+        }
+        CallerError::RateLimited => (Code::ResourceExhausted, "CALLER_RATE_LIMITED"),
+        CallerError::PermissionDenied { .. } => (Code::PermissionDenied, "PERMISSION_DENIED"),
+    };
+    let mut d = Details::default();
+    match err {
+        CallerError::PermissionDenied { permission } => d.meta("permission", permission.as_str()),
+        CallerError::RateLimited => d.retry_after(Duration::from_secs(60)),
+        CallerError::Missing | CallerError::Invalid => {}
+    }
+    d.into_status(code, reason, err.to_string())
+}
+
+/// The status for a failed Users call.
+pub fn users_status(err: &UsersError) -> Status {
+    let (code, reason) = match err {
+        UsersError::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        UsersError::NotFound => (Code::NotFound, "USER_NOT_FOUND"),
+        UsersError::Deleted(_) => (Code::NotFound, "USER_DELETED"),
+        UsersError::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
+        UsersError::Internal(_) => (Code::Internal, "INTERNAL"),
+    };
+    let mut d = Details::default();
+    match err {
+        UsersError::InvalidField(field) => d.field(field),
+        UsersError::Deleted(t) => d.meta("deleted_at_ms", t.deleted_at_ms.to_string()),
+        _ => {}
+    }
+    d.into_status(code, reason, err.to_string())
 }
 
 /// Reads the reason back from a status (used by the gateway and tests).

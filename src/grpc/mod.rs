@@ -2,7 +2,9 @@
 //! reflection and the server lifecycle. Generated types stay here and in the gateway.
 
 pub mod auth;
+pub mod caller_auth;
 pub mod error;
 pub mod server;
+pub mod users;
 
 pub use server::{GrpcServer, HEALTH_AUTH, HEALTH_LIVENESS, build_login_service};

@@ -3,12 +3,19 @@
 //! last-resort panic layer, HTTP/2 limits, and a bounded graceful shutdown.
 
 use super::auth::AuthService;
+use super::users::UsersGrpc;
+use crate::{
+    callers::CallerRegistry,
+    proto::users_server::UsersServer,
+    sessions::{RefreshCodec, SessionService},
+    users::UsersService,
+};
 use crate::{
     config::{GrpcSettings, Settings},
     login::{LoginService, SessionVault},
     proto::auth_server::AuthServer,
     store::Store,
-    tokens::{Hs256Signer, TokenIssuer},
+    tokens::TokenIssuer,
     wechat::WechatClient,
 };
 use anyhow::Context as _;
@@ -31,9 +38,10 @@ pub const HEALTH_AUTH: &str = "mpauth.v1.Auth";
 pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<LoginService>> {
     settings.validate_common()?;
     let apps = settings.app_credentials()?;
-    let signer = Hs256Signer::new(&settings.token_secret()?)?;
-    let tokens = TokenIssuer::new(&settings.token, Box::new(signer))?;
-    let vault = SessionVault::new(&settings.session_key_encryption_key()?);
+    let signer = crate::tokens::signer_from_settings(settings)?;
+    let tokens = Arc::new(TokenIssuer::new(&settings.token, signer)?);
+    let master_key = settings.session_key_encryption_key()?;
+    let vault = SessionVault::new(&master_key);
     let wechat =
         WechatClient::new(&settings.wechat, &apps).context("building the WeChat client")?;
     let store = Store::connect(&settings.database_url()?, &settings.database)
@@ -43,8 +51,15 @@ pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<Logi
         let applied = store.migrate().await.context("running migrations")?;
         tracing::info!(applied, "migrations applied");
     }
+    let sessions = Arc::new(SessionService::new(
+        store.clone(),
+        tokens,
+        RefreshCodec::new(&master_key),
+        apps.iter().map(|a| a.app_id.clone()).collect(),
+        &settings.sessions,
+    ));
     Ok(Arc::new(LoginService::new(
-        settings, &apps, wechat, store, tokens, vault,
+        settings, &apps, wechat, store, sessions, vault,
     )))
 }
 
@@ -52,6 +67,7 @@ pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<Logi
 pub struct GrpcServer {
     listener: TcpListener,
     login: Arc<LoginService>,
+    callers: Arc<CallerRegistry>,
     settings: Settings,
 }
 
@@ -64,6 +80,11 @@ impl GrpcServer {
 
     /// Binds the listener for an already assembled use case.
     pub async fn with_login(settings: &Settings, login: Arc<LoginService>) -> anyhow::Result<Self> {
+        let callers = Arc::new(
+            CallerRegistry::new(&settings.caller_entries()?).map_err(|e| {
+                anyhow::anyhow!("{e}. Fix: see the README's \"For internal services\" section")
+            })?,
+        );
         let listener = TcpListener::bind(settings.grpc.listen)
             .await
             .with_context(|| {
@@ -75,6 +96,7 @@ impl GrpcServer {
         Ok(Self {
             listener,
             login,
+            callers,
             settings: settings.clone(),
         })
     }
@@ -119,14 +141,42 @@ impl GrpcServer {
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1alpha()?;
 
-        let auth = AuthServer::new(AuthService::new(self.login.clone()))
+        let tracker = tokio_util::task::TaskTracker::new();
+        let mut auth_service =
+            AuthService::new(self.login.clone(), self.callers.clone(), tracker.clone());
+        if cfg.protect_login_rpcs {
+            auth_service = auth_service.protect_login_rpcs();
+        }
+        let sessions = self.login.sessions().clone();
+        let revocation_poller = tokio::spawn(sessions.revocations().clone().run(
+            sessions.store().clone(),
+            REVOCATION_POLL_INTERVAL,
+            // Every revocation that can still matter: the longest token lifetime plus leeway.
+            Duration::from_secs(
+                self.settings.token.ttl_secs + self.settings.token.leeway_secs + 60,
+            ),
+        ));
+        let auth = AuthServer::new(auth_service)
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
+
+        let users = UsersServer::new(UsersGrpc::new(
+            Arc::new(UsersService::new(self.login.store().clone())),
+            self.callers.clone(),
+        ))
+        .max_decoding_message_size(cfg.max_message_bytes)
+        .max_encoding_message_size(cfg.max_message_bytes);
 
         let checker = tokio::spawn(health_loop(
             self.login.store().clone(),
             reporter.clone(),
             Duration::from_millis(cfg.health_check_interval_ms),
+        ));
+        let cleaner = tokio::spawn(session_cleanup(
+            self.login.sessions().clone(),
+            Duration::from_secs(self.settings.sessions.cleanup_interval_secs),
+            // Revoked rows stay while their access tokens live (the revocation feed needs them).
+            Duration::from_secs(self.settings.token.ttl_secs + 3600),
         ));
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -138,6 +188,7 @@ impl GrpcServer {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(auth)
+            .add_service(users)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             });
@@ -146,11 +197,15 @@ impl GrpcServer {
         tokio::select! {
             res = &mut server => {
                 checker.abort();
+                cleaner.abort();
+                revocation_poller.abort();
                 return res.context("gRPC server task")?.context("gRPC server");
             }
             () = shutdown => {}
         }
         checker.abort();
+        cleaner.abort();
+        revocation_poller.abort();
         for name in ["", HEALTH_AUTH, HEALTH_LIVENESS] {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
@@ -158,9 +213,19 @@ impl GrpcServer {
         }
         let _ = stop_tx.send(());
         let drain = Duration::from_millis(cfg.drain_timeout_ms);
+        let started_drain = std::time::Instant::now();
         match tokio::time::timeout(drain, &mut server).await {
             Ok(res) => {
                 res.context("gRPC server task")?.context("gRPC server")?;
+                // Logins whose callers left still finish (within the same drain budget).
+                tracker.close();
+                let left = drain.saturating_sub(started_drain.elapsed());
+                if tokio::time::timeout(left, tracker.wait()).await.is_err() {
+                    tracing::warn!(
+                        logins = tracker.len(),
+                        "drain timeout reached with detached logins still running"
+                    );
+                }
                 tracing::info!("gRPC server drained and stopped");
             }
             Err(_) => {
@@ -211,16 +276,32 @@ fn grpc_internal_for_panic(_payload: Box<dyn Any + Send>) -> http::Response<toni
     tonic::Status::internal("internal error").into_http()
 }
 
+/// How often each replica polls new revocations (the bound on how long a
+/// logout takes to reach `VerifyToken` on every replica, plus one query).
+const REVOCATION_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Deletes ended sessions every `interval` (bounded batches over the expiry
+/// and revocation indexes; never on the login path).
+async fn session_cleanup(sessions: Arc<SessionService>, interval: Duration, retention: Duration) {
+    loop {
+        tokio::time::sleep(interval).await;
+        match sessions.cleanup(retention).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "ended sessions deleted"),
+            Err(e) => tracing::warn!(error = %e, "session cleanup failed; will retry"),
+        }
+    }
+}
+
 /// Flips `""` and `mpauth.v1.Auth` between SERVING and NOT_SERVING as the
 /// database comes and goes.
 async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration) {
     let mut last: Option<ServingStatus> = None;
     loop {
-        let healthy = tokio::time::timeout(interval.max(Duration::from_secs(1)), async {
-            store.ping().await.is_ok() && matches!(store.migrations_current().await, Ok(true))
-        })
-        .await
-        .unwrap_or(false);
+        // Its own connection: a pool full of logins must not make a busy replica unready.
+        let healthy = tokio::time::timeout(interval.max(Duration::from_secs(1)), store.health())
+            .await
+            .is_ok_and(|r| matches!(r, Ok(crate::store::Health::Ready)));
         let pool = store.pool_state();
         metrics::gauge!("mp_auth_db_pool_connections").set(f64::from(pool.connections));
         metrics::gauge!("mp_auth_db_pool_idle_connections").set(f64::from(pool.idle));

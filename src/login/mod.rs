@@ -10,8 +10,8 @@ pub use session_vault::{SessionVault, VaultError};
 use crate::{
     config::{AppCredentials, Settings},
     domain::{AppId, FieldError, LoginCode, OpenId, Phone, PhoneCode, SessionKey, UnionId, UserId},
-    store::{LoginRecord, Store, StoreError},
-    tokens::{TokenError, TokenIssuer},
+    sessions::{KeyedLimiter, SessionAt, SessionService, SessionTokens},
+    store::{LoginRecord, SilentLogin, SilentOutcome, Store, StoreError},
     wechat::{
         WechatClient, WechatError, WxSession,
         crypto::{DecryptError, decrypt_phone},
@@ -47,30 +47,38 @@ pub struct LoginRequest {
     pub app_id: Option<AppId>,
     /// The `wx.login` code.
     pub code: LoginCode,
-    /// The phone proof.
-    pub phone: PhoneProof,
+    /// The phone proof; `None` asks for a silent login (静默登录) of a known user.
+    pub phone: Option<PhoneProof>,
+}
+
+impl LoginRequest {
+    /// The flow's name for logs and metrics.
+    pub fn flow(&self) -> &'static str {
+        self.phone.as_ref().map_or("silent", PhoneProof::flow)
+    }
 }
 
 /// A successful login.
 #[derive(Clone)]
 pub struct LoginResponse {
-    /// The JWT access token. Secret: never log it.
-    pub access_token: String,
-    /// Lifetime of the token in seconds.
-    pub expires_in: u64,
+    /// The access and refresh tokens of the session this login started. Secret.
+    pub session: SessionTokens,
     pub user_id: UserId,
     pub app_id: AppId,
     pub openid: OpenId,
     pub unionid: Option<UnionId>,
     pub is_new_user: bool,
-    /// Masked phone, for the request log line.
+    /// True when a silent login linked this identity to the user of the same
+    /// unionid in another mini program.
+    pub linked_by_unionid: bool,
+    /// Masked phone, for the request log line (empty for a silent login).
     pub phone_masked: String,
 }
 
 impl std::fmt::Debug for LoginResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginResponse")
-            .field("access_token", &"[REDACTED]")
+            .field("session", &self.session)
             .field("user_id", &self.user_id)
             .field("app_id", &self.app_id)
             .field("is_new_user", &self.is_new_user)
@@ -127,6 +135,14 @@ pub enum LoginError {
     /// The encrypted data is too old (FAILED_PRECONDITION, `ENCRYPTED_DATA_EXPIRED`).
     #[error("the encrypted data has expired: ask the user to tap the phone button again")]
     EncryptedDataExpired,
+    /// A silent login of an identity no user is bound to: the client must ask
+    /// for the phone (FAILED_PRECONDITION, `PHONE_REQUIRED`). The session_key of
+    /// this `wx.login` is kept, so the legacy phone flow can follow.
+    #[error("this WeChat user is not registered yet: ask for the phone number (tap 一键登录)")]
+    PhoneRequired,
+    /// Too many silent logins of one WeChat identity (RESOURCE_EXHAUSTED, `RATE_LIMITED`).
+    #[error("too many logins of this user: retry in a minute")]
+    TooManyAttempts,
     /// The database is unreachable or saturated (UNAVAILABLE, `DATABASE_UNAVAILABLE`).
     #[error("the user database is unavailable: retry later")]
     DatabaseUnavailable,
@@ -153,6 +169,8 @@ impl LoginError {
             Self::SessionKeyStale => Self::SessionKeyStale,
             Self::WatermarkMismatch => Self::WatermarkMismatch,
             Self::EncryptedDataExpired => Self::EncryptedDataExpired,
+            Self::PhoneRequired => Self::PhoneRequired,
+            Self::TooManyAttempts => Self::TooManyAttempts,
             Self::DatabaseUnavailable => Self::DatabaseUnavailable,
             Self::Internal(_) => Self::Internal(anyhow::anyhow!(
                 "the concurrent login with the same code failed internally"
@@ -166,8 +184,9 @@ pub struct LoginService {
     apps: Vec<AppId>,
     wechat: WechatClient,
     store: Store,
-    tokens: TokenIssuer,
+    sessions: Arc<SessionService>,
     vault: SessionVault,
+    silent_limiter: KeyedLimiter,
     watermark_max_age: Duration,
     session_key_ttl: Duration,
     in_flight: in_flight::InFlight,
@@ -186,15 +205,16 @@ impl LoginService {
         apps: &[AppCredentials],
         wechat: WechatClient,
         store: Store,
-        tokens: TokenIssuer,
+        sessions: Arc<SessionService>,
         vault: SessionVault,
     ) -> Self {
         Self {
             apps: apps.iter().map(|a| a.app_id.clone()).collect(),
             wechat,
             store,
-            tokens,
+            sessions,
             vault,
+            silent_limiter: KeyedLimiter::per_minute(settings.sessions.silent_logins_per_minute),
             watermark_max_age: Duration::from_secs(settings.wechat.watermark_max_age_secs),
             session_key_ttl: Duration::from_secs(settings.session_keys.ttl_secs),
             in_flight: in_flight::InFlight::default(),
@@ -206,14 +226,17 @@ impl LoginService {
         &self.store
     }
 
-    /// The token issuer, for verification by callers that hold the service.
-    pub fn tokens(&self) -> &TokenIssuer {
-        &self.tokens
+    /// The sessions this service starts (refresh, logout, verification).
+    pub fn sessions(&self) -> &Arc<SessionService> {
+        &self.sessions
     }
 
-    fn resolve_app(&self, requested: Option<AppId>) -> Result<AppId, LoginError> {
+    /// The configured app a request is for: the requested one if configured,
+    /// or the only app when none was requested. Edges use it to label metrics
+    /// with configured apps only (bounded cardinality).
+    pub fn resolve_app(&self, requested: Option<&AppId>) -> Result<AppId, LoginError> {
         match requested {
-            Some(app) if self.apps.contains(&app) => Ok(app),
+            Some(app) if self.apps.contains(app) => Ok(app.clone()),
             Some(_) => Err(LoginError::UnknownApp),
             None => match self.apps.as_slice() {
                 [only] => Ok(only.clone()),
@@ -225,17 +248,18 @@ impl LoginService {
     /// Runs one login. A concurrent duplicate (same app, same `wx.login` code:
     /// a double tap) joins the login already running instead of burning the
     /// code a second time.
-    #[tracing::instrument(name = "login", skip_all, fields(app_id = tracing::field::Empty, flow = request.phone.flow(), user_id = tracing::field::Empty))]
+    #[tracing::instrument(name = "login", skip_all, fields(app_id = tracing::field::Empty, flow = request.flow(), user_id = tracing::field::Empty))]
     pub async fn login(
         self: &Arc<Self>,
         mut request: LoginRequest,
     ) -> Result<LoginResponse, LoginError> {
-        let app_id = self.resolve_app(request.app_id.take())?;
+        let app_id = self.resolve_app(request.app_id.take().as_ref())?;
         tracing::Span::current().record("app_id", tracing::field::display(&app_id));
         let key = in_flight::key(&app_id, &request.code);
+        let proof = in_flight::proof_digest(request.phone.as_ref());
         let this = Arc::clone(self);
         self.in_flight
-            .run(key, move || this.login_once(app_id, request).boxed())
+            .run(key, proof, move || this.login_once(app_id, request).boxed())
             .await
     }
 
@@ -258,7 +282,12 @@ impl LoginService {
             .map_err(|e| LoginError::Internal(e.into()))?;
         let key_expires_at = now_ms(now) + self.session_key_ttl.as_millis() as i64;
 
-        let phone = match self.phone(&app_id, &session, request.phone, now).await {
+        let Some(proof) = request.phone else {
+            return self
+                .silent(&app_id, session, &sealed, key_expires_at, now)
+                .await;
+        };
+        let phone = match self.phone(&app_id, &session, proof, now).await {
             Ok(phone) => phone,
             Err(err) => {
                 // Keep the fresh session_key so the user's next legacy attempt can fall back to it.
@@ -273,6 +302,7 @@ impl LoginService {
             }
         };
 
+        let new_session = self.sessions.start(now_ms(now));
         let outcome = self
             .store
             .record_login(&LoginRecord {
@@ -282,25 +312,102 @@ impl LoginService {
                 phone: &phone,
                 sealed_session_key: &sealed,
                 session_key_expires_at_ms: key_expires_at,
+                session: Some(&new_session),
                 now_ms: now_ms(now),
             })
             .await
             .map_err(map_store_error)?;
         tracing::Span::current().record("user_id", tracing::field::display(outcome.user_id));
-
-        let issued = self
-            .tokens
-            .issue(outcome.user_id, &app_id)
-            .map_err(map_token_error)?;
+        metrics::counter!("mp_auth_sessions_created_total", "flow" => "phone").increment(1);
+        let tokens = self.session_tokens(outcome.user_id, &app_id, &new_session, now)?;
         Ok(LoginResponse {
-            access_token: issued.token,
-            expires_in: issued.expires_in,
+            session: tokens,
             user_id: outcome.user_id,
             app_id,
             openid: session.openid,
             unionid: session.unionid,
             is_new_user: outcome.is_new_user,
+            linked_by_unionid: false,
             phone_masked: phone.masked(),
+        })
+    }
+
+    fn session_tokens(
+        &self,
+        user_id: UserId,
+        app_id: &AppId,
+        session: &crate::store::NewSession,
+        now: SystemTime,
+    ) -> Result<SessionTokens, LoginError> {
+        self.sessions
+            .tokens_for(
+                user_id,
+                app_id,
+                SessionAt {
+                    sid: &session.id,
+                    generation: 1,
+                    idle_expires_at_ms: session.idle_expires_at_ms,
+                    expires_at_ms: session.expires_at_ms,
+                },
+                now_ms(now),
+            )
+            .map_err(|e| LoginError::Internal(anyhow::Error::new(e)))
+    }
+
+    /// A login with no phone proof (静默登录): succeeds for an identity already
+    /// bound to a user, or linked to one through its unionid; otherwise keeps the
+    /// session_key and answers [`LoginError::PhoneRequired`].
+    async fn silent(
+        &self,
+        app_id: &AppId,
+        session: WxSession,
+        sealed: &[u8],
+        key_expires_at: i64,
+        now: SystemTime,
+    ) -> Result<LoginResponse, LoginError> {
+        let limiter_key = format!("{}/{}", app_id.as_str(), session.openid.as_str());
+        if !self.silent_limiter.allow(&limiter_key) {
+            metrics::counter!("mp_auth_silent_logins_total", "outcome" => "rate_limited")
+                .increment(1);
+            return Err(LoginError::TooManyAttempts);
+        }
+        let new_session = self.sessions.start(now_ms(now));
+        let outcome = self
+            .store
+            .silent_login(&SilentLogin {
+                app_id,
+                openid: &session.openid,
+                unionid: session.unionid.as_ref(),
+                sealed_session_key: sealed,
+                session_key_expires_at_ms: key_expires_at,
+                session: &new_session,
+                now_ms: now_ms(now),
+            })
+            .await
+            .map_err(map_store_error)?;
+        let (user_id, linked) = match outcome {
+            SilentOutcome::Known(id) => (id, false),
+            SilentOutcome::Linked(id) => (id, true),
+            SilentOutcome::Unknown => {
+                metrics::counter!("mp_auth_silent_logins_total", "outcome" => "phone_required")
+                    .increment(1);
+                return Err(LoginError::PhoneRequired);
+            }
+        };
+        metrics::counter!("mp_auth_silent_logins_total", "outcome" => if linked { "linked" } else { "known" })
+            .increment(1);
+        metrics::counter!("mp_auth_sessions_created_total", "flow" => "silent").increment(1);
+        tracing::Span::current().record("user_id", tracing::field::display(user_id));
+        let tokens = self.session_tokens(user_id, app_id, &new_session, now)?;
+        Ok(LoginResponse {
+            session: tokens,
+            user_id,
+            app_id: app_id.clone(),
+            openid: session.openid,
+            unionid: session.unionid,
+            is_new_user: false,
+            linked_by_unionid: linked,
+            phone_masked: String::new(),
         })
     }
 
@@ -410,10 +517,6 @@ fn map_store_error(e: StoreError) -> LoginError {
     }
 }
 
-fn map_token_error(e: TokenError) -> LoginError {
-    LoginError::Internal(anyhow::Error::new(e))
-}
-
 fn map_common_wechat_error(e: WechatError) -> LoginError {
     use WechatError as W;
     match e {
@@ -422,11 +525,16 @@ fn map_common_wechat_error(e: WechatError) -> LoginError {
         W::UnknownApp(_) => LoginError::UnknownApp,
         // A wx.login code or phone code problem reaching here was classified by the caller.
         W::InvalidCode | W::CodeUsed => LoginError::LoginCodeInvalid,
+        // Refused again after the one retry with a re-fetched token: a WeChat-side
+        // token problem (a concurrent reset, propagation); the caller may retry.
+        W::AccessTokenInvalid { .. } => {
+            tracing::warn!(error = %e, "WeChat refused a freshly fetched access_token");
+            LoginError::WechatUnavailable
+        }
         W::InvalidAppSecret { .. }
         | W::InvalidAppId
         | W::NotAuthorized
         | W::IpNotWhitelisted { .. }
-        | W::AccessTokenInvalid { .. }
         | W::MissingParameter { .. }
         | W::Config(_) => {
             tracing::error!(error = %e, "WeChat rejected this app's credentials or request: check apps[].app_secret, the API IP whitelist and the account's permissions");
@@ -459,7 +567,76 @@ fn map_code2session_error(e: WechatError) -> LoginError {
 
 fn map_phone_error(e: WechatError) -> LoginError {
     match e {
-        WechatError::InvalidCode | WechatError::CodeUsed => LoginError::PhoneCodeInvalid,
+        // 40013 on getuserphonenumber: the access_token is ours, so the AppID that
+        // does not match is the phone code's (a code minted for another mini program).
+        WechatError::InvalidCode | WechatError::CodeUsed | WechatError::InvalidAppId => {
+            LoginError::PhoneCodeInvalid
+        }
         other => map_common_wechat_error(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wechat::Endpoint;
+
+    /// Every errcode a client can provoke with what it sends (a `wx.login` code
+    /// or a phone code of its choosing), on the endpoint it reaches, plus
+    /// undocumented ones: none may become an INTERNAL status (`Internal` or
+    /// `WechatMisconfigured`), which would blame the operator for client input.
+    #[test]
+    fn no_errcode_reachable_from_client_input_is_internal() {
+        let reachable: [(Endpoint, &[i64]); 2] = [
+            (
+                Endpoint::Code2Session,
+                &[-1, 40029, 40163, 40226, 45011, 45009, 61003, 99999],
+            ),
+            (
+                Endpoint::PhoneNumber,
+                &[
+                    -1, 40029, 40163, 40013, 40001, 42001, 40014, 41001, 45011, 45009, 40226,
+                    61003, 99999,
+                ],
+            ),
+        ];
+        for (endpoint, codes) in reachable {
+            for &code in codes {
+                let err = WechatError::from_errcode(endpoint, code, "msg");
+                let mapped = match endpoint {
+                    Endpoint::PhoneNumber => map_phone_error(err),
+                    _ => map_code2session_error(err),
+                };
+                assert!(
+                    !matches!(
+                        mapped,
+                        LoginError::Internal(_) | LoginError::WechatMisconfigured
+                    ),
+                    "{endpoint:?} errcode {code} -> {mapped:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_phone_code_of_another_mini_program_is_an_invalid_phone_code() {
+        let err = WechatError::from_errcode(Endpoint::PhoneNumber, 40013, "invalid appid");
+        assert!(matches!(map_phone_error(err), LoginError::PhoneCodeInvalid));
+    }
+
+    #[test]
+    fn our_own_credentials_problems_stay_operator_errors() {
+        for (endpoint, code) in [
+            (Endpoint::StableToken, 40125),
+            (Endpoint::StableToken, 40164),
+            (Endpoint::Code2Session, 40013),
+            (Endpoint::PhoneNumber, 48001),
+        ] {
+            let err = WechatError::from_errcode(endpoint, code, "msg");
+            assert!(matches!(
+                map_code2session_error(err),
+                LoginError::WechatMisconfigured
+            ));
+        }
     }
 }

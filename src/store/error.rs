@@ -39,6 +39,10 @@ const RETRY_MARKERS: &[&str] = &[
     "try restarting transaction",
     "Deadlock found",
     "Lock wait timeout exceeded",
+    // TiDB optimistic transactions: 9007 "Write conflict, txnStartTS=... [try again
+    // later]" and 8005 "Write Conflict, txnStartTS is stale" (both retryable).
+    "Write conflict",
+    "Write Conflict",
     // SQLite SQLITE_BUSY / SQLITE_LOCKED.
     "database is locked",
     "database table is locked",
@@ -148,6 +152,16 @@ pub(crate) fn url_password(url: &str) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tidb_write_conflicts_are_retried() {
+        for message in [
+            "Write conflict, txnStartTS=452, conflictStartTS=451, conflictCommitTS=453, key={tableID=74, handle=1} primary=byte(nil) [try again later]",
+            "Write Conflict, txnStartTS is stale",
+        ] {
+            assert_eq!(classify_message(message), Class::Retry, "{message}");
+        }
+    }
 
     #[test]
     fn deadlock_and_lock_wait_timeout_are_retried() {

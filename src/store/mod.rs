@@ -4,11 +4,13 @@
 //! keys are stored sealed (the caller encrypts them, the store never sees plaintext).
 
 mod error;
+mod health;
 mod mysql;
 pub mod schema;
 mod sqlite;
 
 pub use error::StoreError;
+pub use health::Health;
 
 use crate::{
     config::DatabaseSettings,
@@ -62,6 +64,8 @@ pub struct LoginRecord<'a> {
     /// The session_key sealed by the caller (opaque bytes, at most 255).
     pub sealed_session_key: &'a [u8],
     pub session_key_expires_at_ms: i64,
+    /// The session this login starts, created in the same transaction.
+    pub session: Option<&'a NewSession>,
     /// The login's time, unix milliseconds.
     pub now_ms: i64,
 }
@@ -116,6 +120,8 @@ pub struct Store {
     verify_window: mysql::VerifyWindow,
     /// MySQL-protocol server supports `INSERT ... RETURNING` (MariaDB >= 10.5).
     returning: bool,
+    /// Health checks' own connection, outside the pool and the gate.
+    probe: Arc<health::Probe>,
 }
 
 #[derive(Clone)]
@@ -139,20 +145,27 @@ macro_rules! with_conn {
     ($store:expr, $context:expr, |$conn:ident| $body:expr) => {{
         let store = $store;
         let result = match &store.inner {
-            Inner::Mysql(pool) => {
+            $crate::store::Inner::Mysql(pool) => {
                 let mut guard = store.checkout(pool).await?;
-                let $conn: &mut mysql::Conn = &mut guard;
+                let $conn: &mut $crate::store::mysql::Conn = &mut guard;
                 $body
             }
-            Inner::Sqlite(pool) => {
+            $crate::store::Inner::Sqlite(pool) => {
                 let mut guard = store.checkout(pool).await?;
-                let $conn: &mut sqlite::Conn = &mut guard;
+                let $conn: &mut $crate::store::sqlite::Conn = &mut guard;
                 $body
             }
         };
         result.map_err(|e| store.query_error($context, &e))
     }};
 }
+
+mod sessions;
+mod users;
+pub use sessions::{
+    NewSession, RevokeReason, RevokedSession, Rotation, SessionRow, SilentLogin, SilentOutcome,
+};
+pub use users::{Deletion, IdentityRecord, Tombstone, UserKey, UserRecord};
 
 impl Store {
     /// Connects to `mysql://user:password@host:3306/db` or `sqlite://path.db`.
@@ -164,6 +177,7 @@ impl Store {
         url: &SecretString,
         settings: &DatabaseSettings,
     ) -> Result<Store, StoreError> {
+        let secret_url = url.clone();
         let url = url.expose_secret();
         let acquire_timeout = Duration::from_millis(settings.acquire_timeout_ms.max(1));
         let last_connect_error = LastConnectError::default();
@@ -201,9 +215,9 @@ impl Store {
                     .into(),
             ));
         };
-        let permits = match inner {
-            Inner::Mysql(_) => pool_size,
-            Inner::Sqlite(_) => sqlite::POOL_SIZE,
+        let (permits, backend) = match inner {
+            Inner::Mysql(_) => (pool_size, Backend::Mysql),
+            Inner::Sqlite(_) => (sqlite::POOL_SIZE, Backend::Sqlite),
         };
         Ok(Store {
             inner,
@@ -213,7 +227,14 @@ impl Store {
             last_connect_error,
             verify_window,
             returning,
+            probe: Arc::new(health::Probe::new(secret_url, backend, acquire_timeout)),
         })
+    }
+
+    /// The health check: `SELECT 1` and the applied migrations, over a
+    /// connection of its own (never queued behind logins in the pool).
+    pub async fn health(&self) -> Result<Health, StoreError> {
+        self.probe.check().await
     }
 
     /// Uses the portable MySQL statements (upsert, then `SELECT LAST_INSERT_ID()`) even
@@ -325,6 +346,16 @@ impl Store {
                 }
             };
             let err = match result {
+                // After a lost connection the first attempt may have committed without
+                // its acknowledgement reaching us: then this attempt found the row that
+                // attempt created and calls the user returning. The row's creation time
+                // is this login's own timestamp exactly when that happened.
+                Ok(outcome) if reconnected && !outcome.is_new_user => {
+                    return Ok(LoginOutcome {
+                        is_new_user: self.created_at(outcome.user_id).await? == Some(login.now_ms),
+                        ..outcome
+                    });
+                }
                 Ok(outcome) => return Ok(outcome),
                 Err(err) => err,
             };
@@ -345,6 +376,19 @@ impl Store {
                 _ => return Err(self.query_error("login transaction", &err)),
             }
         }
+    }
+
+    /// When the user was created (unix ms), if it exists.
+    async fn created_at(&self, user_id: UserId) -> Result<Option<i64>, StoreError> {
+        use schema::users::dsl as u;
+        with_conn!(self, "reading a user's creation time", |conn| {
+            u::users
+                .filter(u::id.eq(user_id.0))
+                .select(u::created_at)
+                .first::<i64>(conn)
+                .await
+                .optional()
+        })
     }
 
     /// Upserts only the sealed session key of `(app_id, openid)`, leaving `user_id`
@@ -552,7 +596,7 @@ fn versions(source: &EmbeddedMigrations) -> Result<Vec<String>, StoreError> {
 }
 
 #[derive(QueryableByName)]
-struct AppliedVersion {
+pub(crate) struct AppliedVersion {
     #[diesel(sql_type = diesel::sql_types::Text)]
     version: String,
 }

@@ -177,6 +177,11 @@ const UPSERT_IDENTITY: &str = "INSERT INTO wechat_identities \
      unionid = COALESCE(VALUES(unionid), unionid), session_key = VALUES(session_key), \
      session_key_expires_at = VALUES(session_key_expires_at), updated_at = VALUES(updated_at)";
 
+/// The session a login starts (generation 1 of its refresh token).
+pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions \
+     (id, user_id, app_id, openid, generation, created_at, last_used_at, idle_expires_at, expires_at) \
+     VALUES (?, ?, ?, ?, 1, ?, ?, ?, ?)";
+
 const UPSERT_SESSION_KEY: &str = "INSERT INTO wechat_identities \
      (app_id, openid, user_id, session_key, session_key_expires_at, created_at, updated_at) \
      VALUES (?, ?, NULL, ?, ?, ?, ?) \
@@ -186,8 +191,9 @@ const UPSERT_SESSION_KEY: &str = "INSERT INTO wechat_identities \
 /// One attempt of the login transaction.
 ///
 /// Round trips, the same for a new and a returning user: on MariaDB >= 10.5, BEGIN,
-/// upsert user `RETURNING id`, upsert identity, COMMIT = 4; on MySQL/TiDB, BEGIN, upsert
-/// user, read LAST_INSERT_ID(), upsert identity, COMMIT = 5 (diesel-async does not expose
+/// upsert user `RETURNING id`, upsert identity, insert session, COMMIT = 5; on MySQL/TiDB,
+/// BEGIN, upsert user, read LAST_INSERT_ID(), upsert identity, insert session, COMMIT = 6
+/// (diesel-async does not expose
 /// the insert id of the OK packet, hence the SELECT). No SELECT-then-INSERT: concurrent
 /// logins of one new phone queue on the unique key's row lock and all see one id.
 pub(super) async fn record_login(
@@ -226,6 +232,21 @@ pub(super) async fn record_login(
         )
         .execute(conn)
         .await?;
+        if let Some(session) = login.session {
+            Cached(
+                diesel::sql_query(INSERT_SESSION)
+                    .bind::<Text, _>(session.id.as_str())
+                    .bind::<BigInt, _>(id)
+                    .bind::<Text, _>(login.app_id.as_str())
+                    .bind::<Text, _>(login.openid.as_str())
+                    .bind::<BigInt, _>(session.created_at_ms)
+                    .bind::<BigInt, _>(session.created_at_ms)
+                    .bind::<BigInt, _>(session.idle_expires_at_ms)
+                    .bind::<BigInt, _>(session.expires_at_ms),
+            )
+            .execute(conn)
+            .await?;
+        }
         Ok(LoginOutcome {
             user_id: UserId(id),
             is_new_user,

@@ -34,5 +34,31 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    /// What is left of a deleted account: its id, when and why.
+    deleted_users (id) {
+        id -> BigInt,
+        deleted_at -> BigInt,
+        reason -> Text,
+    }
+}
+
+diesel::table! {
+    /// One row per device login; see migrations/mysql/*_sessions.
+    sessions (id) {
+        id -> Text,
+        user_id -> BigInt,
+        app_id -> Text,
+        openid -> Text,
+        generation -> BigInt,
+        created_at -> BigInt,
+        last_used_at -> BigInt,
+        idle_expires_at -> BigInt,
+        expires_at -> BigInt,
+        revoked_at -> Nullable<BigInt>,
+        revoke_reason -> Nullable<Text>,
+    }
+}
+
 diesel::joinable!(wechat_identities -> users (user_id));
-diesel::allow_tables_to_appear_in_same_query!(users, wechat_identities);
+diesel::allow_tables_to_appear_in_same_query!(users, wechat_identities, deleted_users, sessions);

@@ -59,6 +59,7 @@ struct OwnedLogin {
     country_code: String,
     sealed_session_key: Vec<u8>,
     session_key_expires_at_ms: i64,
+    session: Option<super::NewSession>,
     now_ms: i64,
 }
 
@@ -105,6 +106,7 @@ pub(super) async fn record_login(
         country_code: login.phone.country_code().to_owned(),
         sealed_session_key: login.sealed_session_key.to_vec(),
         session_key_expires_at_ms: login.session_key_expires_at_ms,
+        session: login.session.cloned(),
         now_ms: login.now_ms,
     };
     conn.spawn_blocking(move |c| c.immediate_transaction(|c| blocking::record_login(c, &login)))
@@ -169,6 +171,18 @@ mod blocking {
             .bind::<BigInt, _>(login.now_ms)
             .bind::<BigInt, _>(login.now_ms)
             .execute(c)?;
+        if let Some(session) = &login.session {
+            diesel::sql_query(super::super::mysql::INSERT_SESSION)
+                .bind::<Text, _>(&session.id)
+                .bind::<BigInt, _>(user.id)
+                .bind::<Text, _>(&login.app_id)
+                .bind::<Text, _>(&login.openid)
+                .bind::<BigInt, _>(session.created_at_ms)
+                .bind::<BigInt, _>(session.created_at_ms)
+                .bind::<BigInt, _>(session.idle_expires_at_ms)
+                .bind::<BigInt, _>(session.expires_at_ms)
+                .execute(c)?;
+        }
         Ok(LoginOutcome {
             user_id: UserId(user.id),
             is_new_user: user.login_count == 1,

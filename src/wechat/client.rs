@@ -3,6 +3,7 @@
 //! `errcode` checked and typed. Calls carrying a single-use code are never
 //! retried, except the one documented stale-token retry of getuserphonenumber.
 
+use super::budget::{BudgetLimits, UpstreamBudget};
 use super::crypto::string_or_number;
 use super::error::{Endpoint, WechatError};
 use super::token::{FetchedToken, TokenCache};
@@ -11,6 +12,10 @@ use crate::domain::{AppId, LoginCode, OpenId, Phone, PhoneCode, SessionKey, Unio
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, de::DeserializeOwned};
 use std::{collections::HashMap, sync::Arc, time::Duration};
+
+/// Bounds applied to stable_token's `expires_in` (WeChat documents at most 7200 s).
+const MIN_UPSTREAM_TOKEN_TTL_SECS: u64 = 300;
+const MAX_UPSTREAM_TOKEN_TTL_SECS: u64 = 7_200;
 
 /// Largest WeChat response body we read; real ones are well under 1 KiB.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -37,6 +42,7 @@ struct Inner {
     base_url: String,
     secrets: HashMap<AppId, SecretString>,
     tokens: TokenCache,
+    budget: UpstreamBudget,
 }
 
 impl std::fmt::Debug for WechatClient {
@@ -124,12 +130,21 @@ impl WechatClient {
             secrets.keys().cloned(),
             Duration::from_secs(settings.token_refresh_margin_secs),
         );
+        let budget = UpstreamBudget::new(
+            BudgetLimits {
+                calls_per_sec: settings.upstream_calls_per_sec,
+                burst: settings.upstream_burst,
+                cooldown: Duration::from_secs(settings.rate_limit_cooldown_secs),
+            },
+            secrets.keys().cloned(),
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 base_url,
                 secrets,
                 tokens,
+                budget,
             }),
         })
     }
@@ -259,7 +274,12 @@ impl WechatClient {
                 |b: TokenBody| match (b.access_token, b.expires_in) {
                     (Some(token), Some(expires_in)) if !token.is_empty() => Ok(FetchedToken {
                         token: SecretString::from(token),
-                        expires_in: Duration::from_secs(expires_in),
+                        // A hostile or broken upstream must neither overflow the
+                        // cache's arithmetic nor force a refetch on every login.
+                        expires_in: Duration::from_secs(
+                            expires_in
+                                .clamp(MIN_UPSTREAM_TOKEN_TTL_SECS, MAX_UPSTREAM_TOKEN_TTL_SECS),
+                        ),
                     }),
                     _ => Err(WechatError::Malformed(
                         "stable_token answer has no access_token or expires_in",
@@ -288,6 +308,7 @@ impl WechatClient {
         B: DeserializeOwned,
     {
         let started = std::time::Instant::now();
+        self.inner.budget.admit(app_id, endpoint, started)?;
         let result = match send(endpoint, request).await {
             Ok(bytes) => serde_json::from_slice::<B>(&bytes)
                 .map_err(|_| WechatError::Malformed("payload fields have unexpected types"))
@@ -297,7 +318,10 @@ impl WechatClient {
         let elapsed = started.elapsed();
         let label = match &result {
             Ok(_) => "0".to_owned(),
-            Err(err) => err.metric_label(),
+            Err(err) => {
+                self.inner.budget.observe(app_id, endpoint, err, started);
+                err.metric_label()
+            }
         };
         metrics::histogram!(
             "mp_auth_wechat_call_duration_seconds",
@@ -441,7 +465,10 @@ mod tests {
 
     async fn login(base: &str) -> Result<WxSession, WechatError> {
         client(base, 2_000)
-            .code2session(&app(), &LoginCode::parse("0a1b2c3d").unwrap())
+            .code2session(
+                &app(),
+                &LoginCode::parse("0a1b2c3d0a1b2c3d0a1b2c3d0a1b2c3d").unwrap(),
+            )
             .await
     }
 
@@ -452,7 +479,7 @@ mod tests {
             get(|Query(q): Query<HashMap<String, String>>| async move {
                 assert_eq!(q["appid"], APP);
                 assert_eq!(q["secret"], SECRET);
-                assert_eq!(q["js_code"], "0a1b2c3d");
+                assert_eq!(q["js_code"], "0a1b2c3d0a1b2c3d0a1b2c3d0a1b2c3d");
                 assert_eq!(q["grant_type"], "authorization_code");
                 (
                     [(header::CONTENT_TYPE, "text/plain")],
@@ -576,7 +603,10 @@ mod tests {
         .await;
         let started = std::time::Instant::now();
         let err = client(&base, 200)
-            .code2session(&app(), &LoginCode::parse("0a1b2c3d").unwrap())
+            .code2session(
+                &app(),
+                &LoginCode::parse("0a1b2c3d0a1b2c3d0a1b2c3d0a1b2c3d").unwrap(),
+            )
             .await
             .unwrap_err();
         assert_eq!(err, WechatError::Timeout);
@@ -593,7 +623,7 @@ mod tests {
         assert!(err.is_retryable());
         let text = format!("{err} {err:?}");
         assert!(!text.contains(SECRET), "{text}");
-        assert!(!text.contains("0a1b2c3d"), "{text}");
+        assert!(!text.contains("0a1b2c3d0a1b2c3d0a1b2c3d0a1b2c3d"), "{text}");
     }
 
     #[tokio::test]
@@ -604,14 +634,14 @@ mod tests {
         assert!(!c.has_app(&other));
         assert!(c.has_app(&app()));
         let err = c
-            .code2session(&other, &LoginCode::parse("abc").unwrap())
+            .code2session(&other, &LoginCode::parse("abcabcabcabcabcabc").unwrap())
             .await
             .unwrap_err();
         assert_eq!(err, WechatError::UnknownApp(other.clone()));
         let err = c
             .phone_number(
                 &other,
-                &PhoneCode::parse("abc").unwrap(),
+                &PhoneCode::parse("abcabcabcabcabcabc").unwrap(),
                 &OpenId::parse("o-1").unwrap(),
             )
             .await
@@ -673,7 +703,7 @@ mod tests {
                         |State((m, answer)): State<(Arc<PhoneMock>, Answer)>,
                          Query(q): Query<HashMap<String, String>>,
                          Json(body): Json<Value>| async move {
-                            assert_eq!(body["code"], "phone-code-1");
+                            assert_eq!(body["code"], "phone-code-0000000001");
                             assert_eq!(body["openid"], "o-user-1");
                             m.phone_calls.fetch_add(1, Ordering::SeqCst);
                             // WeChat sends JSON as text/plain.
@@ -692,7 +722,7 @@ mod tests {
     async fn phone(c: &WechatClient) -> Result<Phone, WechatError> {
         c.phone_number(
             &app(),
-            &PhoneCode::parse("phone-code-1").unwrap(),
+            &PhoneCode::parse("phone-code-0000000001").unwrap(),
             &OpenId::parse("o-user-1").unwrap(),
         )
         .await
@@ -818,5 +848,38 @@ mod tests {
         let err = phone(&client(&base, 2_000)).await.unwrap_err();
         assert_eq!(err, WechatError::InvalidAppSecret { errcode: 40001 });
         assert_eq!(mock.phone_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn absurd_token_lifetimes_are_clamped_not_trusted() {
+        for expires_in in [json!(u64::MAX), json!(0)] {
+            let token_calls = Arc::new(AtomicUsize::new(0));
+            let calls = token_calls.clone();
+            let base = serve(
+                Router::new()
+                    .route(
+                        "/cgi-bin/stable_token",
+                        post(move || {
+                            let expires_in = expires_in.clone();
+                            let calls = calls.clone();
+                            async move {
+                                calls.fetch_add(1, Ordering::SeqCst);
+                                Json(json!({"access_token": "tok", "expires_in": expires_in}))
+                            }
+                        }),
+                    )
+                    .route(
+                        "/wxa/business/getuserphonenumber",
+                        post(|| async { Json(ok_phone(json!("86"))) }),
+                    ),
+            )
+            .await;
+            let c = client(&base, 2_000);
+            for _ in 0..3 {
+                phone(&c).await.unwrap();
+            }
+            // u64::MAX did not overflow the cache; 0 did not force a fetch per call.
+            assert_eq!(token_calls.load(Ordering::SeqCst), 1);
+        }
     }
 }

@@ -37,78 +37,82 @@ pub const STALE_TOKEN_ERRCODES: [i64; 3] = [40001, 42001, 40014];
 /// Longest `errmsg` we keep from WeChat.
 const MAX_ERRMSG_CHARS: usize = 160;
 
-/// Why a WeChat call failed.
+/// Why a WeChat call failed. Each variant's doc names the login reason the
+/// login use case maps it to (`login::map_*_error`); the gRPC status follows
+/// from that reason's row in the error table.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WechatError {
-    /// The app id is not configured here; no HTTP call was made (INVALID_ARGUMENT).
+    /// The app id is not configured here; no HTTP call was made (`UNKNOWN_APP`).
     #[error("app {0} is not configured")]
     UnknownApp(AppId),
     /// 40029: the code is invalid, expired (5 minutes), from another app, or the
-    /// wrong kind of code; the user must log in again (UNAUTHENTICATED).
+    /// wrong kind of code; the user must log in again (`LOGIN_CODE_INVALID` on
+    /// jscode2session, `PHONE_CODE_INVALID` on getuserphonenumber).
     #[error("WeChat rejected the code as invalid or expired (40029)")]
     InvalidCode,
     /// 40163: the code was already exchanged (each code is single-use); the
-    /// user must log in again (UNAUTHENTICATED).
+    /// user must log in again (`LOGIN_CODE_USED` / `PHONE_CODE_INVALID`).
     #[error("WeChat says the code was already used (40163)")]
     CodeUsed,
-    /// 40226: WeChat's risk control blocked this user (PERMISSION_DENIED).
+    /// 40226: WeChat's risk control blocked this user (`USER_BLOCKED`).
     #[error("WeChat blocked this user as high-risk (40226)")]
     UserBlocked,
-    /// 45011 (minute quota) / 45009 (daily quota): slow down (RESOURCE_EXHAUSTED).
+    /// 45011 (minute quota) / 45009 (daily quota): slow down (`WECHAT_RATE_LIMITED`).
     #[error("WeChat rate limit reached ({errcode})")]
     RateLimited { errcode: i64 },
-    /// -1: WeChat is busy; a later attempt may succeed (UNAVAILABLE).
+    /// -1: WeChat is busy; a later attempt may succeed (`WECHAT_UNAVAILABLE`).
     #[error("WeChat is busy (-1)")]
     Busy,
     /// 40125 / 40243, or 40001 from stable_token: the AppSecret is wrong, reset
-    /// or frozen; fix the configuration (INTERNAL).
+    /// or frozen; fix the configuration (`WECHAT_APP_MISCONFIGURED`).
     #[error("WeChat rejected the AppSecret ({errcode}): check the app's configuration")]
     InvalidAppSecret { errcode: i64 },
-    /// 40013: the AppID is invalid, or the access_token belongs to another app
-    /// than the phone code (INTERNAL).
+    /// 40013: on jscode2session and stable_token our AppID is invalid
+    /// (`WECHAT_APP_MISCONFIGURED`); on getuserphonenumber the access_token is
+    /// ours, so the phone code belongs to another mini program (`PHONE_CODE_INVALID`).
     #[error("WeChat rejected the AppID (40013): check the app's configuration")]
     InvalidAppId,
     /// 40001 / 42001 / 40014 / 41001: the access_token was refused, also after
-    /// the one retry with a re-fetched token (UNAVAILABLE).
+    /// the one retry with a re-fetched token (`WECHAT_UNAVAILABLE`).
     #[error("WeChat refused the access_token ({errcode})")]
     AccessTokenInvalid { errcode: i64 },
     /// 48001: the mini program may not call this API (not verified, or no phone
-    /// permission) (FAILED_PRECONDITION).
+    /// permission) (`WECHAT_APP_MISCONFIGURED`).
     #[error("the mini program is not authorized for this WeChat API (48001)")]
     NotAuthorized,
     /// 40164 / 89503: our egress IP is not in the app's API IP whitelist, or the
-    /// IP call waits for an admin's confirmation (INTERNAL).
+    /// IP call waits for an admin's confirmation (`WECHAT_APP_MISCONFIGURED`).
     #[error(
         "WeChat refused our IP address ({errcode}): add the egress IP to the app's API IP whitelist"
     )]
     IpNotWhitelisted { errcode: i64 },
     /// 41002 / 41004 / 41008 / 40002 / 43002: our request was incomplete or
-    /// malformed; a bug on our side (INTERNAL).
+    /// malformed; a bug on our side (`WECHAT_APP_MISCONFIGURED`, logged as an error).
     #[error("WeChat says our request is incomplete or malformed ({errcode})")]
     MissingParameter { errcode: i64 },
-    /// The phone record's `watermark.appid` names another app (PERMISSION_DENIED).
+    /// The phone record's `watermark.appid` names another app (`WECHAT_UNAVAILABLE`).
     #[error("the phone number's watermark names another app")]
     WatermarkMismatch,
-    /// WeChat returned a phone number we cannot use (INTERNAL).
+    /// WeChat returned a phone number we cannot use (`WECHAT_UNAVAILABLE`).
     #[error("WeChat returned an unusable phone number")]
     BadPhone,
-    /// Any other errcode; `errmsg` is WeChat's text, trimmed (INTERNAL).
+    /// Any other errcode; `errmsg` is WeChat's text, trimmed (`WECHAT_UNAVAILABLE`).
     #[error("WeChat error {errcode}: {errmsg}")]
     Api { errcode: i64, errmsg: String },
-    /// WeChat (or a proxy) answered with a non-2xx HTTP status (UNAVAILABLE for 5xx).
+    /// WeChat (or a proxy) answered with a non-2xx HTTP status (`WECHAT_UNAVAILABLE`).
     #[error("WeChat answered HTTP {0}")]
     HttpStatus(u16),
     /// The body was not the JSON we expect: not JSON, truncated, too large or
-    /// missing fields; says what was wrong, never the body (UNAVAILABLE).
+    /// missing fields; says what was wrong, never the body (`WECHAT_UNAVAILABLE`).
     #[error("malformed WeChat response: {0}")]
     Malformed(&'static str),
-    /// The call took longer than the configured timeout (UNAVAILABLE).
+    /// The call took longer than the configured timeout (`WECHAT_UNAVAILABLE`).
     #[error("WeChat did not answer in time")]
     Timeout,
-    /// No connection could be made (UNAVAILABLE).
+    /// No connection could be made (`WECHAT_UNAVAILABLE`).
     #[error("could not connect to WeChat: {0}")]
     Connect(String),
-    /// Any other transport failure (connection reset, TLS, ...) (UNAVAILABLE).
+    /// Any other transport failure (connection reset, TLS, ...) (`WECHAT_UNAVAILABLE`).
     #[error("WeChat transport error: {0}")]
     Transport(String),
     /// The client could not be built from its settings (start-up only).
@@ -183,8 +187,13 @@ impl WechatError {
         matches!(self, Self::AccessTokenInvalid { errcode } if STALE_TOKEN_ERRCODES.contains(errcode))
     }
 
-    /// The `errcode` label of `mp_auth_wechat_calls_total`.
+    /// The `errcode` label of `mp_auth_wechat_calls_total`. Bounded: only the
+    /// errcodes this client knows by name become labels; any other errcode
+    /// WeChat (or a hostile upstream) answers is `other`.
     pub fn metric_label(&self) -> String {
+        if let Self::Api { .. } = self {
+            return "other".into();
+        }
         if let Some(code) = self.errcode() {
             return code.to_string();
         }
@@ -284,6 +293,17 @@ mod tests {
         assert!(!errmsg.contains('\n'));
         assert_eq!(errmsg.chars().count(), MAX_ERRMSG_CHARS);
         assert_eq!(err.errcode(), Some(61003));
+    }
+
+    #[test]
+    fn unknown_errcodes_share_one_bounded_metric_label() {
+        let labels: std::collections::HashSet<String> = (0..1000)
+            .map(|i| {
+                WechatError::from_errcode(Endpoint::PhoneNumber, 70000 + i, "x").metric_label()
+            })
+            .collect();
+        assert_eq!(labels.len(), 1);
+        assert!(labels.contains("other"));
     }
 
     #[test]

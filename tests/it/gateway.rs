@@ -148,6 +148,76 @@ impl Auth for StandIn {
             },
             is_new_user: true,
             app_id: "wx4f4bc4dec97d474b".into(),
+            refresh_token: "Xy3kQ9vF0bN2pLw7tR5sAg.1.42.1790000000.mac".into(),
+            refresh_expires_in: 2_592_000,
+            session_id: "Xy3kQ9vF0bN2pLw7tR5sAg".into(),
+            linked_by_unionid: false,
+        }))
+    }
+
+    async fn refresh_session(
+        &self,
+        request: Request<proto::RefreshSessionRequest>,
+    ) -> Result<Response<proto::RefreshSessionResponse>, Status> {
+        let token = request.into_inner().refresh_token;
+        if token == "reused" {
+            return Err(mp_auth::grpc::error::session_status(
+                &mp_auth::sessions::SessionError::Reused,
+            ));
+        }
+        Ok(Response::new(proto::RefreshSessionResponse {
+            access_token: "eyJ0eXAiOiJhdCtqd3QifQ.eyJzdWIiOiI0MiJ9.new".into(),
+            token_type: "Bearer".into(),
+            expires_in: 7200,
+            refresh_token: format!("{token}-next"),
+            refresh_expires_in: 2_592_000,
+            session_id: "s".into(),
+            user_id: "42".into(),
+            app_id: "wx4f4bc4dec97d474b".into(),
+        }))
+    }
+
+    async fn logout(
+        &self,
+        _request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        Ok(Response::new(proto::LogoutResponse {
+            user_id: "42".into(),
+            sessions_revoked: 1,
+        }))
+    }
+
+    async fn logout_all(
+        &self,
+        _request: Request<proto::LogoutRequest>,
+    ) -> Result<Response<proto::LogoutResponse>, Status> {
+        Ok(Response::new(proto::LogoutResponse {
+            user_id: "42".into(),
+            sessions_revoked: 3,
+        }))
+    }
+
+    async fn verify_token(
+        &self,
+        _request: Request<proto::VerifyTokenRequest>,
+    ) -> Result<Response<proto::VerifyTokenResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<proto::GetJwksRequest>,
+    ) -> Result<Response<proto::GetJwksResponse>, Status> {
+        Ok(Response::new(proto::GetJwksResponse {
+            keys: vec![proto::Jwk {
+                kty: "EC".into(),
+                crv: "P-256".into(),
+                x: "x".into(),
+                y: "y".into(),
+                kid: "kid-1".into(),
+                alg: "ES256".into(),
+                r#use: "sig".into(),
+            }],
         }))
     }
 }
@@ -425,8 +495,8 @@ async fn a_successful_login_returns_the_token_fields_and_is_never_cached() {
         .collect();
     assert_eq!(
         keys.len(),
-        6,
-        "exactly access_token, token_type, expires_in, openid, user_id, is_new_user: {keys:?}"
+        8,
+        "exactly access_token, token_type, expires_in, openid, user_id, is_new_user, refresh_token, refresh_expires_in: {keys:?}"
     );
 }
 
@@ -756,7 +826,22 @@ async fn readyz_follows_the_backend_s_health() {
         .health
         .set_service_status(HEALTH_AUTH, ServingStatus::NotServing)
         .await;
+    // The backend's answer is reused for a second (one health call per second
+    // per gateway, however many probes arrive): the change shows within ~1 s.
+    let started = Instant::now();
+    while gw.get("/readyz").await.status() == 200 {
+        assert!(
+            started.elapsed() < Duration::from_millis(2_500),
+            "/readyz still 200 after the backend went NOT_SERVING"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     expect_error(gw.get("/readyz").await, 503, "NOT_READY").await;
+    // A flood of probes is answered from the cached answer, all alike and fast.
+    let flood: Vec<_> = (0..200).map(|_| gw.get("/readyz")).collect();
+    for resp in futures::future::join_all(flood).await {
+        assert_eq!(resp.status(), 503);
+    }
 }
 
 #[tokio::test]
@@ -829,4 +914,90 @@ async fn shutdown_lets_an_in_flight_login_finish_then_returns() {
         TcpStream::connect(addr).await.is_err(),
         "no longer accepting"
     );
+}
+
+#[tokio::test]
+async fn a_forged_x_forwarded_for_from_a_peer_outside_the_trusted_ranges_is_ignored() {
+    let backend = spawn_backend().await;
+    // Proxies are trusted, but this client (127.0.0.1) is not one of them.
+    let gw = spawn_gateway(&backend.url, |g| {
+        g.rate_limit_per_sec = 1;
+        g.rate_limit_burst = 1;
+        g.trusted_proxies = vec!["10.0.0.0/8".into(), "192.0.2.7".into()];
+    })
+    .await;
+    let send = |xff: &'static str| {
+        gw.http
+            .post(gw.url("/auth/mp_login"))
+            .header("content-type", "application/json")
+            .header("x-forwarded-for", xff)
+            .body(r#"{"code":"c","phoneCode":"p"}"#)
+            .send()
+    };
+    assert_eq!(send("203.0.113.50").await.unwrap().status(), 200);
+    // A new forged address per request does not buy a new bucket.
+    expect_error(send("203.0.113.51").await.unwrap(), 429, "RATE_LIMITED").await;
+    expect_error(
+        send("10.0.0.1, 203.0.113.52").await.unwrap(),
+        429,
+        "RATE_LIMITED",
+    )
+    .await;
+    let ips: Vec<_> = backend
+        .received()
+        .into_iter()
+        .map(|r| r.client_ip)
+        .collect();
+    assert_eq!(ips, vec![Some("127.0.0.1".to_owned())]);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_answers_500_json_and_the_gateway_keeps_serving() {
+    use tower::ServiceExt as _;
+    let state = mp_auth::gateway::AppState::new(&mp_auth::config::GatewaySettings {
+        backend_url: dead_backend_url().await,
+        ..Default::default()
+    })
+    .unwrap();
+    let app = mp_auth::gateway::with_edge(
+        axum::Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("boom");
+                    }
+                    "unreachable"
+                }),
+            )
+            .route("/fine", axum::routing::get(|| async { "fine" })),
+        state,
+    );
+    let boom = app
+        .clone()
+        .oneshot(
+            http::Request::get("/boom")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(boom.status(), 500);
+    assert!(boom.headers().contains_key("x-request-id"));
+    let body = axum::body::to_bytes(boom.into_body(), 4096).await.unwrap();
+    let json: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["reason"], "INTERNAL");
+    assert!(
+        !json.to_string().contains("boom"),
+        "no panic payload: {json}"
+    );
+    let fine = app
+        .oneshot(
+            http::Request::get("/fine")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
 }

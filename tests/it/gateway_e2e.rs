@@ -121,7 +121,8 @@ async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
     let code = s.app.wx_login(&user).await;
     let (status, json, headers) = post(
         &s.gateway,
-        serde_json::json!({"code": code, "phoneCode": "x"}).to_string(),
+        serde_json::json!({"code": code, "phoneCode": "0123456789abcdef0123456789abcdef"})
+            .to_string(),
     )
     .await;
     assert_eq!(
@@ -131,4 +132,61 @@ async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
     );
     assert!(headers.contains_key("retry-after"));
     assert_eq!(s.app.db.store.user_count().await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_protected_login_rpcs_only_the_gateway_s_key_logs_in() {
+    let key = mp_auth::callers::generate_key();
+    let hash = mp_auth::callers::key_hash_hex(&key);
+    let gateway_key = key.clone();
+    let s = stack(TestAppOptions {
+        tweak: Box::new(move |s| {
+            s.grpc.protect_login_rpcs = true;
+            s.callers = vec![mp_auth::config::CallerSettings {
+                name: "gateway".into(),
+                key_sha256: hash,
+                permissions: vec!["auth:login".into()],
+            }];
+            s.gateway.api_key = Some(secrecy::SecretString::from(gateway_key));
+        }),
+        ..Default::default()
+    })
+    .await;
+    // Through the gateway (which holds the key): a normal login.
+    let user = unique_user();
+    let code = s.app.wx_login(&user).await;
+    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    let (status, json, _) = post(
+        &s.gateway,
+        serde_json::json!({"code": code, "phoneCode": pressed.code}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 200, "{json}");
+    // Straight to the gRPC port without a key: refused before any WeChat call.
+    let err = s
+        .app
+        .login_with_phone_code(s.app.app_id(), &unique_user(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason(&err), "CALLER_UNAUTHENTICATED");
+    // A gateway without the key is an operator error (500), not a bad wx.login code.
+    let mut settings = s.app.settings.clone();
+    settings.gateway.backend_url = format!("http://{}", s.app.grpc_addr);
+    settings.gateway.api_key = None;
+    settings.gateway.listen = ([127, 0, 0, 1], 0).into();
+    let keyless = Gateway::build(&settings).await.unwrap();
+    let keyless_url = format!("http://{}", keyless.local_addr());
+    tokio::spawn(keyless.run_until(std::future::pending()));
+    let code = s.app.wx_login(&unique_user()).await;
+    let (status, json, _) = post(
+        &keyless_url,
+        serde_json::json!({"code": code, "phoneCode": WELL_FORMED_PHONE_CODE}).to_string(),
+    )
+    .await;
+    assert_eq!(
+        (status, json["reason"].as_str()),
+        (500, Some("INTERNAL")),
+        "{json}"
+    );
 }

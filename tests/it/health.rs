@@ -197,3 +197,64 @@ async fn an_unknown_service_name_is_not_found() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_saturated_by_blocked_logins_stays_serving() {
+    use mysql_async::prelude::Queryable as _;
+    let app = std::sync::Arc::new(
+        TestApp::spawn_with(TestAppOptions {
+            tweak: Box::new(|s| {
+                s.database.pool_size = 2;
+                s.database.acquire_timeout_ms = 20_000;
+                s.grpc.health_check_interval_ms = 100;
+            }),
+            ..Default::default()
+        })
+        .await,
+    );
+    let mut health = health_client(app.grpc_addr).await;
+    wait_for(
+        &mut health,
+        HEALTH_AUTH,
+        Status::Serving,
+        Duration::from_secs(10),
+    )
+    .await;
+    // Another session locks the whole (empty) `users` index, gap included:
+    // every login blocks in its transaction holding a pooled connection, and
+    // the rest queue at the pool's gate.
+    let mut locker = mysql_async::Conn::from_url(app.db.url()).await.unwrap();
+    locker.query_drop("START TRANSACTION").await.unwrap();
+    locker
+        .query_drop("SELECT * FROM users FOR UPDATE")
+        .await
+        .unwrap();
+    let mut logins = Vec::new();
+    for _ in 0..8 {
+        let app = app.clone();
+        logins.push(tokio::spawn(async move {
+            app.login_with_phone_code(app.app_id(), &unique_user(), None)
+                .await
+        }));
+    }
+    // Several health periods with the pool saturated: still SERVING throughout.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2_500) {
+        assert_eq!(
+            check(&mut health, HEALTH_AUTH).await,
+            Status::Serving,
+            "a busy replica must not be marked unready after {:?}",
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        logins.iter().all(|l| !l.is_finished()),
+        "the logins were blocked all along"
+    );
+    locker.query_drop("ROLLBACK").await.unwrap();
+    for login in logins {
+        login.await.unwrap().expect("the blocked logins complete");
+    }
+    drop(locker);
+}

@@ -41,6 +41,12 @@ pub fn unique_app_id() -> String {
     format!("wx{}", &uuid::Uuid::new_v4().simple().to_string()[..16])
 }
 
+/// A `wx.login` code of WeChat's shape that WeChat never issued.
+pub const WELL_FORMED_CODE: &str = "0c3Xyz0w3Ojbq03V7a0w3ZbAmE2Xyz0D";
+/// A phone code of WeChat's shape (64 hex digits) that WeChat never issued.
+pub const WELL_FORMED_PHONE_CODE: &str =
+    "e31968a7f94cc5ee25fafc2aef2773f0bb8c3937b22520eb8ee345274d00c144";
+
 /// A unique handle for a simulated WeChat user.
 pub fn unique_user() -> String {
     format!("user-{}", uuid::Uuid::new_v4().simple())
@@ -100,6 +106,8 @@ pub fn test_settings(apps: &[(String, String)], sim_url: &str, db_url: &str) -> 
     };
     s.wechat.base_url = sim_url.to_owned();
     s.wechat.timeout_ms = 2_000;
+    // Tests inject 45011 and expect the next call to reach the simulator.
+    s.wechat.rate_limit_cooldown_secs = 0;
     s.database.url = Some(SecretString::from(db_url.to_owned()));
     s.database.acquire_timeout_ms = 10_000;
     s.token.hs256_secret = Some(SecretString::from(TEST_TOKEN_SECRET));

@@ -13,6 +13,7 @@ use std::{collections::BTreeMap, path::PathBuf, process::Command, sync::OnceLock
 const GRPC_PORT: u16 = 50051;
 const SERVER_METRICS_PORT: u16 = 9090;
 const GATEWAY_HTTP_PORT: u16 = 8080;
+const GATEWAY_PROBE_PORT: u16 = 8081;
 const GATEWAY_METRICS_PORT: u16 = 9091;
 const METRICS_PATH: &str = "/metrics";
 /// grpc.health.v1 service that stays SERVING while the process is alive.
@@ -225,14 +226,18 @@ fn gateway_serves_http_and_metrics_and_probes_healthz_and_readyz() {
         assert_eq!(http["path"], path, "{probe}");
         assert_eq!(
             probe_port(gateway, &http["port"]),
-            i64::from(GATEWAY_HTTP_PORT),
-            "{probe}"
+            i64::from(GATEWAY_PROBE_PORT),
+            "{probe}: kubelet probes use the probe listener, out of reach of floods"
         );
     }
     let env = environment(objects, gateway);
     assert_eq!(
         env["MP_AUTH_GATEWAY__LISTEN"],
         format!("0.0.0.0:{GATEWAY_HTTP_PORT}")
+    );
+    assert_eq!(
+        env["MP_AUTH_GATEWAY__PROBE_LISTEN"],
+        format!("0.0.0.0:{GATEWAY_PROBE_PORT}")
     );
     assert_eq!(
         env["MP_AUTH_ADMIN__METRICS_LISTEN"],
@@ -402,6 +407,19 @@ fn network_policies_admit_only_the_gateway_to_the_grpc_port() {
         serde_json::json!([{ "podSelector": { "matchLabels": {
             "app.kubernetes.io/name": "mp-auth", "app.kubernetes.io/component": "gateway" } } }])
     );
+    let http_rule = object(objects, "NetworkPolicy", GATEWAY)["spec"]["ingress"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ports"][0]["port"] == 8080)
+        .unwrap();
+    assert_eq!(
+        http_rule["from"],
+        serde_json::json!([{
+            "namespaceSelector": { "matchLabels": { "kubernetes.io/metadata.name": "ingress-nginx" } },
+            "podSelector": { "matchLabels": { "app.kubernetes.io/name": "ingress-nginx" } } }]),
+        "only the ingress controller reaches the gateway's HTTP port (no in-cluster XFF forgery)"
+    );
     let gateway_egress = object(objects, "NetworkPolicy", GATEWAY)["spec"]["egress"]
         .as_array()
         .unwrap();
@@ -451,13 +469,15 @@ fn every_container_environment_loads_into_the_settings_the_binary_reads() {
     let secret_file = |name: &str| Some(PathBuf::from(format!("{SECRET_MOUNT_DIR}{name}")));
     assert_eq!(server.database.url_file, secret_file("database-url"));
     assert_eq!(
-        server.token.hs256_secret_file,
-        secret_file("token-hs256-secret")
+        server.token.signing_key_file,
+        secret_file("token-signing-key.pem"),
+        "ES256 in production"
     );
     assert_eq!(
         server.session_keys.encryption_key_file,
         secret_file("session-key-encryption-key")
     );
+    assert_eq!(server.callers_file, secret_file("callers.toml"));
     assert!(!server.apps.is_empty());
     for app in &server.apps {
         assert!(app.app_secret.is_none(), "AppSecrets come from files");
@@ -521,7 +541,7 @@ fn secret_template_holds_only_placeholders_and_is_never_applied() {
         .flat_map(|v| v.split('"'))
         .filter_map(|v| v.strip_prefix(SECRET_MOUNT_DIR))
         .collect();
-    assert_eq!(referenced.len(), 4, "{referenced:?}");
+    assert_eq!(referenced.len(), 5, "{referenced:?}");
     for key in referenced {
         assert!(values.contains_key(key), "the Secret template lacks {key}");
     }

@@ -9,7 +9,7 @@ use mp_auth::{
 use std::{collections::HashSet, time::Duration};
 use tonic::Code;
 use wechat_sim::{
-    Fault, FaultEndpoint,
+    Fault, FaultEndpoint, Pressed,
     crypto::{self, encrypt_b64, phone_record},
     phone::Phone,
 };
@@ -118,7 +118,7 @@ async fn app_id_is_required_when_several_apps_are_configured_and_unknown_apps_ar
         .login_raw(proto::MiniProgramLoginRequest {
             app_id: String::new(),
             code: code.clone(),
-            phone: Some(WirePhone::PhoneCode("x".into())),
+            phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
         })
         .await
         .unwrap_err();
@@ -128,7 +128,7 @@ async fn app_id_is_required_when_several_apps_are_configured_and_unknown_apps_ar
         .login_raw(proto::MiniProgramLoginRequest {
             app_id: "wx_not_configured".into(),
             code,
-            phone: Some(WirePhone::PhoneCode("x".into())),
+            phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
         })
         .await
         .unwrap_err();
@@ -144,39 +144,41 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
             proto::MiniProgramLoginRequest {
                 app_id: app.app_id().into(),
                 code: String::new(),
-                phone: Some(WirePhone::PhoneCode("p".into())),
+                phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
             },
             "code",
         ),
         (
             proto::MiniProgramLoginRequest {
                 app_id: app.app_id().into(),
-                code: "c".into(),
-                phone: None,
-            },
-            "phone",
-        ),
-        (
-            proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code: "c".into(),
+                code: WELL_FORMED_CODE.into(),
                 phone: Some(WirePhone::PhoneCode(String::new())),
             },
             "phone_code",
         ),
         (
-            encrypted_request(app.app_id(), "c".into(), String::new(), "iv".into()),
+            encrypted_request(
+                app.app_id(),
+                WELL_FORMED_CODE.into(),
+                String::new(),
+                "iv".into(),
+            ),
             "encrypted_data",
         ),
         (
-            encrypted_request(app.app_id(), "c".into(), "data".into(), String::new()),
+            encrypted_request(
+                app.app_id(),
+                WELL_FORMED_CODE.into(),
+                "data".into(),
+                String::new(),
+            ),
             "iv",
         ),
         (
             proto::MiniProgramLoginRequest {
                 app_id: "wx bad id".into(),
-                code: "c".into(),
-                phone: Some(WirePhone::PhoneCode("p".into())),
+                code: WELL_FORMED_CODE.into(),
+                phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
             },
             "app_id",
         ),
@@ -285,6 +287,35 @@ async fn wechat_errcodes_map_to_status_codes_and_reasons() {
         0,
         "failed logins create no user"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn phone_errcodes_reachable_from_client_input_are_never_internal() {
+    let app = TestApp::spawn().await;
+    // 40013: a phone code minted for another mini program. 40001 twice: the
+    // token is refused again after the one retry with a fresh token.
+    let cases: [(i64, u64, Code, &str); 3] = [
+        (40013, 1, Code::Unauthenticated, "PHONE_CODE_INVALID"),
+        (40029, 1, Code::Unauthenticated, "PHONE_CODE_INVALID"),
+        (40001, 2, Code::Unavailable, "WECHAT_UNAVAILABLE"),
+    ];
+    for (errcode, count, code, expected) in cases {
+        app.sim_client
+            .set_fault(&Fault {
+                errcode: Some(errcode),
+                count: Some(count),
+                ..Fault::on(FaultEndpoint::GetUserPhoneNumber)
+            })
+            .await
+            .unwrap();
+        let err = app
+            .login_with_phone_code(app.app_id(), &unique_user(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "errcode {errcode}");
+        assert_eq!(reason(&err), expected, "errcode {errcode}");
+        app.sim_client.clear_faults().await.unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -707,4 +738,177 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     // Once the login is over, the code is spent: a replay fails as it should.
     let err = app.login_raw(request).await.unwrap_err();
     assert_eq!(reason(&err), "LOGIN_CODE_USED");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_concurrent_request_with_the_same_code_but_another_phone_proof_gets_no_token() {
+    let app = std::sync::Arc::new(TestApp::spawn().await);
+    let user = unique_user();
+    let Pressed {
+        login,
+        phone: pressed,
+    } = app.press(&user).await;
+    let code = login.code;
+    app.sim_client
+        .set_fault(&Fault {
+            latency_ms: Some(400),
+            count: Some(1),
+            ..Fault::on(FaultEndpoint::Jscode2Session)
+        })
+        .await
+        .unwrap();
+    let genuine = proto::MiniProgramLoginRequest {
+        app_id: app.app_id().into(),
+        code: code.clone(),
+        phone: Some(WirePhone::PhoneCode(pressed.code)),
+    };
+    let leader = {
+        let app = app.clone();
+        tokio::spawn(async move { app.login_raw(genuine).await })
+    };
+    // Let the leader reach the (delayed) code exchange first.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    for bogus in [
+        WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into()),
+        WirePhone::Encrypted(proto::EncryptedPhone {
+            encrypted_data: "AAAA".into(),
+            iv: "AAAAAAAAAAAAAAAAAAAAAA==".into(),
+        }),
+    ] {
+        let err = app
+            .login_raw(proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code: code.clone(),
+                phone: Some(bogus),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "LOGIN_CODE_USED");
+        assert!(
+            !format!("{err:?}").contains("eyJ"),
+            "no token in the refusal"
+        );
+    }
+    let ok = leader.await.unwrap().unwrap();
+    assert!(
+        !ok.access_token.is_empty(),
+        "the genuine login still succeeds"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn codes_of_shapes_wechat_never_issues_cost_no_wechat_call() {
+    let app = TestApp::spawn().await;
+    let before = app.sim_client.stats().await.unwrap();
+    for code in [
+        "x",
+        "short",
+        "has spaces in it 0000",
+        &"a".repeat(200),
+        "{\"$ne\":null}000000000",
+    ] {
+        let err = app
+            .login_raw(proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code: code.into(),
+                phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "INVALID_ARGUMENT", "{code}");
+    }
+    let err = app
+        .login_raw(proto::MiniProgramLoginRequest {
+            app_id: app.app_id().into(),
+            code: WELL_FORMED_CODE.into(),
+            phone: Some(WirePhone::PhoneCode("0000".into())),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "INVALID_ARGUMENT");
+    let after = app.sim_client.stats().await.unwrap();
+    assert_eq!(
+        after.calls_to("jscode2session"),
+        before.calls_to("jscode2session"),
+        "no upstream call for a malformed code"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_per_app_upstream_budget_bounds_wechat_calls_under_a_garbage_flood() {
+    let app = std::sync::Arc::new(
+        TestApp::spawn_with(TestAppOptions {
+            tweak: Box::new(|s| {
+                s.wechat.upstream_calls_per_sec = 1;
+                s.wechat.upstream_burst = 5;
+            }),
+            ..Default::default()
+        })
+        .await,
+    );
+    let before = app.sim_client.stats().await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let app = app.clone();
+        tasks.push(tokio::spawn(async move {
+            // Well-formed codes WeChat never issued, as a flood from many addresses would send.
+            let code = format!("0garbage{i:024}");
+            app.login_raw(proto::MiniProgramLoginRequest {
+                app_id: app.app_id().into(),
+                code,
+                phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
+            })
+            .await
+            .unwrap_err()
+        }));
+    }
+    let mut limited = 0;
+    for t in tasks {
+        let err = t.await.unwrap();
+        match reason(&err).as_str() {
+            "WECHAT_RATE_LIMITED" => limited += 1,
+            "LOGIN_CODE_INVALID" => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    let after = app.sim_client.stats().await.unwrap();
+    let calls = after.calls_to("jscode2session") - before.calls_to("jscode2session");
+    assert!(calls <= 7, "the budget bounds upstream calls: {calls}");
+    assert_eq!(limited as u64 + calls, 30);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn after_wechat_says_45011_the_endpoint_pauses_for_the_cooldown() {
+    let app = TestApp::spawn_with(TestAppOptions {
+        tweak: Box::new(|s| s.wechat.rate_limit_cooldown_secs = 60),
+        ..Default::default()
+    })
+    .await;
+    app.sim_client
+        .set_fault(&Fault {
+            errcode: Some(45011),
+            count: Some(1),
+            ..Fault::on(FaultEndpoint::Jscode2Session)
+        })
+        .await
+        .unwrap();
+    let err = app
+        .login_with_phone_code(app.app_id(), &unique_user(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "WECHAT_RATE_LIMITED");
+    let before = app.sim_client.stats().await.unwrap();
+    for _ in 0..5 {
+        let err = app
+            .login_with_phone_code(app.app_id(), &unique_user(), None)
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "WECHAT_RATE_LIMITED");
+    }
+    let after = app.sim_client.stats().await.unwrap();
+    assert_eq!(
+        after.calls_to("jscode2session"),
+        before.calls_to("jscode2session"),
+        "no call while the breaker is open"
+    );
 }

@@ -103,3 +103,61 @@ async fn the_metrics_endpoint_serves_prometheus_text() {
     );
     assert!(body.contains("app_id=\"wx_metrics_probe\""));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn padded_or_unknown_app_ids_add_no_metric_series() {
+    let handle = mp_auth::telemetry::prometheus().unwrap();
+    let app = TestApp::spawn().await;
+    let id = app.app_id().to_owned();
+    for k in 1..=20 {
+        for padded in [
+            format!("{}{id}", " ".repeat(k)),
+            format!("{id}{}", "\t".repeat(k)),
+        ] {
+            let status = app
+                .login_raw(mp_auth::proto::MiniProgramLoginRequest {
+                    app_id: padded,
+                    code: WELL_FORMED_CODE.into(),
+                    phone: Some(
+                        mp_auth::proto::mini_program_login_request::Phone::PhoneCode(
+                            WELL_FORMED_PHONE_CODE.into(),
+                        ),
+                    ),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), tonic::Code::InvalidArgument);
+            assert_eq!(reason(&status), "INVALID_ARGUMENT");
+        }
+        // A well-formed id that is not configured is labelled with nothing either.
+        let status = app
+            .login_raw(mp_auth::proto::MiniProgramLoginRequest {
+                app_id: format!("wxunknown{k:07}"),
+                code: WELL_FORMED_CODE.into(),
+                phone: Some(
+                    mp_auth::proto::mini_program_login_request::Phone::PhoneCode(
+                        WELL_FORMED_PHONE_CODE.into(),
+                    ),
+                ),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&status), "UNKNOWN_APP");
+    }
+    let text = handle.render();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("mp_auth_logins_total{"))
+        .filter(|l| l.contains(&id) || l.contains("wxunknown"))
+        .collect();
+    assert!(
+        series
+            .iter()
+            .all(|l| l.contains(&format!("app_id=\"{id}\""))),
+        "only the configured id may appear as a label: {series:?}"
+    );
+    assert!(
+        !text.contains("wxunknown"),
+        "unknown app ids never become labels"
+    );
+}

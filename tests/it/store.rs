@@ -38,6 +38,7 @@ async fn login(
             phone,
             sealed_session_key: b"sealed-key-bytes",
             session_key_expires_at_ms: NOW + HOUR_MS,
+            session: None,
             now_ms: NOW,
         })
         .await
@@ -357,7 +358,19 @@ async fn a_killed_connection_is_replaced_without_failing_the_login() {
             .await
             .unwrap();
     }
-    let out = login(&db.store, &app("wxapp1"), &openid("o-2"), &p, None)
+    let out = db
+        .store
+        .record_login(&LoginRecord {
+            app_id: &app("wxapp1"),
+            openid: &openid("o-2"),
+            unionid: None,
+            phone: &p,
+            sealed_session_key: b"sealed-key-bytes",
+            session_key_expires_at_ms: NOW + 2 * HOUR_MS,
+            // A later login, as every real one is.
+            session: None,
+            now_ms: NOW + 1,
+        })
         .await
         .unwrap();
     assert!(!out.is_new_user);
@@ -523,4 +536,111 @@ async fn the_portable_mysql_statements_create_one_user_under_a_burst_and_see_ret
         .unwrap();
     assert_eq!((again.user_id, again.is_new_user), (id, false));
     assert_eq!(store.user_count().await.unwrap(), 1);
+}
+
+/// A TCP proxy to MariaDB that, once armed, forwards the next `COMMIT` to the
+/// server and then cuts the connection before the server's answer gets back:
+/// the transaction is committed, but the client never hears it.
+struct CommitDropper {
+    addr: std::net::SocketAddr,
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl CommitDropper {
+    async fn start(server: std::net::SocketAddr) -> CommitDropper {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = armed.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(upstream) = tokio::net::TcpStream::connect(server).await else {
+                    continue;
+                };
+                let flag = flag.clone();
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut ur, mut uw) = upstream.into_split();
+                    let down = tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut ur, &mut cw).await;
+                    });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let n = match cr.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        let is_commit = buf[..n].windows(7).any(|w| w == b"\x03COMMIT");
+                        if is_commit && flag.swap(false, Ordering::SeqCst) {
+                            // Stop relaying answers (the client has had every earlier
+                            // one: it waits for each), let the server commit, then cut.
+                            down.abort();
+                            let _ = uw.write_all(&buf[..n]).await;
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            return;
+                        }
+                        if uw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    down.abort();
+                });
+            }
+        });
+        CommitDropper { addr, armed }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_new_user_whose_commit_acknowledgement_was_lost_is_still_reported_new() {
+    let db = TestDb::mysql().await;
+    let url = db.url().to_owned();
+    let rest = url.trim_start_matches("mysql://");
+    let (creds, host_and_db) = rest.split_once('@').unwrap();
+    let (host, name) = host_and_db.split_once('/').unwrap();
+    let server: std::net::SocketAddr = tokio::net::lookup_host(host).await.unwrap().next().unwrap();
+    let proxy = CommitDropper::start(server).await;
+    // prefer_socket=false: mysql_async would otherwise switch to the server's
+    // Unix socket on loopback and bypass the proxy.
+    let proxied = format!("mysql://{creds}@{}/{name}?prefer_socket=false", proxy.addr);
+    let store = Store::connect(&SecretString::from(proxied), &test_settings())
+        .await
+        .unwrap();
+    proxy.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let outcome = login(
+        &store,
+        &app("wxlostcommit0001"),
+        &openid("o-lost-commit"),
+        &phone("13900001111"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(
+        !proxy.armed.load(std::sync::atomic::Ordering::SeqCst),
+        "the COMMIT answer was dropped"
+    );
+    assert!(
+        outcome.is_new_user,
+        "the login that created the user says so, though its first COMMIT went unanswered"
+    );
+    assert_eq!(db.store.user_count().await.unwrap(), 1);
+    // A later login of the same phone is a returning user, as always.
+    let again = store
+        .record_login(&LoginRecord {
+            app_id: &app("wxlostcommit0001"),
+            openid: &openid("o-lost-commit"),
+            unionid: None,
+            phone: &phone("13900001111"),
+            sealed_session_key: b"sealed-key-bytes",
+            session_key_expires_at_ms: NOW + 2 * HOUR_MS,
+            session: None,
+            now_ms: NOW + HOUR_MS,
+        })
+        .await
+        .unwrap();
+    assert!(!again.is_new_user);
+    assert_eq!(again.user_id, outcome.user_id);
 }

@@ -42,6 +42,7 @@ async fn start(timeout_ms: u64) -> TestWechat {
         base_url: sim.base_url(),
         timeout_ms,
         connect_timeout_ms: 1_000,
+        rate_limit_cooldown_secs: 0,
         ..WechatSettings::default()
     };
     let client = WechatClient::new(

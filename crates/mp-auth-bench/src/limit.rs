@@ -38,6 +38,13 @@ fn row(user: &User) -> anyhow::Result<Row> {
 
 async fn write(store: &Store, app_id: &AppId, row: &Row) -> Result<bool, StoreError> {
     let now = mp_auth::store::now_ms();
+    // The session row a login writes is part of the transaction measured here.
+    let session = mp_auth::store::NewSession {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        created_at_ms: now,
+        idle_expires_at_ms: now + 3_600_000,
+        expires_at_ms: now + 3_600_000,
+    };
     store
         .record_login(&LoginRecord {
             app_id,
@@ -46,6 +53,7 @@ async fn write(store: &Store, app_id: &AppId, row: &Row) -> Result<bool, StoreEr
             phone: &row.phone,
             sealed_session_key: &row.sealed,
             session_key_expires_at_ms: now + 3_600_000,
+            session: Some(&session),
             now_ms: now,
         })
         .await

@@ -1,0 +1,270 @@
+//! `POST /auth/refresh` and `POST /auth/logout`: the session endpoints of the
+//! mini-program, each one call of the gRPC service, with the same limits,
+//! error shape and `Cache-Control: no-store` as the login.
+
+use super::{
+    AppState,
+    error::ApiError,
+    login::{EdgeContext, FromJsonBody, LoginJson, forward, no_store_json},
+};
+use crate::proto;
+use axum::{
+    extract::{Query, State},
+    http::{HeaderMap, header},
+    response::Response,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::{IntoParams, ToSchema};
+
+/// `POST /auth/refresh` body.
+#[derive(Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RefreshRequest {
+    /// The refresh token from the login or the last refresh.
+    pub refresh_token: String,
+    /// The mini-program's AppID; required only when the service serves several.
+    #[serde(default)]
+    pub app_id: Option<String>,
+}
+
+impl std::fmt::Debug for RefreshRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshRequest")
+            .field("refresh_token", &"[REDACTED]")
+            .field("app_id", &self.app_id)
+            .finish()
+    }
+}
+
+/// `POST /auth/logout` body (optional when a bearer access token is sent).
+#[derive(Clone, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LogoutRequest {
+    /// The session's refresh token (or send `Authorization: Bearer <access_token>`).
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    /// Log out every session of the user, not just this one.
+    #[serde(default)]
+    pub all: Option<bool>,
+}
+
+impl std::fmt::Debug for LogoutRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogoutRequest")
+            .field("refresh_token", &"[REDACTED]")
+            .field("all", &self.all)
+            .finish()
+    }
+}
+
+/// A string field: absent, `null` and `""` are `None`; any other non-string is an error.
+fn string_field(map: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ApiError> {
+    match map.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(ApiError::InvalidField {
+            field: name,
+            problem: "must be a string",
+        }),
+    }
+}
+
+fn object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::MalformedJson {
+            problem: "the top-level value must be an object".into(),
+        }),
+        Err(e) => Err(ApiError::MalformedJson {
+            problem: format!("syntax error at line {} column {}", e.line(), e.column()),
+        }),
+    }
+}
+
+impl FromJsonBody for RefreshRequest {
+    fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
+        let map = object(bytes)?;
+        Ok(Self {
+            refresh_token: string_field(&map, "refreshToken")?.ok_or(ApiError::InvalidField {
+                field: "refreshToken",
+                problem: "is required: send the refresh token of the login or the last refresh",
+            })?,
+            app_id: string_field(&map, "appId")?,
+        })
+    }
+}
+
+impl FromJsonBody for LogoutRequest {
+    fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
+        let map = object(bytes)?;
+        let all = match map.get("all") {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => {
+                return Err(ApiError::InvalidField {
+                    field: "all",
+                    problem: "must be a boolean",
+                });
+            }
+        };
+        Ok(Self {
+            refresh_token: string_field(&map, "refreshToken")?,
+            all,
+        })
+    }
+}
+
+/// The new tokens of a refreshed session.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct RefreshResponse {
+    /// The new access token (a JWT).
+    pub access_token: String,
+    /// Always `bearer`.
+    pub token_type: String,
+    pub expires_in: i64,
+    /// The new refresh token: the one sent stops working.
+    pub refresh_token: String,
+    pub refresh_expires_in: i64,
+    pub user_id: String,
+}
+
+impl std::fmt::Debug for RefreshResponse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RefreshResponse")
+            .field("access_token", &"[REDACTED]")
+            .field("refresh_token", &"[REDACTED]")
+            .field("user_id", &self.user_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a logout did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct LogoutResponse {
+    pub user_id: String,
+    /// Sessions ended by this call (0 when already logged out).
+    pub sessions_revoked: u64,
+}
+
+/// `?all=true` on `/auth/logout`.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+pub struct LogoutQuery {
+    /// Log out every session of the user.
+    #[serde(default)]
+    pub all: Option<bool>,
+}
+
+/// Rotates the session's refresh token.
+#[utoipa::path(post, path = "/auth/refresh", tag = "sessions",
+    request_body(content = RefreshRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "New tokens; the refresh token sent stops working", body = RefreshResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "INVALID_ARGUMENT, MALFORMED_JSON, APP_ID_REQUIRED or UNKNOWN_APP", body = super::ErrorBody),
+        (status = 401, description = "REFRESH_TOKEN_INVALID, REFRESH_TOKEN_WRONG_APP, REFRESH_TOKEN_REUSED, SESSION_REVOKED or SESSION_EXPIRED: log in again", body = super::ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT", body = super::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = super::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = super::ErrorBody),
+        (status = 429, description = "RATE_LIMITED", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "INTERNAL", body = super::ErrorBody),
+        (status = 503, description = "DATABASE_UNAVAILABLE or BACKEND_UNAVAILABLE", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (1-5)"))),
+        (status = 504, description = "TIMEOUT", body = super::ErrorBody),
+    )
+)]
+pub async fn refresh(
+    State(state): State<AppState>,
+    ctx: EdgeContext,
+    LoginJson(body): LoginJson<RefreshRequest>,
+) -> Result<Response, ApiError> {
+    let request = tonic::Request::new(proto::RefreshSessionRequest {
+        refresh_token: body.refresh_token,
+        app_id: body.app_id.unwrap_or_default(),
+    });
+    let mut client = state.auth.clone();
+    let answer = forward(&state, &ctx, request, |r| client.refresh_session(r)).await?;
+    Ok(no_store_json(RefreshResponse {
+        access_token: answer.access_token,
+        token_type: "bearer".into(),
+        expires_in: answer.expires_in,
+        refresh_token: answer.refresh_token,
+        refresh_expires_in: answer.refresh_expires_in,
+        user_id: answer.user_id,
+    }))
+}
+
+/// The bearer token of an `Authorization` header, if any.
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then(|| token.to_owned())
+}
+
+/// Ends the session (or, with `all`, every session of the user).
+#[utoipa::path(post, path = "/auth/logout", tag = "sessions",
+    params(LogoutQuery),
+    request_body(content = LogoutRequest, content_type = "application/json",
+        description = "Optional when `Authorization: Bearer <access_token>` is sent"),
+    responses(
+        (status = 200, description = "Logged out", body = LogoutResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "INVALID_ARGUMENT (no credential) or MALFORMED_JSON", body = super::ErrorBody),
+        (status = 401, description = "REFRESH_TOKEN_INVALID or TOKEN_INVALID", body = super::ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT", body = super::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = super::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE", body = super::ErrorBody),
+        (status = 429, description = "RATE_LIMITED", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "INTERNAL", body = super::ErrorBody),
+        (status = 503, description = "DATABASE_UNAVAILABLE or BACKEND_UNAVAILABLE", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (1-5)"))),
+        (status = 504, description = "TIMEOUT", body = super::ErrorBody),
+    )
+)]
+pub async fn logout(
+    State(state): State<AppState>,
+    ctx: EdgeContext,
+    Query(query): Query<LogoutQuery>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    // The body is optional here (a bearer token suffices); when present it is JSON.
+    let body = if body.is_empty() {
+        LogoutRequest::default()
+    } else {
+        if body.len() > state.max_body_bytes {
+            return Err(ApiError::PayloadTooLarge {
+                limit: state.max_body_bytes,
+            });
+        }
+        LogoutRequest::from_json(&body)?
+    };
+    let all = query.all.or(body.all).unwrap_or(false);
+    let credential = match (body.refresh_token, bearer(&headers)) {
+        (Some(token), _) => proto::logout_request::Credential::RefreshToken(token),
+        (None, Some(token)) => proto::logout_request::Credential::AccessToken(token),
+        (None, None) => {
+            return Err(ApiError::InvalidField {
+                field: "refreshToken",
+                problem: "is required, or send Authorization: Bearer <access_token>",
+            });
+        }
+    };
+    let request = tonic::Request::new(proto::LogoutRequest {
+        credential: Some(credential),
+    });
+    let mut client = state.auth.clone();
+    let answer = if all {
+        forward(&state, &ctx, request, |r| client.logout_all(r)).await?
+    } else {
+        forward(&state, &ctx, request, |r| client.logout(r)).await?
+    };
+    Ok(no_store_json(LogoutResponse {
+        user_id: answer.user_id,
+        sessions_revoked: answer.sessions_revoked,
+    }))
+}
