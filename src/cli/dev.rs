@@ -77,28 +77,11 @@ impl DevSecrets {
 
     /// Loads `dev-secrets.json` from the data directory, creating it on first run.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join("dev-secrets.json");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            return serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", path.display()));
-        }
-        let secrets = Self::generate()?;
-        // Created owner-only from the first byte (no window in which it is world-readable).
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&secrets)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(secrets)
+        let name = "dev-secrets.json";
+        let text = dev_file(dir, name, || {
+            Ok(serde_json::to_string_pretty(&Self::generate()?)?)
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", dir.join(name).display()))
     }
 }
 
