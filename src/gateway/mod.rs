@@ -250,6 +250,7 @@ pub fn router(state: AppState) -> Router {
             .route("/auth/mp_login", post(login::mp_login))
             .route("/auth/refresh", post(session::refresh))
             .route("/auth/logout", post(session::logout))
+            .route("/auth/account/delete", post(session::delete_account))
             .route("/.well-known/jwks.json", get(jwks::jwks))
             .route("/.well-known/openid-configuration", get(jwks::discovery))
             .route(HEALTHZ_PATH, get(health::healthz))

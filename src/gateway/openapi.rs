@@ -18,6 +18,7 @@ use utoipa::OpenApi;
         login::mp_login,
         session::refresh,
         session::logout,
+        session::delete_account,
         jwks::jwks,
         jwks::discovery,
         health::healthz,
@@ -31,6 +32,8 @@ use utoipa::OpenApi;
         session::RefreshResponse,
         session::LogoutRequest,
         session::LogoutResponse,
+        session::DeleteAccountRequest,
+        session::DeleteAccountResponse,
         error::ErrorBody,
         error::Reason,
         health::HealthStatus

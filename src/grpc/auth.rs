@@ -11,6 +11,7 @@ use crate::{
     login::{LoginError, LoginRequest, LoginService, PhoneProof},
     proto::{self, mini_program_login_request::Phone},
     sessions::{LogoutCredential, SessionError, VerifyError},
+    users::{Actor, DeletionReason, UsersError, UsersService, parse_user_id},
 };
 use secrecy::ExposeSecret as _;
 use std::{sync::Arc, time::Instant};
@@ -26,6 +27,7 @@ pub const CLIENT_IP_HEADER: &str = "x-client-ip";
 /// The gRPC service implementation.
 pub struct AuthService {
     login: Arc<LoginService>,
+    users: Arc<UsersService>,
     callers: Arc<CallerRegistry>,
     /// Set with `grpc.protect_login_rpcs`: the login, refresh and logout RPCs
     /// need a key with `auth:login`.
@@ -37,11 +39,13 @@ pub struct AuthService {
 impl AuthService {
     pub fn new(
         login: Arc<LoginService>,
+        users: Arc<UsersService>,
         callers: Arc<CallerRegistry>,
         tracker: TaskTracker,
     ) -> Self {
         Self {
             login,
+            users,
             callers,
             protect_login: false,
             tracker,
@@ -331,6 +335,38 @@ impl proto::auth_server::Auth for AuthService {
         request: Request<proto::VerifyTokenRequest>,
     ) -> Result<Response<proto::VerifyTokenResponse>, Status> {
         self.verify(request).await
+    }
+
+    async fn delete_account(
+        &self,
+        request: Request<proto::DeleteAccountRequest>,
+    ) -> Result<Response<proto::DeleteAccountResponse>, Status> {
+        self.admit(&request)?;
+        let req = request.into_inner();
+        let verified = self
+            .login
+            .sessions()
+            .verify_online(req.access_token.trim())
+            .map_err(|e| verify_status(&e))?;
+        let users_status = |e: UsersError| super::error::users_status(&e);
+        let user_id = parse_user_id(&verified.claims.sub)
+            .map_err(|e| users_status(UsersError::InvalidField(e)))?;
+        let reason = if req.reason.trim().is_empty() {
+            DeletionReason::parse("user_request")
+        } else {
+            DeletionReason::parse(&req.reason)
+        }
+        .map_err(|e| users_status(UsersError::InvalidField(e)))?;
+        let outcome = self
+            .users
+            .delete(Actor::User, user_id, &reason)
+            .await
+            .map_err(users_status)?;
+        Ok(Response::new(proto::DeleteAccountResponse {
+            user_id: outcome.user_id.to_string(),
+            deleted_at_ms: outcome.deleted_at_ms,
+            sessions_revoked: outcome.sessions_revoked,
+        }))
     }
 
     async fn get_jwks(

@@ -162,6 +162,7 @@ pub fn users_status(err: &UsersError) -> Status {
         UsersError::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
         UsersError::NotFound => (Code::NotFound, "USER_NOT_FOUND"),
         UsersError::Deleted(_) => (Code::NotFound, "USER_DELETED"),
+        UsersError::SessionNotFound => (Code::NotFound, "SESSION_NOT_FOUND"),
         UsersError::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
         UsersError::Internal(_) => (Code::Internal, "INTERNAL"),
     };

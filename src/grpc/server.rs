@@ -142,8 +142,13 @@ impl GrpcServer {
             .build_v1alpha()?;
 
         let tracker = tokio_util::task::TaskTracker::new();
-        let mut auth_service =
-            AuthService::new(self.login.clone(), self.callers.clone(), tracker.clone());
+        let users_service = Arc::new(UsersService::new(self.login.store().clone()));
+        let mut auth_service = AuthService::new(
+            self.login.clone(),
+            users_service.clone(),
+            self.callers.clone(),
+            tracker.clone(),
+        );
         if cfg.protect_login_rpcs {
             auth_service = auth_service.protect_login_rpcs();
         }
@@ -160,12 +165,9 @@ impl GrpcServer {
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
 
-        let users = UsersServer::new(UsersGrpc::new(
-            Arc::new(UsersService::new(self.login.store().clone())),
-            self.callers.clone(),
-        ))
-        .max_decoding_message_size(cfg.max_message_bytes)
-        .max_encoding_message_size(cfg.max_message_bytes);
+        let users = UsersServer::new(UsersGrpc::new(users_service, self.callers.clone()))
+            .max_decoding_message_size(cfg.max_message_bytes)
+            .max_encoding_message_size(cfg.max_message_bytes);
 
         let checker = tokio::spawn(health_loop(
             self.login.store().clone(),

@@ -118,8 +118,6 @@ pub struct Store {
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
     verify_window: mysql::VerifyWindow,
-    /// MySQL-protocol server supports `INSERT ... RETURNING` (MariaDB >= 10.5).
-    returning: bool,
     /// Health checks' own connection, outside the pool and the gate.
     probe: Arc<health::Probe>,
 }
@@ -184,12 +182,10 @@ impl Store {
         let verify_window = mysql::VerifyWindow::default();
         let password = url_password(url);
         let pool_size = settings.pool_size.max(1);
-        let mut returning = false;
         let inner = if url.starts_with("mysql://") {
-            let mut first = mysql::establish(url, acquire_timeout)
+            let first = mysql::establish(url, acquire_timeout)
                 .await
                 .map_err(|e| StoreError::from_connect(&e, password))?;
-            returning = mysql::supports_returning(&mut first).await;
             let pool = bb8::Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(acquire_timeout)
@@ -226,7 +222,6 @@ impl Store {
             acquire_timeout,
             last_connect_error,
             verify_window,
-            returning,
             probe: Arc::new(health::Probe::new(secret_url, backend, acquire_timeout)),
         })
     }
@@ -235,13 +230,6 @@ impl Store {
     /// connection of its own (never queued behind logins in the pool).
     pub async fn health(&self) -> Result<Health, StoreError> {
         self.probe.check().await
-    }
-
-    /// Uses the portable MySQL statements (upsert, then `SELECT LAST_INSERT_ID()`) even
-    /// on MariaDB, as on MySQL and TiDB; lets tests cover both paths on one server.
-    pub fn with_portable_sql(mut self) -> Store {
-        self.returning = false;
-        self
     }
 
     /// The database kind.
@@ -338,7 +326,7 @@ impl Store {
             let result = match &self.inner {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
-                    mysql::record_login(&mut conn, login, self.returning).await
+                    mysql::record_login(&mut conn, login).await
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;

@@ -204,6 +204,13 @@ impl Auth for StandIn {
         Err(Status::unimplemented("not scripted"))
     }
 
+    async fn delete_account(
+        &self,
+        _request: Request<proto::DeleteAccountRequest>,
+    ) -> Result<Response<proto::DeleteAccountResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
     async fn get_jwks(
         &self,
         _request: Request<proto::GetJwksRequest>,

@@ -190,3 +190,101 @@ async fn with_protected_login_rpcs_only_the_gateway_s_key_logs_in() {
         "{json}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_deletes_its_own_account_with_a_valid_token_only() {
+    let s = stack(TestAppOptions::default()).await;
+    let delete = |token: String| {
+        let url = format!("{}/auth/account/delete", s.gateway);
+        async move {
+            let resp = http()
+                .post(url)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(r#"{"reason":"user_request"}"#)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // An expired token (signed with the right key, `exp` in the past): refused.
+    let user = unique_user();
+    let login = s
+        .app
+        .login_with_phone_code(s.app.app_id(), &user, None)
+        .await
+        .unwrap();
+    let mut claims = s.app.token_issuer().verify(&login.access_token).unwrap();
+    claims.exp = claims.iat - 3600;
+    claims.iat -= 7200;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some("hs256".into());
+    let expired = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TEST_TOKEN_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, body) = delete(expired).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("TOKEN_EXPIRED")),
+        "{body}"
+    );
+    // A revoked token (its session logged out): refused.
+    let other = s
+        .app
+        .login_with_phone_code(s.app.app_id(), &unique_user(), None)
+        .await
+        .unwrap();
+    s.app
+        .client()
+        .await
+        .logout(mp_auth::proto::LogoutRequest {
+            credential: Some(mp_auth::proto::logout_request::Credential::RefreshToken(
+                other.refresh_token.clone(),
+            )),
+        })
+        .await
+        .unwrap();
+    let mut status_body = (0, serde_json::Value::Null);
+    for _ in 0..40 {
+        status_body = delete(other.access_token.clone()).await;
+        if status_body.1["reason"] == "TOKEN_REVOKED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (status_body.0, status_body.1["reason"].as_str()),
+        (401, Some("TOKEN_REVOKED")),
+        "{}",
+        status_body.1
+    );
+    // No token at all: a 400 naming the header.
+    let resp = http()
+        .post(format!("{}/auth/account/delete", s.gateway))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // The valid token deletes the account; its tokens then fail verification.
+    let (status, body) = delete(login.access_token.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], login.user_id);
+    assert_eq!(body["sessions_revoked"], 1);
+    let uid = mp_auth::domain::UserId(login.user_id.parse().unwrap());
+    assert!(s.app.db.store.user(uid).await.unwrap().is_none());
+    assert!(s.app.db.store.tombstone(uid).await.unwrap().is_some());
+    // The same phone logs in again as a new user.
+    let again = s
+        .app
+        .login_with_phone_code(s.app.app_id(), &user, None)
+        .await
+        .unwrap();
+    assert!(again.is_new_user);
+    assert_ne!(again.user_id, login.user_id);
+}
