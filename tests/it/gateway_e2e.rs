@@ -154,11 +154,11 @@ async fn with_protected_login_rpcs_only_the_gateway_s_key_logs_in() {
     .await;
     // Through the gateway (which holds the key): a normal login.
     let user = unique_user();
-    let code = s.app.wx_login(&user).await;
-    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    let pressed = s.app.press(&user).await;
     let (status, json, _) = post(
         &s.gateway,
-        serde_json::json!({"code": code, "phoneCode": pressed.code}).to_string(),
+        serde_json::json!({"code": pressed.login.code, "phoneCode": pressed.phone.code})
+            .to_string(),
     )
     .await;
     assert_eq!(status, 200, "{json}");

@@ -114,8 +114,10 @@ async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {
     // Sessions, verification and the Users API (audited actions included).
     let user = "leak-user-sessions";
     let phone = unique_phone();
-    let login = sim.login(&app, user, Some(&phone)).await.unwrap();
-    let pressed = sim.phone(&app, user).await.unwrap();
+    let Pressed {
+        login,
+        phone: pressed,
+    } = sim.press(&app, user, Some(&phone)).await.unwrap();
     let first = post(serde_json::json!({"code": login.code, "phoneCode": pressed.code})).await;
     let refresh_token = first["refresh_token"].as_str().unwrap().to_owned();
     let access_token = first["access_token"].as_str().unwrap().to_owned();
