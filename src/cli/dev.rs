@@ -1,14 +1,14 @@
-//! The all-in-one dev mode: the WeChat simulator, the gRPC service and the
+//! `mp-auth dev` (dev feature), the all-in-one dev mode: the WeChat simulator, the gRPC service and the
 //! HTTP gateway in one process, on an embedded SQLite database (a file in the
 //! data directory; `DATABASE_URL` switches to MySQL). It generates dev-only
 //! secrets, performs one demo login through the gateway, and prints
 //! copy-paste commands.
 
+use super::login::{DEMO_APP_ID, demo_login};
 use crate::{
     config::{AppSettings, LogFormat, Settings},
     gateway::Gateway,
     grpc::GrpcServer,
-    simulator::{SimApp, Simulator, SimulatorConfig},
 };
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -20,9 +20,7 @@ use std::{
     process::ExitCode,
     time::Duration,
 };
-
-/// The demo mini program dev mode configures.
-pub const DEMO_APP_ID: &str = "wx_demo_app";
+use wechat_sim::{SimApp, Simulator, SimulatorConfig};
 
 /// Arguments of `mp-auth dev`. Every port has a default and an env override.
 #[derive(Debug, clap::Args)]
@@ -79,28 +77,11 @@ impl DevSecrets {
 
     /// Loads `dev-secrets.json` from the data directory, creating it on first run.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join("dev-secrets.json");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            return serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", path.display()));
-        }
-        let secrets = Self::generate()?;
-        // Created owner-only from the first byte (no window in which it is world-readable).
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&secrets)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(secrets)
+        let name = "dev-secrets.json";
+        let text = dev_file(dir, name, || {
+            Ok(serde_json::to_string_pretty(&Self::generate()?)?)
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", dir.join(name).display()))
     }
 }
 
@@ -169,7 +150,7 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
             )
         })?;
     let demo = SimApp {
-        app_id: crate::domain::AppId::parse(DEMO_APP_ID)?,
+        app_id: DEMO_APP_ID.to_owned(),
         app_secret: SecretString::from(secrets.app_secret.clone()),
         open_platform: Some("mp-auth-dev".into()),
     };
@@ -267,8 +248,7 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     };
     wait_ready(&endpoints.gateway).await?;
     if !args.no_demo {
-        match crate::client::demo_login(&endpoints.simulator, &endpoints.gateway, DEMO_APP_ID).await
-        {
+        match demo_login(&endpoints.simulator, &endpoints.gateway, DEMO_APP_ID).await {
             Ok(summary) => println!("Demo login through the gateway succeeded:\n{summary}"),
             Err(e) => eprintln!("warning: the demo login failed: {e:#}"),
         }
