@@ -6,10 +6,8 @@ use crate::{
     gateway_e2e::{http, stack},
     helpers::*,
 };
-use mp_auth::{
-    domain::Phone,
-    simulator::{Fault, FaultEndpoint},
-};
+use mp_auth::domain::Phone;
+use wechat_sim::{Fault, FaultEndpoint};
 use serde_json::{Value, json};
 use std::time::Duration;
 
