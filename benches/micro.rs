@@ -1,5 +1,6 @@
 //! Micro-benchmarks of the CPU work inside one login: legacy phone decryption,
-//! JWT sign and verify, phone normalisation and masking, session-key vault seal/open.
+//! JWT sign and verify (ES256, EdDSA, HS256), phone normalisation and masking,
+//! session-key vault seal/open.
 //! `cargo bench --bench micro` (about 20 s).
 
 #![allow(clippy::unwrap_used)]
@@ -9,10 +10,9 @@ use mp_auth::{
     config::TokenSettings,
     domain::{AppId, OpenId, Phone, SessionKey, UserId},
     login::SessionVault,
-    tokens::{Hs256Signer, TokenIssuer},
+    tokens::{Algorithm, KeyRing, SigningKey, TokenIssuer},
     wechat::crypto::decrypt_phone,
 };
-use secrecy::SecretString;
 use std::{
     hint::black_box,
     time::{Duration, UNIX_EPOCH},
@@ -36,21 +36,41 @@ fn legacy_decryption(c: &mut Criterion) {
     });
 }
 
-fn jwt(c: &mut Criterion) {
-    let secret = SecretString::from("bench-signing-secret-0123456789-abcdefghijklmnop");
-    let issuer = TokenIssuer::new(
-        &TokenSettings::default(),
-        Box::new(Hs256Signer::new(&secret).unwrap()),
+/// A token issuer signing with a fresh key of `alg`.
+pub fn issuer(alg: Algorithm) -> TokenIssuer {
+    let settings = TokenSettings::default();
+    let signing = match alg {
+        Algorithm::Hs256 => {
+            SigningKey::hs256(b"bench-signing-secret-0123456789-abcdefghijklmnop").unwrap()
+        }
+        _ => SigningKey::from_pem(&SigningKey::generate(alg).unwrap().private_pem).unwrap(),
+    };
+    let ring = KeyRing::new(
+        signing,
+        Vec::new(),
+        &settings.issuer,
+        &settings.audience,
+        30,
     )
     .unwrap();
+    TokenIssuer::new(&settings, std::sync::Arc::new(ring)).unwrap()
+}
+
+fn jwt(c: &mut Criterion) {
     let app = AppId::parse(APP).unwrap();
-    c.bench_function("jwt sign (HS256)", |b| {
-        b.iter(|| issuer.issue(black_box(UserId(42)), &app))
-    });
-    let token = issuer.issue(UserId(42), &app).unwrap().token;
-    c.bench_function("jwt verify (HS256)", |b| {
-        b.iter(|| issuer.verify(black_box(&token)))
-    });
+    for alg in [Algorithm::Es256, Algorithm::EdDsa, Algorithm::Hs256] {
+        let issuer = issuer(alg);
+        c.bench_function(&format!("jwt sign ({alg})"), |b| {
+            b.iter(|| issuer.issue_for_session(black_box(UserId(42)), &app, "sid", u64::MAX))
+        });
+        let token = issuer
+            .issue_for_session(UserId(42), &app, "sid", u64::MAX)
+            .unwrap()
+            .token;
+        c.bench_function(&format!("jwt verify ({alg})"), |b| {
+            b.iter(|| issuer.verify(black_box(&token)))
+        });
+    }
 }
 
 fn phone(c: &mut Criterion) {

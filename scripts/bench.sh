@@ -11,6 +11,7 @@
 #
 # Knobs (environment): RUNS (3), REQUESTS per run (20000), WARMUP (1000),
 # CONCURRENCIES ("16 64 256"), FLOWS ("legacy code"), TARGETS ("grpc http"),
+# VERIFY_CONCURRENCIES ("16 64 256") and VERIFY_REQUESTS (100000) for the VerifyToken rows,
 # POOL_SIZE (server and limit-run pool; default: the server's default),
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
@@ -21,9 +22,11 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 REQUESTS=${REQUESTS:-20000}
 WARMUP=${WARMUP:-1000}
-CONCURRENCIES=${CONCURRENCIES:-"16 64 256"}
+CONCURRENCIES=${CONCURRENCIES-"16 64 256"}
+VERIFY_CONCURRENCIES=${VERIFY_CONCURRENCIES-"16 64 256"}
+VERIFY_REQUESTS=${VERIFY_REQUESTS:-100000}
 FLOWS=${FLOWS:-"legacy code"}
-TARGETS=${TARGETS:-"grpc http"}
+TARGETS=${TARGETS-"grpc http"}
 SIM_PORT=${SIM_PORT:-19400}
 GRPC_PORT=${GRPC_PORT:-15051}
 GATEWAY_PORT=${GATEWAY_PORT:-18080}
@@ -97,7 +100,14 @@ wait_port "$SIM_PORT"
 export DATABASE_URL
 export MP_AUTH_APPS="[{app_id=\"$APP_ID\",app_secret=\"$APP_SECRET\"}]"
 export MP_AUTH_WECHAT__BASE_URL="http://127.0.0.1:$SIM_PORT"
-export MP_AUTH_TOKEN__HS256_SECRET="bench-signing-secret-0123456789-abcdefghijklmnop"
+# Production-like tokens: ES256 with a key made for this run.
+"$BIN" keys generate --out "$OUT/signing-key" >/dev/null
+export MP_AUTH_TOKEN__SIGNING_KEY_FILE="$OUT/signing-key.pem"
+# The VerifyToken rows' caller: an API key with tokens:verify (the server keeps its SHA-256).
+MP_AUTH_BENCH_API_KEY="mpk_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+export MP_AUTH_BENCH_API_KEY
+BENCH_KEY_SHA256=$(printf %s "$MP_AUTH_BENCH_API_KEY" | sha256sum | cut -d' ' -f1)
+export MP_AUTH_CALLERS="[{name=\"bench\",key_sha256=\"$BENCH_KEY_SHA256\",permissions=[\"tokens:verify\"]}]"
 export MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; fi
 
@@ -133,6 +143,7 @@ COMMON=(--simulator "http://127.0.0.1:$SIM_PORT" --grpc "http://127.0.0.1:$GRPC_
 RUN=(--requests "$REQUESTS" --no-seed)
 TABLE=$OUT/results.md
 LIMIT_TABLE=$OUT/limit.md
+VERIFY_TABLE=$OUT/verify.md
 
 log "seeding $POPULATION returning users"
 "$BENCH" "${COMMON[@]}" --requests 0 --concurrency 64 >"$OUT/seed.txt"
@@ -173,13 +184,18 @@ for c in $CONCURRENCIES; do
         --concurrency "$c" --json "$OUT/$name.json" --table "$LIMIT_TABLE" >"$OUT/$name.txt"
 done
 
-echo
-echo "## Service (median of $RUNS runs, $REQUESTS requests each, half returning users)"
-echo
-cat "$TABLE"
-echo
-echo "## Limit run: Store::record_login alone (median of $RUNS runs)"
-echo
-cat "$LIMIT_TABLE"
+# --- VerifyToken: online verification with revocation checking (1,000 users' tokens) ---
+for c in $VERIFY_CONCURRENCIES; do
+    name=verify-c$c
+    log "$name"
+    "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --verify-run --tokens 1000 --requests "$VERIFY_REQUESTS" \
+        --warmup 5000 --no-seed --concurrency "$c" --json "$OUT/$name.json" --table "$VERIFY_TABLE" \
+        >"$OUT/$name.txt"
+done
+
+show() { if [ -f "$2" ]; then echo; echo "## $1"; echo; cat "$2"; fi; }
+show "Service (median of $RUNS runs, $REQUESTS requests each, half returning users)" "$TABLE"
+show "Limit run: Store::record_login alone (median of $RUNS runs)" "$LIMIT_TABLE"
+show "VerifyToken (median of $RUNS runs, $VERIFY_REQUESTS verifications each; the logins/s column is verifications/s)" "$VERIFY_TABLE"
 echo
 echo "Details: $OUT"

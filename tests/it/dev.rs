@@ -177,11 +177,13 @@ fn dev_mode_logs_users_in_and_keeps_them_across_restarts() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("dev-secrets.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "dev-secrets.json is owner-only: {mode:o}");
+        for file in ["dev-secrets.json", "dev-signing-key.pem", "dev-caller-key"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{file} is owner-only: {mode:o}");
+        }
     }
 }
 

@@ -220,15 +220,10 @@ async fn a_user_deletes_its_own_account_with_a_valid_token_only() {
     let mut claims = s.app.token_issuer().verify(&login.access_token).unwrap();
     claims.exp = claims.iat - 3600;
     claims.iat -= 7200;
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.typ = Some("at+jwt".into());
-    header.kid = Some("hs256".into());
-    let expired = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(TEST_TOKEN_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let expired = mp_auth::tokens::SigningKey::from_pem(TEST_SIGNING_KEY)
+        .unwrap()
+        .sign(&claims)
+        .unwrap();
     let (status, body) = delete(expired).await;
     assert_eq!(
         (status, body["reason"].as_str()),

@@ -9,7 +9,7 @@ use mp_auth::{
     config::{CallerSettings, Settings},
     grpc::GrpcServer,
     proto::{self, auth_client::AuthClient, logout_request::Credential},
-    tokens::Es256Signer,
+    tokens::SigningKey,
 };
 use secrecy::SecretString;
 use std::{
@@ -24,8 +24,11 @@ struct Keys {
 }
 
 fn key_pair() -> Keys {
-    let (private, public) = Es256Signer::generate().unwrap();
-    Keys { private, public }
+    let key = SigningKey::generate(mp_auth::tokens::Algorithm::Es256).unwrap();
+    Keys {
+        private: key.private_pem,
+        public: key.public_pem,
+    }
 }
 
 /// A server signing with `key`, allowed `verifier` (tokens:verify).

@@ -2,13 +2,15 @@
 //! payloads are minted through the simulator before the clock starts; requests go to
 //! the gRPC service or the HTTP gateway in a closed or open loop; the report has
 //! throughput, latency percentiles, errors by reason, CPU and peak RSS per process,
-//! and a duplicate-user check. `--limit-run` measures the database transaction alone.
+//! and a duplicate-user check. `--limit-run` measures the database transaction alone;
+//! `--verify-run` measures `Auth.VerifyToken`.
 //!
 //! Layout:
 //! - [`workload`]: returning and new users, minting through the simulator.
 //! - [`target`]: the gRPC and HTTP clients.
 //! - [`driver`]: closed and open loops, latency histograms.
 //! - [`limit`]: the database-only limit run.
+//! - [`verify`]: the `VerifyToken` run.
 //! - [`procstat`]: CPU and RSS from `/proc`.
 //! - [`report`]: table, JSON, medians.
 
@@ -21,6 +23,7 @@ mod limit;
 mod procstat;
 mod report;
 mod target;
+mod verify;
 mod workload;
 
 use anyhow::Context as _;
@@ -148,6 +151,15 @@ pub struct BenchArgs {
     /// Measure `Store::record_login` alone at the same concurrency and mix (no gRPC, HTTP or WeChat).
     #[arg(long)]
     pub limit_run: bool,
+    /// Measure `Auth.VerifyToken` instead of logins (needs `--api-key`).
+    #[arg(long, conflicts_with = "limit_run")]
+    pub verify_run: bool,
+    /// Verify run: the API key of a caller with `tokens:verify`.
+    #[arg(long, env = "MP_AUTH_BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Verify run: distinct users (and tokens) verified round robin.
+    #[arg(long, default_value_t = 1_000)]
+    pub tokens: usize,
     /// Limit run: connections in the store's pool (default: `database.pool_size`, like the server).
     #[arg(long)]
     pub pool_size: Option<u32>,
@@ -181,6 +193,7 @@ impl BenchArgs {
         }
         let edge = match (self.limit_run, self.target) {
             (true, _) => "limit",
+            _ if self.verify_run => "VerifyToken",
             (false, TargetKind::Grpc) => "grpc",
             (false, TargetKind::Http) => "gateway",
         };
@@ -192,7 +205,7 @@ impl BenchArgs {
             Some(rate) => format!("rate={rate}/s"),
             None => format!("c={}", self.concurrency),
         };
-        if self.limit_run {
+        if self.limit_run || self.verify_run {
             format!("{edge} {pace}")
         } else {
             format!("{edge} {flow} {pace}")
@@ -230,7 +243,29 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut new_users = NewUsers::new();
     let mut runs = Vec::new();
 
-    let runner = if args.limit_run {
+    let runner = if args.verify_run {
+        let api_key = args
+            .api_key
+            .as_deref()
+            .context("--verify-run needs --api-key (a caller with tokens:verify)")?;
+        let lanes = match args.rate {
+            Some(_) => args.max_in_flight.min(256),
+            None => args.concurrency,
+        };
+        eprintln!("logging {} users in for their tokens...", args.tokens);
+        let target = verify::VerifyTarget::prepare(
+            &args.grpc,
+            &SimClient::new(&args.simulator),
+            app_id.as_str(),
+            api_key,
+            args.tokens.max(1),
+            lanes.div_ceil(args.tasks_per_connection.max(1)),
+            Duration::from_millis(args.timeout_ms),
+            args.mint_parallel,
+        )
+        .await?;
+        Runner::Verify(target)
+    } else if args.limit_run {
         let url = args
             .database_url
             .as_ref()
@@ -410,6 +445,11 @@ enum Prepared {
         warmup: Vec<User>,
         run: Vec<User>,
     },
+    /// Verifications need nothing per run: the tokens are ready.
+    Verify {
+        warmup: usize,
+        run: usize,
+    },
 }
 
 /// How logins are issued: through the service, or the database transaction alone.
@@ -425,6 +465,7 @@ enum Runner {
         store: Store,
         app_id: AppId,
     },
+    Verify(verify::VerifyTarget),
 }
 
 impl Runner {
@@ -447,6 +488,10 @@ impl Runner {
                 })
             }
             Self::Limit { .. } => Ok(Prepared::Limit { warmup, run }),
+            Self::Verify(_) => Ok(Prepared::Verify {
+                warmup: warmup.len(),
+                run: run.len(),
+            }),
         }
     }
 
@@ -467,6 +512,9 @@ impl Runner {
                 let users = if warmup { w } else { run };
                 limit::run(store.clone(), app_id.clone(), users, pace, deadline).await
             }
+            (Self::Verify(target), Prepared::Verify { warmup: w, run }) => Ok(target
+                .run(if warmup { *w } else { *run }, pace, deadline)
+                .await),
             _ => anyhow::bail!("prepared requests do not match the runner"),
         }
     }
