@@ -5,7 +5,7 @@ use prost::Message;
 use std::{env, fs, path::PathBuf};
 
 /// Generated messages whose derived `Debug` would print a secret.
-const REDACTED_MESSAGES: [&str; 7] = [
+const REDACTED_MESSAGES: [&str; 9] = [
     ".mpauth.v1.MiniProgramLoginRequest",
     ".mpauth.v1.EncryptedPhone",
     ".mpauth.v1.MiniProgramLoginResponse",
@@ -13,6 +13,8 @@ const REDACTED_MESSAGES: [&str; 7] = [
     ".mpauth.v1.RefreshSessionRequest",
     ".mpauth.v1.RefreshSessionResponse",
     ".mpauth.v1.LogoutRequest",
+    ".mpauth.v1.VerifyTokenRequest",
+    ".mpauth.v1.DeleteAccountRequest",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The load benchmark in one command (not part of the tests). Builds the release binary,
+# The load benchmark in one command (not part of the tests). Builds the release binaries
+# (mp-auth and the load generator, crates/mp-auth-bench),
 # makes sure MariaDB runs, creates a fresh bench database, starts the WeChat simulator,
 # the gRPC server (and the HTTP gateway when the binary has it), seeds the returning
 # users, runs the matrix and the database limit run beside it, and prints the tables
@@ -38,9 +39,10 @@ log() { echo "bench: $*" >&2; }
 mkdir -p "$OUT"
 
 # --- build -------------------------------------------------------------------------
-log "building the release binary"
-cargo build --release --quiet
+log "building the release binaries"
+cargo build --release --quiet -p mp-auth -p mp-auth-bench
 BIN=${CARGO_TARGET_DIR:-target}/release/mp-auth
+BENCH=${CARGO_TARGET_DIR:-target}/release/mp-auth-bench
 
 # --- database ----------------------------------------------------------------------
 if [ "$(id -u)" -eq 0 ]; then
@@ -133,7 +135,7 @@ TABLE=$OUT/results.md
 LIMIT_TABLE=$OUT/limit.md
 
 log "seeding $POPULATION returning users"
-"$BIN" bench "${COMMON[@]}" --requests 0 --concurrency 64 >"$OUT/seed.txt"
+"$BENCH" "${COMMON[@]}" --requests 0 --concurrency 64 >"$OUT/seed.txt"
 
 # --- the matrix --------------------------------------------------------------------
 for target in $TARGETS; do
@@ -141,7 +143,7 @@ for target in $TARGETS; do
         for c in $CONCURRENCIES; do
             name=$target-$flow-c$c
             log "$name"
-            "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow "$flow" \
+            "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow "$flow" \
                 --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
         done
     done
@@ -154,7 +156,7 @@ for target in $TARGETS; do
     log "$name"
     fault POST -H 'content-type: application/json' \
         -d '{"endpoint":"*","latency_ms":20,"count":null}'
-    "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow legacy \
+    "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow legacy \
         --concurrency 256 --label "${target/http/gateway} legacy c=256 WeChat +20 ms" \
         --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
     fault DELETE
@@ -163,11 +165,11 @@ done
 # --- the limit run: the login transaction alone -------------------------------------
 LIMIT_WATCH=()
 if [ -n "$MARIADB_PID" ]; then LIMIT_WATCH+=(--pid "mariadb=$MARIADB_PID"); fi
-"$BIN" bench "${COMMON[@]}" --limit-run --requests 0 --concurrency 64 >>"$OUT/seed.txt"
+"$BENCH" "${COMMON[@]}" --limit-run --requests 0 --concurrency 64 >>"$OUT/seed.txt"
 for c in $CONCURRENCIES; do
     name=limit-c$c
     log "$name"
-    "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${LIMIT_WATCH[@]}" --limit-run \
+    "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${LIMIT_WATCH[@]}" --limit-run \
         --concurrency "$c" --json "$OUT/$name.json" --table "$LIMIT_TABLE" >"$OUT/$name.txt"
 done
 

@@ -12,11 +12,15 @@ scripts/tools.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 
-echo "== cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
 
-echo "== cargo test"
-cargo test --all-targets --locked
+# The production build (the Dockerfile's): no simulator, dev mode or login command.
+echo "== cargo clippy -p mp-auth --no-default-features --all-targets -- -D warnings"
+cargo clippy -p mp-auth --no-default-features --all-targets --locked -- -D warnings
+
+echo "== cargo test --workspace"
+cargo test --workspace --all-targets --locked
 
 echo "== Kubernetes manifests (kustomize build + kubernetes-validate --strict)"
 scripts/validate-k8s.sh

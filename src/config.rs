@@ -196,6 +196,9 @@ pub struct GatewaySettings {
     #[serde(serialize_with = "ser_secret_opt")]
     pub api_key: Option<SecretString>,
     pub api_key_file: Option<PathBuf>,
+    /// The gateway's public base URL (e.g. `https://auth.example.com`) for the
+    /// discovery document's `jwks_uri`; by default taken from the request's host.
+    pub public_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -211,10 +214,19 @@ pub struct TokenSettings {
     pub issuer: String,
     pub audience: String,
     pub ttl_secs: u64,
-    /// HS256 signing secret, at least 32 bytes.
+    /// HS256 signing secret, at least 32 bytes (single-service setups; ES256 is recommended).
     #[serde(serialize_with = "ser_secret_opt")]
     pub hs256_secret: Option<SecretString>,
     pub hs256_secret_file: Option<PathBuf>,
+    /// ES256 signing key: a PKCS#8 PEM P-256 private key (`mp-auth keys generate`).
+    /// When set, tokens are ES256 and the JWKS publishes the public keys.
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub signing_key: Option<SecretString>,
+    pub signing_key_file: Option<PathBuf>,
+    /// Previous keys (private or public PEM) that still verify until removed.
+    pub verification_key_files: Vec<PathBuf>,
+    /// Clock skew tolerated on `exp`/`nbf`/`iat` when verifying.
+    pub leeway_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -352,6 +364,7 @@ impl Default for GatewaySettings {
             probe_listen: None,
             api_key: None,
             api_key_file: None,
+            public_url: None,
         }
     }
 }
@@ -364,6 +377,10 @@ impl Default for TokenSettings {
             ttl_secs: 7_200,
             hs256_secret: None,
             hs256_secret_file: None,
+            signing_key: None,
+            signing_key_file: None,
+            verification_key_files: Vec::new(),
+            leeway_secs: 30,
         }
     }
 }

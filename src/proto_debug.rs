@@ -87,6 +87,21 @@ impl fmt::Debug for RefreshSessionResponse {
     }
 }
 
+impl fmt::Debug for crate::proto::DeleteAccountRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DeleteAccountRequest")
+            .field("access_token", &REDACTED)
+            .field("reason", &self.reason)
+            .finish()
+    }
+}
+
+impl fmt::Debug for crate::proto::VerifyTokenRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("VerifyTokenRequest([REDACTED])")
+    }
+}
+
 impl fmt::Debug for LogoutRequest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("LogoutRequest([REDACTED])")

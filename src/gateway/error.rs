@@ -87,11 +87,15 @@ pub enum Reason {
     SessionExpired,
     /// 401: the access token is invalid or expired (refresh, or log in again).
     TokenInvalid,
+    /// 401: the access token has expired: refresh the session, then retry.
+    TokenExpired,
+    /// 401: the access token's session was logged out or revoked: log in again.
+    TokenRevoked,
 }
 
 impl Reason {
     /// Every reason, in the order of docs/http-api.md's table.
-    pub const ALL: [Reason; 31] = [
+    pub const ALL: [Reason; 33] = [
         Reason::InvalidArgument,
         Reason::MalformedJson,
         Reason::AppIdRequired,
@@ -123,6 +127,8 @@ impl Reason {
         Reason::SessionRevoked,
         Reason::SessionExpired,
         Reason::TokenInvalid,
+        Reason::TokenExpired,
+        Reason::TokenRevoked,
     ];
 
     /// The wire string, e.g. `LOGIN_CODE_USED`.
@@ -286,6 +292,12 @@ impl Reason {
                 "refresh the session once (POST /auth/refresh); if that fails, log in again",
                 "TOKEN_INVALID",
             ),
+            R::TokenExpired => (
+                StatusCode::UNAUTHORIZED,
+                "refresh the session once (POST /auth/refresh), then retry with the new access token",
+                "TOKEN_EXPIRED",
+            ),
+            R::TokenRevoked => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "TOKEN_REVOKED"),
         }
     }
 
@@ -491,7 +503,11 @@ pub fn from_status(status: &Status) -> ApiError {
         (C::Unauthenticated, Some("REFRESH_TOKEN_REUSED")) => R::RefreshTokenReused,
         (C::Unauthenticated, Some("SESSION_REVOKED")) => R::SessionRevoked,
         (C::Unauthenticated, Some("SESSION_EXPIRED")) => R::SessionExpired,
-        (C::Unauthenticated, Some("TOKEN_INVALID")) => R::TokenInvalid,
+        (C::Unauthenticated, Some("TOKEN_INVALID" | "KEY_UNKNOWN" | "TOKEN_NOT_YET_VALID")) => {
+            R::TokenInvalid
+        }
+        (C::Unauthenticated, Some("TOKEN_EXPIRED")) => R::TokenExpired,
+        (C::Unauthenticated, Some("TOKEN_REVOKED")) => R::TokenRevoked,
         (C::FailedPrecondition, Some("PHONE_REQUIRED")) => R::PhoneRequired,
         (C::Unauthenticated, Some("PHONE_CODE_INVALID")) => R::PhoneCodeInvalid,
         (C::Unauthenticated, _) => R::LoginCodeInvalid,

@@ -8,6 +8,7 @@ pub mod client_ip;
 pub mod edge;
 pub mod error;
 pub mod health;
+pub mod jwks;
 pub mod login;
 pub mod openapi;
 pub mod rate_limit;
@@ -76,6 +77,25 @@ pub struct StateInner {
     pub draining: AtomicBool,
     /// The backend's last health answer, reused by `/readyz` for a second.
     pub readiness: health::ReadinessCache,
+    /// The backend's public keys, reused by the JWKS endpoint for a minute.
+    pub jwks: jwks::JwksCache,
+    /// `iss` of the tokens (discovery document).
+    pub issuer: String,
+    /// This gateway's public base URL, if configured (discovery document).
+    pub public_url: Option<String>,
+}
+
+impl AppState {
+    /// Sets the tokens' `iss` (published in the discovery document).
+    fn with_issuer(self, issuer: &str) -> Self {
+        match Arc::try_unwrap(self.0) {
+            Ok(mut inner) => {
+                inner.issuer = issuer.to_owned();
+                Self(Arc::new(inner))
+            }
+            Err(shared) => Self(shared),
+        }
+    }
 }
 
 /// Adds the gateway's own API key (`gateway.api_key[_file]`), if any, to every
@@ -210,6 +230,9 @@ impl AppState {
             limiter: RateLimiter::new(settings.rate_limit_per_sec, settings.rate_limit_burst),
             draining: AtomicBool::new(false),
             readiness: health::ReadinessCache::default(),
+            jwks: jwks::JwksCache::default(),
+            issuer: crate::config::TokenSettings::default().issuer,
+            public_url: settings.public_url.clone(),
         })))
     }
 }
@@ -227,6 +250,9 @@ pub fn router(state: AppState) -> Router {
             .route("/auth/mp_login", post(login::mp_login))
             .route("/auth/refresh", post(session::refresh))
             .route("/auth/logout", post(session::logout))
+            .route("/auth/account/delete", post(session::delete_account))
+            .route("/.well-known/jwks.json", get(jwks::jwks))
+            .route("/.well-known/openid-configuration", get(jwks::discovery))
             .route(HEALTHZ_PATH, get(health::healthz))
             .route(READYZ_PATH, get(health::readyz))
             .route("/openapi.json", get(openapi::openapi_json)),
@@ -284,7 +310,7 @@ impl Gateway {
     /// the backend may be down) and binds `gateway.listen` (port 0 picks a free port).
     pub async fn build(settings: &Settings) -> anyhow::Result<Gateway> {
         let gw = &settings.gateway;
-        let state = AppState::new(gw)?;
+        let state = AppState::new(gw)?.with_issuer(&settings.token.issuer);
         let listener = TcpListener::bind(gw.listen).await.with_context(|| {
             format!(
                 "binding gateway listener {} (set MP_AUTH_GATEWAY__LISTEN or --listen)",

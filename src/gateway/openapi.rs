@@ -1,7 +1,7 @@
 //! `GET /openapi.json`: the OpenAPI 3 document, generated from the handlers'
 //! `#[utoipa::path]` annotations and the `ToSchema` types, so it cannot drift.
 
-use super::{error, health, login, session};
+use super::{error, health, jwks, login, session};
 use axum::Json;
 use utoipa::OpenApi;
 
@@ -18,6 +18,9 @@ use utoipa::OpenApi;
         login::mp_login,
         session::refresh,
         session::logout,
+        session::delete_account,
+        jwks::jwks,
+        jwks::discovery,
         health::healthz,
         health::readyz,
         openapi_json
@@ -29,6 +32,8 @@ use utoipa::OpenApi;
         session::RefreshResponse,
         session::LogoutRequest,
         session::LogoutResponse,
+        session::DeleteAccountRequest,
+        session::DeleteAccountResponse,
         error::ErrorBody,
         error::Reason,
         health::HealthStatus
@@ -36,6 +41,7 @@ use utoipa::OpenApi;
     tags(
         (name = "auth", description = "Mini-program login"),
         (name = "sessions", description = "Refresh and logout"),
+        (name = "keys", description = "Public keys for verifying access tokens"),
         (name = "health", description = "Probes for load balancers and Kubernetes"),
         (name = "meta", description = "This document")
     )

@@ -268,3 +268,70 @@ pub async fn logout(
         sessions_revoked: answer.sessions_revoked,
     }))
 }
+
+/// `POST /auth/account/delete` body (optional).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+pub struct DeleteAccountRequest {
+    /// Why (kept in the tombstone): letters, digits, `_ - : .`; default `user_request`.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// What the deletion did.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct DeleteAccountResponse {
+    pub user_id: String,
+    pub deleted_at_ms: i64,
+    pub sessions_revoked: u64,
+}
+
+/// Account deletion (账号注销) by the user, authenticated by its access token.
+#[utoipa::path(post, path = "/auth/account/delete", tag = "sessions",
+    request_body(content = DeleteAccountRequest, content_type = "application/json",
+        description = "Optional; send `Authorization: Bearer <access_token>`"),
+    responses(
+        (status = 200, description = "Deleted: phone and identities erased, every session revoked", body = DeleteAccountResponse,
+            headers(("Cache-Control" = String, description = "no-store"))),
+        (status = 400, description = "INVALID_ARGUMENT (no bearer token, bad reason) or MALFORMED_JSON", body = super::ErrorBody),
+        (status = 401, description = "TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED", body = super::ErrorBody),
+        (status = 413, description = "PAYLOAD_TOO_LARGE", body = super::ErrorBody),
+        (status = 429, description = "RATE_LIMITED", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        (status = 500, description = "INTERNAL", body = super::ErrorBody),
+        (status = 503, description = "DATABASE_UNAVAILABLE or BACKEND_UNAVAILABLE", body = super::ErrorBody,
+            headers(("Retry-After" = u64, description = "Seconds to wait (1-5)"))),
+        (status = 504, description = "TIMEOUT", body = super::ErrorBody),
+    )
+)]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    ctx: EdgeContext,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    if body.len() > state.max_body_bytes {
+        return Err(ApiError::PayloadTooLarge {
+            limit: state.max_body_bytes,
+        });
+    }
+    let reason = if body.is_empty() {
+        None
+    } else {
+        string_field(&object(&body)?, "reason")?
+    };
+    let token = bearer(&headers).ok_or(ApiError::InvalidField {
+        field: "Authorization",
+        problem: "is required: send Authorization: Bearer <access_token>",
+    })?;
+    let request = tonic::Request::new(proto::DeleteAccountRequest {
+        access_token: token,
+        reason: reason.unwrap_or_default(),
+    });
+    let mut client = state.auth.clone();
+    let answer = forward(&state, &ctx, request, |r| client.delete_account(r)).await?;
+    Ok(no_store_json(DeleteAccountResponse {
+        user_id: answer.user_id,
+        deleted_at_ms: answer.deleted_at_ms,
+        sessions_revoked: answer.sessions_revoked,
+    }))
+}

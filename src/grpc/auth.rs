@@ -1,17 +1,17 @@
 //! The `mpauth.v1.Auth` service: parses the wire request into domain types,
 //! runs the login use case, and writes one log line and metrics per request.
 
-use super::error::{reason_of, session_status};
 use super::{
     caller_auth::authorize,
-    error::{row, to_status},
+    error::{reason_of, row, session_status, to_status, verify_status},
 };
-use crate::callers::{CallerRegistry, Permission};
-use crate::sessions::{LogoutCredential, SessionError};
 use crate::{
+    callers::{CallerRegistry, Permission},
     domain::{AppId, FieldError, LoginCode, PhoneCode},
     login::{LoginError, LoginRequest, LoginService, PhoneProof},
     proto::{self, mini_program_login_request::Phone},
+    sessions::{LogoutCredential, SessionError, VerifyError},
+    users::{Actor, DeletionReason, UsersError, UsersService, parse_user_id},
 };
 use secrecy::ExposeSecret as _;
 use std::{sync::Arc, time::Instant};
@@ -27,31 +27,42 @@ pub const CLIENT_IP_HEADER: &str = "x-client-ip";
 /// The gRPC service implementation.
 pub struct AuthService {
     login: Arc<LoginService>,
-    /// Set with `grpc.protect_login_rpcs`: callers need a key with `auth:login`.
-    guard: Option<Arc<CallerRegistry>>,
+    users: Arc<UsersService>,
+    callers: Arc<CallerRegistry>,
+    /// Set with `grpc.protect_login_rpcs`: the login, refresh and logout RPCs
+    /// need a key with `auth:login`.
+    protect_login: bool,
     /// The detached login tasks, waited for by graceful shutdown.
     tracker: TaskTracker,
 }
 
 impl AuthService {
-    pub fn new(login: Arc<LoginService>, tracker: TaskTracker) -> Self {
+    pub fn new(
+        login: Arc<LoginService>,
+        users: Arc<UsersService>,
+        callers: Arc<CallerRegistry>,
+        tracker: TaskTracker,
+    ) -> Self {
         Self {
             login,
-            guard: None,
+            users,
+            callers,
+            protect_login: false,
             tracker,
         }
     }
 
-    /// Requires an API key with `auth:login` on every RPC of this service.
-    pub fn protected_by(mut self, callers: Arc<CallerRegistry>) -> Self {
-        self.guard = Some(callers);
+    /// Requires an API key with `auth:login` on the login, refresh and logout RPCs.
+    pub fn protect_login_rpcs(mut self) -> Self {
+        self.protect_login = true;
         self
     }
 
     fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        match &self.guard {
-            Some(callers) => authorize(callers, request, Permission::AuthLogin).map(|_| ()),
-            None => Ok(()),
+        if self.protect_login {
+            authorize(&self.callers, request, Permission::AuthLogin).map(|_| ())
+        } else {
+            Ok(())
         }
     }
 }
@@ -318,9 +329,105 @@ impl proto::auth_server::Auth for AuthService {
         self.admit(&request)?;
         self.do_logout(request, true).await
     }
+
+    async fn verify_token(
+        &self,
+        request: Request<proto::VerifyTokenRequest>,
+    ) -> Result<Response<proto::VerifyTokenResponse>, Status> {
+        self.verify(request).await
+    }
+
+    async fn delete_account(
+        &self,
+        request: Request<proto::DeleteAccountRequest>,
+    ) -> Result<Response<proto::DeleteAccountResponse>, Status> {
+        self.admit(&request)?;
+        let req = request.into_inner();
+        let verified = self
+            .login
+            .sessions()
+            .verify_online(req.access_token.trim())
+            .map_err(|e| verify_status(&e))?;
+        let users_status = |e: UsersError| super::error::users_status(&e);
+        let user_id = parse_user_id(&verified.claims.sub)
+            .map_err(|e| users_status(UsersError::InvalidField(e)))?;
+        let reason = if req.reason.trim().is_empty() {
+            DeletionReason::parse("user_request")
+        } else {
+            DeletionReason::parse(&req.reason)
+        }
+        .map_err(|e| users_status(UsersError::InvalidField(e)))?;
+        let outcome = self
+            .users
+            .delete(Actor::User, user_id, &reason)
+            .await
+            .map_err(users_status)?;
+        Ok(Response::new(proto::DeleteAccountResponse {
+            user_id: outcome.user_id.to_string(),
+            deleted_at_ms: outcome.deleted_at_ms,
+            sessions_revoked: outcome.sessions_revoked,
+        }))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<proto::GetJwksRequest>,
+    ) -> Result<Response<proto::GetJwksResponse>, Status> {
+        let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let keys = self
+            .login
+            .sessions()
+            .tokens()
+            .jwks()
+            .iter()
+            .map(|k| proto::Jwk {
+                kty: text(k, "kty"),
+                crv: text(k, "crv"),
+                x: text(k, "x"),
+                y: text(k, "y"),
+                kid: text(k, "kid"),
+                alg: text(k, "alg"),
+                r#use: text(k, "use"),
+            })
+            .collect();
+        Ok(Response::new(proto::GetJwksResponse { keys }))
+    }
 }
 
 impl AuthService {
+    async fn verify(
+        &self,
+        request: Request<proto::VerifyTokenRequest>,
+    ) -> Result<Response<proto::VerifyTokenResponse>, Status> {
+        let caller = authorize(&self.callers, &request, Permission::TokensVerify)?;
+        let token = request.get_ref().access_token.trim();
+        let token = token.strip_prefix("Bearer ").unwrap_or(token);
+        match self.login.sessions().verify_online(token) {
+            Ok(verified) => {
+                let c = verified.claims;
+                metrics::counter!("mp_auth_token_verifications_total", "outcome" => "valid")
+                    .increment(1);
+                Ok(Response::new(proto::VerifyTokenResponse {
+                    user_id: c.sub,
+                    app_id: c.client_id,
+                    session_id: c.sid.unwrap_or_default(),
+                    expires_at: c.exp as i64,
+                    issued_at: c.iat as i64,
+                    jti: c.jti,
+                }))
+            }
+            Err(err) => {
+                let status = verify_status(&err);
+                let reason = reason_of(&status).unwrap_or_default();
+                metrics::counter!("mp_auth_token_verifications_total", "outcome" => reason.to_ascii_lowercase()).increment(1);
+                if let VerifyError::Invalid(detail) = &err {
+                    tracing::debug!(caller = caller.name, detail, "token refused");
+                }
+                Err(status)
+            }
+        }
+    }
+
     async fn do_logout(
         &self,
         request: Request<proto::LogoutRequest>,

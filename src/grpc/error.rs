@@ -3,7 +3,10 @@
 //! and a message safe for clients. Internal details are logged, never returned.
 
 use crate::{
-    callers::CallerError, domain::FieldError, login::LoginError, sessions::SessionError,
+    callers::CallerError,
+    domain::FieldError,
+    login::LoginError,
+    sessions::{SessionError, VerifyError},
     users::UsersError,
 };
 use std::{collections::HashMap, time::Duration};
@@ -120,6 +123,21 @@ pub fn session_status(err: &SessionError) -> Status {
     d.into_status(code, reason, err.to_string())
 }
 
+/// The status for a token refused by online verification.
+pub fn verify_status(err: &VerifyError) -> Status {
+    use VerifyError as E;
+    let (code, reason) = match err {
+        E::Expired => (Code::Unauthenticated, "TOKEN_EXPIRED"),
+        E::NotYetValid => (Code::Unauthenticated, "TOKEN_NOT_YET_VALID"),
+        E::KeyUnknown => (Code::Unauthenticated, "KEY_UNKNOWN"),
+        E::Invalid(_) => (Code::Unauthenticated, "TOKEN_INVALID"),
+        E::Revoked => (Code::Unauthenticated, "TOKEN_REVOKED"),
+        E::RevocationUnavailable => (Code::Unavailable, "REVOCATION_UNAVAILABLE"),
+    };
+    // The Invalid detail is for logs only: the message is the variant's fixed text.
+    Details::default().into_status(code, reason, err.to_string())
+}
+
 /// The status for a refused internal caller (see [`crate::callers`]).
 pub fn caller_status(err: &CallerError) -> Status {
     let (code, reason) = match err {
@@ -144,6 +162,7 @@ pub fn users_status(err: &UsersError) -> Status {
         UsersError::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
         UsersError::NotFound => (Code::NotFound, "USER_NOT_FOUND"),
         UsersError::Deleted(_) => (Code::NotFound, "USER_DELETED"),
+        UsersError::SessionNotFound => (Code::NotFound, "SESSION_NOT_FOUND"),
         UsersError::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
         UsersError::Internal(_) => (Code::Internal, "INTERNAL"),
     };

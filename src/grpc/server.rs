@@ -15,7 +15,7 @@ use crate::{
     login::{LoginService, SessionVault},
     proto::auth_server::AuthServer,
     store::Store,
-    tokens::{Hs256Signer, TokenIssuer},
+    tokens::TokenIssuer,
     wechat::WechatClient,
 };
 use anyhow::Context as _;
@@ -38,8 +38,8 @@ pub const HEALTH_AUTH: &str = "mpauth.v1.Auth";
 pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<LoginService>> {
     settings.validate_common()?;
     let apps = settings.app_credentials()?;
-    let signer = Hs256Signer::new(&settings.token_secret()?)?;
-    let tokens = Arc::new(TokenIssuer::new(&settings.token, Box::new(signer))?);
+    let signer = crate::tokens::signer_from_settings(settings)?;
+    let tokens = Arc::new(TokenIssuer::new(&settings.token, signer)?);
     let master_key = settings.session_key_encryption_key()?;
     let vault = SessionVault::new(&master_key);
     let wechat =
@@ -142,20 +142,32 @@ impl GrpcServer {
             .build_v1alpha()?;
 
         let tracker = tokio_util::task::TaskTracker::new();
-        let mut auth_service = AuthService::new(self.login.clone(), tracker.clone());
+        let users_service = Arc::new(UsersService::new(self.login.store().clone()));
+        let mut auth_service = AuthService::new(
+            self.login.clone(),
+            users_service.clone(),
+            self.callers.clone(),
+            tracker.clone(),
+        );
         if cfg.protect_login_rpcs {
-            auth_service = auth_service.protected_by(self.callers.clone());
+            auth_service = auth_service.protect_login_rpcs();
         }
+        let sessions = self.login.sessions().clone();
+        let revocation_poller = tokio::spawn(sessions.revocations().clone().run(
+            sessions.store().clone(),
+            REVOCATION_POLL_INTERVAL,
+            // Every revocation that can still matter: the longest token lifetime plus leeway.
+            Duration::from_secs(
+                self.settings.token.ttl_secs + self.settings.token.leeway_secs + 60,
+            ),
+        ));
         let auth = AuthServer::new(auth_service)
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
 
-        let users = UsersServer::new(UsersGrpc::new(
-            Arc::new(UsersService::new(self.login.store().clone())),
-            self.callers.clone(),
-        ))
-        .max_decoding_message_size(cfg.max_message_bytes)
-        .max_encoding_message_size(cfg.max_message_bytes);
+        let users = UsersServer::new(UsersGrpc::new(users_service, self.callers.clone()))
+            .max_decoding_message_size(cfg.max_message_bytes)
+            .max_encoding_message_size(cfg.max_message_bytes);
 
         let checker = tokio::spawn(health_loop(
             self.login.store().clone(),
@@ -188,12 +200,14 @@ impl GrpcServer {
             res = &mut server => {
                 checker.abort();
                 cleaner.abort();
+                revocation_poller.abort();
                 return res.context("gRPC server task")?.context("gRPC server");
             }
             () = shutdown => {}
         }
         checker.abort();
         cleaner.abort();
+        revocation_poller.abort();
         for name in ["", HEALTH_AUTH, HEALTH_LIVENESS] {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
@@ -263,6 +277,10 @@ fn grpc_internal_for_panic(_payload: Box<dyn Any + Send>) -> http::Response<toni
     tracing::error!("a request handler panicked: answered INTERNAL");
     tonic::Status::internal("internal error").into_http()
 }
+
+/// How often each replica polls new revocations (the bound on how long a
+/// logout takes to reach `VerifyToken` on every replica, plus one query).
+const REVOCATION_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Deletes ended sessions every `interval` (bounded batches over the expiry
 /// and revocation indexes; never on the login path).

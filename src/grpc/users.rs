@@ -130,6 +130,51 @@ impl proto::users_server::Users for UsersGrpc {
         Ok(Response::new(to_wire(user, req.include_phone)))
     }
 
+    async fn list_sessions(
+        &self,
+        request: Request<proto::ListSessionsRequest>,
+    ) -> Result<Response<proto::ListSessionsResponse>, Status> {
+        self.reader(&request, false)?;
+        let id = parse_user_id(&request.get_ref().user_id).map_err(|e| status(e.into()))?;
+        let sessions = self.users.sessions(id).await.map_err(status)?;
+        Ok(Response::new(proto::ListSessionsResponse {
+            sessions: sessions
+                .into_iter()
+                .map(|s| proto::Session {
+                    session_id: s.id,
+                    app_id: s.app_id,
+                    openid: s.openid,
+                    created_at_ms: s.created_at_ms,
+                    last_used_at_ms: s.last_used_at_ms,
+                    expires_at_ms: s.idle_expires_at_ms.min(s.expires_at_ms),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<proto::RevokeSessionRequest>,
+    ) -> Result<Response<proto::RevokeSessionResponse>, Status> {
+        let caller = authorize(&self.callers, &request, Permission::SessionsRevoke)?;
+        let sid = request.get_ref().session_id.trim();
+        if sid.is_empty() || sid.len() > 64 {
+            return Err(status(UsersError::InvalidField(FieldError::new(
+                "session_id",
+                "is required (at most 64 characters)",
+            ))));
+        }
+        let (user_id, revoked_now) = self
+            .users
+            .revoke_session(Actor::Service(&caller.name), sid)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(proto::RevokeSessionResponse {
+            revoked_now,
+            user_id: user_id.to_string(),
+        }))
+    }
+
     async fn delete_user(
         &self,
         request: Request<proto::DeleteUserRequest>,

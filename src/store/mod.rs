@@ -120,8 +120,6 @@ pub struct Store {
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
     verify_window: mysql::VerifyWindow,
-    /// MySQL-protocol server supports `INSERT ... RETURNING` (MariaDB >= 10.5).
-    returning: bool,
     /// Health checks' own connection, outside the pool and the gate.
     probe: Arc<health::Probe>,
 }
@@ -205,13 +203,11 @@ impl Store {
         let verify_window = mysql::VerifyWindow::default();
         let password = url_password(url);
         let pool_size = settings.pool_size.max(1);
-        let mut returning = false;
         let mut galera_node = false;
         let inner = if url.starts_with("mysql://") {
             let mut first = mysql::establish(url, acquire_timeout)
                 .await
                 .map_err(|e| StoreError::from_connect(&e, password))?;
-            returning = mysql::supports_returning(&mut first).await;
             // A server that cannot answer this is no Galera node (MySQL and TiDB
             // answer with no rows).
             galera_node = galera::is_galera(&mut first).await.unwrap_or(false);
@@ -264,7 +260,6 @@ impl Store {
             acquire_timeout,
             last_connect_error,
             verify_window,
-            returning,
             probe: Arc::new(health::Probe::new(
                 secret_url,
                 backend,
@@ -278,13 +273,6 @@ impl Store {
     /// connection of its own (never queued behind logins in the pool).
     pub async fn health(&self) -> Result<Health, StoreError> {
         self.probe.check().await
-    }
-
-    /// Uses the portable MySQL statements (upsert, then `SELECT LAST_INSERT_ID()`) even
-    /// on MariaDB, as on MySQL and TiDB; lets tests cover both paths on one server.
-    pub fn with_portable_sql(mut self) -> Store {
-        self.returning = false;
-        self
     }
 
     /// The database kind.
@@ -381,7 +369,7 @@ impl Store {
             let result = match &self.inner {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
-                    mysql::record_login(&mut conn, login, self.returning).await
+                    mysql::record_login(&mut conn, login).await
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;
@@ -669,7 +657,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// The current time in unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

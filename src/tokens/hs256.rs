@@ -1,12 +1,13 @@
 //! HS256 signing with a shared secret of at least 32 bytes (jsonwebtoken,
 //! rust_crypto backend).
 
-use super::{AccessClaims, TokenError, TokenSigner};
+use super::{ACCESS_TOKEN_TYP, AccessClaims, TokenError, TokenSigner, map_jwt_error};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use secrecy::{ExposeSecret, SecretString};
 
-/// The RFC 9068 media type of access tokens.
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+/// The `kid` of HS256 tokens (one shared secret; rotating it logs everyone out,
+/// which is one reason ES256 is recommended).
+pub const HS256_KID: &str = "hs256";
 
 /// HMAC-SHA256 signer.
 pub struct Hs256Signer {
@@ -27,6 +28,7 @@ impl Hs256Signer {
         }
         let mut header = Header::new(Algorithm::HS256);
         header.typ = Some(ACCESS_TOKEN_TYP.to_owned());
+        header.kid = Some(HS256_KID.to_owned());
         Ok(Self {
             encoding: EncodingKey::from_secret(bytes),
             decoding: DecodingKey::from_secret(bytes),
@@ -50,20 +52,25 @@ impl TokenSigner for Hs256Signer {
         token: &str,
         issuer: &str,
         audience: &str,
+        leeway_secs: u64,
     ) -> Result<AccessClaims, TokenError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| TokenError::Invalid(e.to_string()))?;
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYP) {
             return Err(TokenError::Invalid("typ is not at+jwt".into()));
         }
+        if header.kid.as_deref().is_some_and(|kid| kid != HS256_KID) {
+            return Err(TokenError::KeyUnknown);
+        }
         let mut validation = Validation::new(Algorithm::HS256);
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        validation.leeway = 30;
+        validation.validate_nbf = true;
+        validation.leeway = leeway_secs;
         jsonwebtoken::decode::<AccessClaims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
-            .map_err(|e| TokenError::Invalid(e.to_string()))
+            .map_err(map_jwt_error)
     }
 }
 

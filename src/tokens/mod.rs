@@ -2,9 +2,14 @@
 //! string. Signing sits behind [`TokenSigner`] so asymmetric keys and a JWKS
 //! endpoint can be added without touching the login use case.
 
+mod es256;
 mod hs256;
 
+pub use es256::Es256Signer;
 pub use hs256::Hs256Signer;
+
+/// The RFC 9068 media type of access tokens.
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 use crate::{
     config::TokenSettings,
@@ -45,9 +50,18 @@ pub enum TokenError {
     /// The start-up sign-and-verify self-test failed.
     #[error("token self-test failed: {0}")]
     SelfTest(String),
-    /// A token failed verification (signature, algorithm, typ, claims, expiry).
+    /// A token failed verification (signature, algorithm, typ, claims).
     #[error("token is invalid: {0}")]
     Invalid(String),
+    /// The token's `exp` has passed (beyond the leeway).
+    #[error("token has expired")]
+    Expired,
+    /// The token's `nbf` is still in the future (beyond the leeway).
+    #[error("token is not valid yet")]
+    NotYetValid,
+    /// The token names a `kid` this service does not (or no longer) verify with.
+    #[error("token was signed by an unknown key")]
+    KeyUnknown,
     /// Signing failed unexpectedly.
     #[error("token signing failed: {0}")]
     Unexpected(String),
@@ -60,9 +74,62 @@ pub trait TokenSigner: Send + Sync + 'static {
     fn algorithm(&self) -> &'static str;
     /// Signs `claims` with header `typ: at+jwt`.
     fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError>;
-    /// Verifies signature, algorithm, `typ`, `iss`, `aud` and expiry.
-    fn verify(&self, token: &str, issuer: &str, audience: &str)
-    -> Result<AccessClaims, TokenError>;
+    /// Verifies signature, algorithm, `typ`, `iss`, `aud` and expiry (with
+    /// `leeway_secs` of clock skew).
+    fn verify(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+        leeway_secs: u64,
+    ) -> Result<AccessClaims, TokenError>;
+    /// The public verification keys as JWKs (empty for a symmetric key).
+    fn jwks(&self) -> Vec<serde_json::Value> {
+        Vec::new()
+    }
+}
+
+/// Maps a jsonwebtoken failure to the reason a verifier reports.
+pub(crate) fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
+    use jsonwebtoken::errors::ErrorKind;
+    match e.kind() {
+        ErrorKind::ExpiredSignature => TokenError::Expired,
+        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+        _ => TokenError::Invalid(e.to_string()),
+    }
+}
+
+/// The signer `settings` describe: ES256 when `token.signing_key[_file]` is
+/// set (recommended), HS256 with `token.hs256_secret[_file]` otherwise.
+pub fn signer_from_settings(
+    settings: &crate::config::Settings,
+) -> anyhow::Result<Box<dyn TokenSigner>> {
+    use secrecy::ExposeSecret as _;
+    let t = &settings.token;
+    let signing =
+        crate::config::resolve_secret("token.signing_key", &t.signing_key, &t.signing_key_file)?;
+    match signing {
+        Some(pem) => {
+            let mut retained = Vec::new();
+            for path in &t.verification_key_files {
+                retained.push(std::fs::read_to_string(path).map_err(|e| {
+                    anyhow::anyhow!(
+                        "token.verification_key_files: cannot read {}: {e}",
+                        path.display()
+                    )
+                })?);
+            }
+            let signer = Es256Signer::new(pem.expose_secret(), &retained)
+                .map_err(|e| anyhow::anyhow!("token.signing_key: {e}"))?;
+            tracing::info!(
+                kid = signer.kid(),
+                retained = retained.len(),
+                "ES256 signing key loaded"
+            );
+            Ok(Box::new(signer))
+        }
+        None => Ok(Box::new(Hs256Signer::new(&settings.token_secret()?)?)),
+    }
 }
 
 /// A freshly issued access token.
@@ -90,6 +157,7 @@ pub struct TokenIssuer {
     issuer: String,
     audience: String,
     ttl: Duration,
+    leeway_secs: u64,
 }
 
 impl TokenIssuer {
@@ -101,6 +169,7 @@ impl TokenIssuer {
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             ttl: Duration::from_secs(settings.ttl_secs),
+            leeway_secs: settings.leeway_secs,
         };
         issuer.self_test()?;
         Ok(issuer)
@@ -171,9 +240,26 @@ impl TokenIssuer {
         })
     }
 
-    /// Verifies a token issued by this service.
+    /// Verifies a token issued by this service (signature, alg, typ, iss,
+    /// aud, exp/nbf with the configured leeway; not revocation).
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        self.signer.verify(token, &self.issuer, &self.audience)
+        self.signer
+            .verify(token, &self.issuer, &self.audience, self.leeway_secs)
+    }
+
+    /// The public verification keys (JWKS `keys`).
+    pub fn jwks(&self) -> Vec<serde_json::Value> {
+        self.signer.jwks()
+    }
+
+    /// The issuer (`iss`) and audience (`aud`) of every token.
+    pub fn issuer_and_audience(&self) -> (&str, &str) {
+        (&self.issuer, &self.audience)
+    }
+
+    /// The access-token lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The signing algorithm (e.g. `HS256`).

@@ -5,7 +5,9 @@
 
 use crate::{
     domain::{FieldError, UserId},
-    store::{Deletion, Store, StoreError, Tombstone, UserKey, UserRecord},
+    store::{
+        Deletion, RevokeReason, SessionRow, Store, StoreError, Tombstone, UserKey, UserRecord,
+    },
 };
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,6 +23,9 @@ pub enum UsersError {
     /// The user was deleted (NOT_FOUND, `USER_DELETED`).
     #[error("the user was deleted")]
     Deleted(Tombstone),
+    /// No such session (NOT_FOUND, `SESSION_NOT_FOUND`).
+    #[error("no such session")]
+    SessionNotFound,
     /// The database is unreachable or saturated (UNAVAILABLE, `DATABASE_UNAVAILABLE`).
     #[error("the user database is unavailable: retry later")]
     DatabaseUnavailable,
@@ -228,6 +233,47 @@ impl UsersService {
             "audit"
         );
         outcome
+    }
+}
+
+impl UsersService {
+    /// The live sessions of a live user.
+    pub async fn sessions(&self, id: UserId) -> Result<Vec<SessionRow>, UsersError> {
+        if self.store.user(id).await?.is_none() {
+            return Err(match self.store.tombstone(id).await? {
+                Some(t) => UsersError::Deleted(t),
+                None => UsersError::NotFound,
+            });
+        }
+        Ok(self.store.user_sessions(id, now_ms()).await?)
+    }
+
+    /// Revokes one session (reason `admin`); returns its user and whether it was live.
+    pub async fn revoke_session(
+        &self,
+        actor: Actor<'_>,
+        sid: &str,
+    ) -> Result<(UserId, bool), UsersError> {
+        let row = self
+            .store
+            .session(sid)
+            .await?
+            .ok_or(UsersError::SessionNotFound)?;
+        let revoked = self
+            .store
+            .revoke_session(sid, RevokeReason::Admin, now_ms())
+            .await?;
+        audit(
+            actor,
+            "sessions.revoke",
+            row.user_id,
+            if revoked {
+                "revoked"
+            } else {
+                "already_revoked"
+            },
+        );
+        Ok((row.user_id, revoked))
     }
 }
 

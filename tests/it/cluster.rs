@@ -12,12 +12,11 @@ use crate::{
     helpers::{init_test_log, new_apps, start_simulator, test_settings, unique_phone, unique_user},
 };
 use mp_auth::{
-    config::DatabaseSettings,
-    grpc::HEALTH_AUTH,
-    simulator::SimClient,
+    config::{DatabaseSettings, Settings},
+    gateway::Gateway,
+    grpc::{GrpcServer, HEALTH_AUTH},
     store::{RevokedSession, Store},
 };
-use mp_auth::{config::Settings, gateway::Gateway, grpc::GrpcServer, simulator::RunningSimulator};
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::{
@@ -28,6 +27,7 @@ use std::{
 };
 use tokio::sync::{Barrier, oneshot};
 use tonic_health::pb::health_check_response::ServingStatus;
+use wechat_sim::{RunningSimulator, SimClient};
 
 /// One `serve` replica and the gateway in front of it.
 struct Replica {

@@ -125,14 +125,24 @@ fn login(dev: &DevProcess, user: &str, extra: &[&str]) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn verify(dir: &Path, token: &str) -> serde_json::Value {
-    let secrets: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("dev-secrets.json")).unwrap())
-            .unwrap();
-    let key = jsonwebtoken::DecodingKey::from_secret(
-        secrets["token_secret"].as_str().unwrap().as_bytes(),
+/// Verifies `token` offline, as an internal service would: against the JWKS
+/// the gateway serves, by the token's `kid`, with the algorithm pinned to ES256.
+fn verify(dev: &DevProcess, token: &str) -> serde_json::Value {
+    let url = format!("{}/.well-known/jwks.json", dev.endpoint("gateway"));
+    mp_auth::tls::install_crypto_provider();
+    let jwks: jsonwebtoken::jwk::JwkSet = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { reqwest::get(&url).await.unwrap().json().await.unwrap() });
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(
+        header.alg,
+        jsonwebtoken::Algorithm::ES256,
+        "dev mode signs ES256"
     );
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    let kid = header.kid.expect("tokens carry a kid");
+    let jwk = jwks.find(&kid).expect("the token's kid is in the JWKS");
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_audience(&["mp-auth-clients"]);
     validation.set_issuer(&["mp-auth"]);
     jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
@@ -146,7 +156,7 @@ fn dev_mode_logs_users_in_and_keeps_them_across_restarts() {
     let dev = DevProcess::start(dir.path());
     let first = login(&dev, "alice", &[]);
     let token = first["access_token"].as_str().unwrap();
-    let claims = verify(dir.path(), token);
+    let claims = verify(&dev, token);
     assert_eq!(claims["sub"], first["user_id"]);
     let legacy = login(&dev, "bob", &["--flow", "legacy"]);
     assert_eq!(legacy["is_new_user"], true);
@@ -162,7 +172,7 @@ fn dev_mode_logs_users_in_and_keeps_them_across_restarts() {
     let again = login(&dev, "alice", &[]);
     assert_eq!(again["is_new_user"], false, "the user survived the restart");
     assert_eq!(again["user_id"], first["user_id"]);
-    verify(dir.path(), again["access_token"].as_str().unwrap());
+    verify(&dev, again["access_token"].as_str().unwrap());
     dev.stop();
     #[cfg(unix)]
     {

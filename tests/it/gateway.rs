@@ -196,6 +196,37 @@ impl Auth for StandIn {
             sessions_revoked: 3,
         }))
     }
+
+    async fn verify_token(
+        &self,
+        _request: Request<proto::VerifyTokenRequest>,
+    ) -> Result<Response<proto::VerifyTokenResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn delete_account(
+        &self,
+        _request: Request<proto::DeleteAccountRequest>,
+    ) -> Result<Response<proto::DeleteAccountResponse>, Status> {
+        Err(Status::unimplemented("not scripted"))
+    }
+
+    async fn get_jwks(
+        &self,
+        _request: Request<proto::GetJwksRequest>,
+    ) -> Result<Response<proto::GetJwksResponse>, Status> {
+        Ok(Response::new(proto::GetJwksResponse {
+            keys: vec![proto::Jwk {
+                kty: "EC".into(),
+                crv: "P-256".into(),
+                x: "x".into(),
+                y: "y".into(),
+                kid: "kid-1".into(),
+                alg: "ES256".into(),
+                r#use: "sig".into(),
+            }],
+        }))
+    }
 }
 
 struct Backend {

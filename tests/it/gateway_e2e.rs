@@ -54,18 +54,11 @@ async fn post(url: &str, body: String) -> (u16, serde_json::Value, reqwest::head
 async fn the_original_front_end_body_logs_in_through_the_gateway() {
     let s = stack(TestAppOptions::default()).await;
     let user = unique_user();
-    let code = s
-        .app
-        .sim_client
-        .login(s.app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
-    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    let pressed = s.app.press(&user).await;
     // Exactly what the original product's front end sends.
     let body = format!(
         r#"{{"code":"{}","encryptedData":"{}","iv":"{}"}}"#,
-        code, pressed.encrypted_data, pressed.iv
+        pressed.login.code, pressed.phone.encrypted_data, pressed.phone.iv
     );
     let (status, json, headers) = post(&s.gateway, body).await;
     assert_eq!(status, 200, "{json}");
@@ -82,17 +75,9 @@ async fn the_original_front_end_body_logs_in_through_the_gateway() {
         .unwrap();
     assert_eq!(serde_json::Value::String(claims.sub), json["user_id"]);
 
-    let code = s
-        .app
-        .sim_client
-        .login(s.app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
-    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
-    let body =
-        serde_json::json!({"code": code, "phoneCode": pressed.code, "appId": s.app.app_id()})
-            .to_string();
+    let pressed = s.app.press(&user).await;
+    let body = serde_json::json!({"code": pressed.login.code, "phoneCode": pressed.phone.code, "appId": s.app.app_id()})
+        .to_string();
     let (status, again, _) = post(&s.gateway, body).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["is_new_user"], false);
@@ -109,13 +94,7 @@ async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
     // Stale session: phone button, then wx.login rotates the key, no stored key.
     let user = unique_user();
     let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
-    let code = s
-        .app
-        .sim_client
-        .login(s.app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = s.app.wx_login(&user).await;
     let body = serde_json::json!({"code": code, "encryptedData": pressed.encrypted_data, "iv": pressed.iv}).to_string();
     let (status, json, _) = post(&s.gateway, body.clone()).await;
     assert_eq!(
@@ -133,19 +112,13 @@ async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
     // WeChat rate limit: 429 with Retry-After.
     s.app
         .sim_client
-        .set_fault(&mp_auth::simulator::Fault {
+        .set_fault(&wechat_sim::Fault {
             errcode: Some(45011),
-            ..mp_auth::simulator::Fault::on(mp_auth::simulator::FaultEndpoint::Jscode2Session)
+            ..wechat_sim::Fault::on(wechat_sim::FaultEndpoint::Jscode2Session)
         })
         .await
         .unwrap();
-    let code = s
-        .app
-        .sim_client
-        .login(s.app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = s.app.wx_login(&user).await;
     let (status, json, headers) = post(
         &s.gateway,
         serde_json::json!({"code": code, "phoneCode": "0123456789abcdef0123456789abcdef"})
@@ -181,11 +154,11 @@ async fn with_protected_login_rpcs_only_the_gateway_s_key_logs_in() {
     .await;
     // Through the gateway (which holds the key): a normal login.
     let user = unique_user();
-    let code = s.app.wx_login(&user).await;
-    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    let pressed = s.app.press(&user).await;
     let (status, json, _) = post(
         &s.gateway,
-        serde_json::json!({"code": code, "phoneCode": pressed.code}).to_string(),
+        serde_json::json!({"code": pressed.login.code, "phoneCode": pressed.phone.code})
+            .to_string(),
     )
     .await;
     assert_eq!(status, 200, "{json}");
@@ -216,4 +189,102 @@ async fn with_protected_login_rpcs_only_the_gateway_s_key_logs_in() {
         (500, Some("INTERNAL")),
         "{json}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_user_deletes_its_own_account_with_a_valid_token_only() {
+    let s = stack(TestAppOptions::default()).await;
+    let delete = |token: String| {
+        let url = format!("{}/auth/account/delete", s.gateway);
+        async move {
+            let resp = http()
+                .post(url)
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json")
+                .body(r#"{"reason":"user_request"}"#)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    // An expired token (signed with the right key, `exp` in the past): refused.
+    let user = unique_user();
+    let login = s
+        .app
+        .login_with_phone_code(s.app.app_id(), &user, None)
+        .await
+        .unwrap();
+    let mut claims = s.app.token_issuer().verify(&login.access_token).unwrap();
+    claims.exp = claims.iat - 3600;
+    claims.iat -= 7200;
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some("hs256".into());
+    let expired = jsonwebtoken::encode(
+        &header,
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(TEST_TOKEN_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (status, body) = delete(expired).await;
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (401, Some("TOKEN_EXPIRED")),
+        "{body}"
+    );
+    // A revoked token (its session logged out): refused.
+    let other = s
+        .app
+        .login_with_phone_code(s.app.app_id(), &unique_user(), None)
+        .await
+        .unwrap();
+    s.app
+        .client()
+        .await
+        .logout(mp_auth::proto::LogoutRequest {
+            credential: Some(mp_auth::proto::logout_request::Credential::RefreshToken(
+                other.refresh_token.clone(),
+            )),
+        })
+        .await
+        .unwrap();
+    let mut status_body = (0, serde_json::Value::Null);
+    for _ in 0..40 {
+        status_body = delete(other.access_token.clone()).await;
+        if status_body.1["reason"] == "TOKEN_REVOKED" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (status_body.0, status_body.1["reason"].as_str()),
+        (401, Some("TOKEN_REVOKED")),
+        "{}",
+        status_body.1
+    );
+    // No token at all: a 400 naming the header.
+    let resp = http()
+        .post(format!("{}/auth/account/delete", s.gateway))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    // The valid token deletes the account; its tokens then fail verification.
+    let (status, body) = delete(login.access_token.clone()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["user_id"], login.user_id);
+    assert_eq!(body["sessions_revoked"], 1);
+    let uid = mp_auth::domain::UserId(login.user_id.parse().unwrap());
+    assert!(s.app.db.store.user(uid).await.unwrap().is_none());
+    assert!(s.app.db.store.tombstone(uid).await.unwrap().is_some());
+    // The same phone logs in again as a new user.
+    let again = s
+        .app
+        .login_with_phone_code(s.app.app_id(), &user, None)
+        .await
+        .unwrap();
+    assert!(again.is_new_user);
+    assert_ne!(again.user_id, login.user_id);
 }

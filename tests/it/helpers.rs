@@ -9,13 +9,13 @@ use mp_auth::{
     config::{AppSettings, Settings},
     grpc::GrpcServer,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
-    simulator::{RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig},
     store::Backend,
     tokens::{Hs256Signer, TokenIssuer},
 };
 use secrecy::SecretString;
 use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Channel;
+use wechat_sim::{Pressed, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig};
 
 /// The HS256 secret every test server signs with.
 pub const TEST_TOKEN_SECRET: &str = "test-signing-secret-0123456789-abcdefghijklmnop";
@@ -98,7 +98,7 @@ pub async fn start_simulator(
     let sim_apps = apps
         .iter()
         .map(|(id, secret)| SimApp {
-            app_id: mp_auth::domain::AppId::parse(id).unwrap(),
+            app_id: id.clone(),
             app_secret: SecretString::from(secret.clone()),
             open_platform: Some("test-open-platform".into()),
         })
@@ -228,47 +228,44 @@ impl TestApp {
             .code
     }
 
-    /// Mints a wx.login code and a phone code for `user` and logs in with the new flow.
+    /// Plays one tap of "一键登录" for `user` of the default app: `wx.login`,
+    /// then the phone button.
+    pub async fn press(&self, user: &str) -> Pressed {
+        self.sim_client
+            .press(self.app_id(), user, None)
+            .await
+            .unwrap()
+    }
+
+    /// Presses the login button for `user` and logs in with the new flow.
     pub async fn login_with_phone_code(
         &self,
         app_id: &str,
         user: &str,
         phone: Option<&str>,
     ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
-        let code = self
-            .sim_client
-            .login(app_id, user, phone)
-            .await
-            .unwrap()
-            .code;
-        let pressed = self.sim_client.phone(app_id, user).await.unwrap();
+        let pressed = self.sim_client.press(app_id, user, phone).await.unwrap();
         self.login_raw(proto::MiniProgramLoginRequest {
             app_id: app_id.into(),
-            code,
-            phone: Some(Phone::PhoneCode(pressed.code)),
+            code: pressed.login.code,
+            phone: Some(Phone::PhoneCode(pressed.phone.code)),
         })
         .await
     }
 
-    /// Mints a wx.login code, then presses the phone button, and logs in with the legacy fields.
+    /// Presses the login button for `user` and logs in with the legacy fields.
     pub async fn login_with_encrypted_data(
         &self,
         app_id: &str,
         user: &str,
         phone: Option<&str>,
     ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
-        let code = self
-            .sim_client
-            .login(app_id, user, phone)
-            .await
-            .unwrap()
-            .code;
-        let pressed = self.sim_client.phone(app_id, user).await.unwrap();
+        let pressed = self.sim_client.press(app_id, user, phone).await.unwrap();
         self.login_raw(encrypted_request(
             app_id,
-            code,
-            pressed.encrypted_data,
-            pressed.iv,
+            pressed.login.code,
+            pressed.phone.encrypted_data,
+            pressed.phone.iv,
         ))
         .await
     }

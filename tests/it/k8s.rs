@@ -469,8 +469,9 @@ fn every_container_environment_loads_into_the_settings_the_binary_reads() {
     let secret_file = |name: &str| Some(PathBuf::from(format!("{SECRET_MOUNT_DIR}{name}")));
     assert_eq!(server.database.url_file, secret_file("database-url"));
     assert_eq!(
-        server.token.hs256_secret_file,
-        secret_file("token-hs256-secret")
+        server.token.signing_key_file,
+        secret_file("token-signing-key.pem"),
+        "ES256 in production"
     );
     assert_eq!(
         server.session_keys.encryption_key_file,

@@ -1,4 +1,4 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The integration tests: one test binary, one module per area.
 
 mod cluster;
@@ -23,4 +23,5 @@ mod shutdown;
 mod simulator;
 mod store;
 mod users;
+mod verify;
 mod wechat_client;

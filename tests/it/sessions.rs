@@ -6,11 +6,11 @@ use crate::{db::TestDb, helpers::*};
 use mp_auth::{
     domain::{AppId, OpenId, Phone, UserId},
     proto::{self, logout_request::Credential},
-    simulator::{Fault, FaultEndpoint},
     store::{Backend, LoginRecord, NewSession, RevokeReason, Rotation, SilentLogin, SilentOutcome},
 };
 use std::{sync::Arc, time::Duration};
 use tonic::Code;
+use wechat_sim::{Fault, FaultEndpoint, Pressed};
 
 async fn refresh(
     app: &TestApp,
@@ -365,13 +365,15 @@ async fn a_login_whose_caller_hangs_up_still_completes_and_is_recorded() {
     let app = Arc::new(TestApp::spawn().await);
     let user = unique_user();
     let phone = unique_phone();
-    let code = app
+    let Pressed {
+        login,
+        phone: pressed,
+    } = app
         .sim_client
-        .login(app.app_id(), &user, Some(&phone))
+        .press(app.app_id(), &user, Some(&phone))
         .await
-        .unwrap()
-        .code;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+        .unwrap();
+    let code = login.code;
     app.sim_client
         .set_fault(&Fault {
             latency_ms: Some(600),

@@ -13,6 +13,7 @@ use tonic::{Code, Request, transport::Channel};
 /// API keys with different permissions, configured on one server.
 struct Keys {
     reader: String,
+    revoker: String,
     phone_reader: String,
     deleter: String,
     powerless: String,
@@ -21,6 +22,7 @@ struct Keys {
 async fn spawn_with_callers() -> (TestApp, Keys) {
     let keys = Keys {
         reader: generate_key(),
+        revoker: generate_key(),
         phone_reader: generate_key(),
         deleter: generate_key(),
         powerless: generate_key(),
@@ -34,6 +36,7 @@ async fn spawn_with_callers() -> (TestApp, Keys) {
         ),
         entry("privacy", &keys.deleter, &["users:delete"]),
         entry("nobody", &keys.powerless, &[]),
+        entry("support-desk", &keys.revoker, &["sessions:revoke"]),
     ];
     let app = TestApp::spawn_with(TestAppOptions {
         apps: 2,
@@ -452,4 +455,128 @@ async fn deletion_racing_logins_of_the_same_phone_never_leaves_half_a_user() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn support_lists_and_revokes_sessions_and_a_deleted_user_s_tokens_stop_verifying() {
+    let (app, keys) = spawn_with_callers().await;
+    let user = unique_user();
+    let first = app
+        .login_with_phone_code(app.app_id(), &user, None)
+        .await
+        .unwrap();
+    let second = app
+        .login_with_phone_code(app.app_id(), &user, None)
+        .await
+        .unwrap();
+    let mut client = users(&app).await;
+    let listed = client
+        .list_sessions(with_key(
+            Some(&keys.reader),
+            proto::ListSessionsRequest {
+                user_id: first.user_id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids: Vec<String> = listed
+        .sessions
+        .iter()
+        .map(|s| s.session_id.clone())
+        .collect();
+    ids.sort();
+    let mut want = vec![first.session_id.clone(), second.session_id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(listed.sessions.iter().all(|s| s.app_id == app.app_id()));
+    // Revoking needs sessions:revoke (the reader lacks it; an unknown key too).
+    for key in [keys.reader.as_str(), "mpk_unknown"] {
+        let err = client
+            .revoke_session(with_key(
+                Some(key),
+                proto::RevokeSessionRequest {
+                    session_id: first.session_id.clone(),
+                },
+            ))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            err.code(),
+            Code::PermissionDenied | Code::Unauthenticated
+        ));
+    }
+    let revoked = client
+        .revoke_session(with_key(
+            Some(&keys.revoker),
+            proto::RevokeSessionRequest {
+                session_id: first.session_id.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(revoked.revoked_now);
+    assert_eq!(revoked.user_id, first.user_id);
+    let row = app
+        .db
+        .store
+        .session(&first.session_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.revoke_reason.as_deref(), Some("admin"));
+    // Deleting the user revokes both sessions: their refresh tokens stop working.
+    client
+        .delete_user(with_key(
+            Some(&keys.deleter),
+            proto::DeleteUserRequest {
+                user_id: first.user_id.clone(),
+                reason: "support_ticket:42".into(),
+            },
+        ))
+        .await
+        .unwrap();
+    let first_row = app
+        .db
+        .store
+        .session(&first.session_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        first_row.revoke_reason.as_deref(),
+        Some("admin"),
+        "revoked before the deletion"
+    );
+    for login in [&second] {
+        let err = app
+            .client()
+            .await
+            .refresh_session(proto::RefreshSessionRequest {
+                refresh_token: login.refresh_token.clone(),
+                app_id: app.app_id().into(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(reason(&err), "SESSION_REVOKED");
+        let row = app
+            .db
+            .store
+            .session(&login.session_id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.revoke_reason.as_deref(), Some("account_deleted"));
+    }
+    let err = client
+        .list_sessions(with_key(
+            Some(&keys.reader),
+            proto::ListSessionsRequest {
+                user_id: first.user_id.clone(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "USER_DELETED");
 }

@@ -2,17 +2,17 @@
 //! through the project's own [`Store::record_login`] (no gRPC, HTTP or WeChat), with
 //! the same mix of new and returning phones, to learn what the database allows.
 
-use super::{
+use crate::{
     driver::{Pace, Tally, drive},
     target::Outcome,
     workload::{User, returning_user},
 };
-use crate::{
+use anyhow::Context as _;
+use futures::{StreamExt as _, TryStreamExt as _};
+use mp_auth::{
     domain::{AppId, OpenId, Phone},
     store::{LoginRecord, Store, StoreError},
 };
-use anyhow::Context as _;
-use futures::{StreamExt as _, TryStreamExt as _};
 use rand::RngCore as _;
 use std::{sync::Arc, time::Duration};
 
@@ -37,9 +37,9 @@ fn row(user: &User) -> anyhow::Result<Row> {
 }
 
 async fn write(store: &Store, app_id: &AppId, row: &Row) -> Result<bool, StoreError> {
-    let now = crate::store::now_ms();
+    let now = mp_auth::store::now_ms();
     // The session row a login writes is part of the transaction measured here.
-    let session = crate::store::NewSession {
+    let session = mp_auth::store::NewSession {
         id: uuid::Uuid::new_v4().simple().to_string(),
         created_at_ms: now,
         idle_expires_at_ms: now + 3_600_000,

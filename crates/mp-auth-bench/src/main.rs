@@ -1,4 +1,4 @@
-//! `mp-auth bench`: a reproducible load generator for the login. Codes and phone
+//! `mp-auth-bench`: a reproducible load generator for the login. Codes and phone
 //! payloads are minted through the simulator before the clock starts; requests go to
 //! the gRPC service or the HTTP gateway in a closed or open loop; the report has
 //! throughput, latency percentiles, errors by reason, CPU and peak RSS per process,
@@ -12,29 +12,63 @@
 //! - [`procstat`]: CPU and RSS from `/proc`.
 //! - [`report`]: table, JSON, medians.
 
-pub mod driver;
-pub mod limit;
-pub mod procstat;
-pub mod report;
-pub mod target;
-pub mod workload;
+//!
+//! Run it through `scripts/bench.sh` (starts everything and runs the matrix);
+//! settings (e.g. `MP_AUTH_DATABASE__POOL_SIZE`) load as in `mp-auth`.
 
-use crate::{
-    config::{LogSettings, Settings},
-    domain::AppId,
-    simulator::SimClient,
-    store::Store,
-};
+mod driver;
+mod limit;
+mod procstat;
+mod report;
+mod target;
+mod workload;
+
 use anyhow::Context as _;
+use clap::Parser as _;
 use diesel::{QueryableByName, sql_types::BigInt};
 use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
 use driver::{Pace, Tally};
+use mp_auth::{
+    config::{LogSettings, Settings},
+    domain::AppId,
+    store::Store,
+};
 use procstat::{Sample, Watched};
 use report::RunReport;
 use secrecy::SecretString;
 use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 use target::Target;
+use wechat_sim::SimClient;
 use workload::{Flow, NewUsers, User};
+
+/// Load-test the login (gRPC or gateway) or the database alone (`--limit-run`).
+#[derive(Debug, clap::Parser)]
+#[command(name = "mp-auth-bench", version, about)]
+struct Cli {
+    /// Optional TOML configuration file of the service (layered under MP_AUTH_* variables).
+    #[arg(long, env = "MP_AUTH_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    args: BenchArgs,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::load(cli.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match mp_auth::cli::run_async(run(settings, cli.args)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// Which edge the load goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -45,7 +79,7 @@ pub enum TargetKind {
     Http,
 }
 
-/// Arguments of `mp-auth bench`.
+/// Arguments of `mp-auth-bench`.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Where the load goes.
@@ -176,8 +210,8 @@ impl BenchArgs {
 }
 
 /// Runs the benchmark; exits non-zero when a run leaves duplicate users.
-pub async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
-    crate::telemetry::init(&LogSettings {
+async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    mp_auth::telemetry::init(&LogSettings {
         filter: "warn".into(),
         ..settings.log.clone()
     });

@@ -2,6 +2,7 @@
 //! WeChat endpoints serve instead of (or before) their normal answer, so tests
 //! and benchmarks can exercise the service's failure handling.
 
+use crate::sync::lock;
 use serde::{Deserialize, Serialize};
 use std::sync::{
     Mutex,
@@ -26,7 +27,7 @@ pub enum FaultEndpoint {
 }
 
 impl FaultEndpoint {
-    /// The wire name, also the key in [`super::SimStats::calls`].
+    /// The wire name, also the key in [`crate::SimStats::calls`].
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Jscode2Session => "jscode2session",
@@ -134,13 +135,13 @@ impl FaultSet {
             (None, Some(_)) => None,
             (None, None) => Some(1),
         };
-        let mut armed = super::state::lock(&self.armed);
+        let mut armed = lock(&self.armed);
         armed.push(Armed { fault, remaining });
         self.armed_count.store(armed.len(), Ordering::Release);
     }
 
     pub fn clear(&self) {
-        let mut armed = super::state::lock(&self.armed);
+        let mut armed = lock(&self.armed);
         armed.clear();
         self.armed_count.store(0, Ordering::Release);
     }
@@ -150,7 +151,7 @@ impl FaultSet {
         if self.armed_count.load(Ordering::Acquire) == 0 {
             return None;
         }
-        let mut armed = super::state::lock(&self.armed);
+        let mut armed = lock(&self.armed);
         let i = armed
             .iter()
             .position(|a| a.fault.endpoint.matches(endpoint))?;

@@ -1,14 +1,14 @@
-//! The all-in-one dev mode: the WeChat simulator, the gRPC service and the
+//! `mp-auth dev` (dev feature), the all-in-one dev mode: the WeChat simulator, the gRPC service and the
 //! HTTP gateway in one process, on an embedded SQLite database (a file in the
 //! data directory; `DATABASE_URL` switches to MySQL). It generates dev-only
 //! secrets, performs one demo login through the gateway, and prints
 //! copy-paste commands.
 
+use super::login::{DEMO_APP_ID, demo_login};
 use crate::{
     config::{AppSettings, LogFormat, Settings},
     gateway::Gateway,
     grpc::GrpcServer,
-    simulator::{SimApp, Simulator, SimulatorConfig},
 };
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -20,9 +20,7 @@ use std::{
     process::ExitCode,
     time::Duration,
 };
-
-/// The demo mini program dev mode configures.
-pub const DEMO_APP_ID: &str = "wx_demo_app";
+use wechat_sim::{SimApp, Simulator, SimulatorConfig};
 
 /// Arguments of `mp-auth dev`. Every port has a default and an env override.
 #[derive(Debug, clap::Args)]
@@ -79,29 +77,39 @@ impl DevSecrets {
 
     /// Loads `dev-secrets.json` from the data directory, creating it on first run.
     pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
-        let path = dir.join("dev-secrets.json");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            return serde_json::from_str(&text)
-                .with_context(|| format!("parsing {}", path.display()));
-        }
-        let secrets = Self::generate()?;
-        // Created owner-only from the first byte (no window in which it is world-readable).
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&secrets)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        Ok(secrets)
+        let name = "dev-secrets.json";
+        let text = dev_file(dir, name, || {
+            Ok(serde_json::to_string_pretty(&Self::generate()?)?)
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", dir.join(name).display()))
     }
+}
+
+/// Reads `dir/name`, or creates it owner-only with `make()` on first run.
+fn dev_file(
+    dir: &Path,
+    name: &str,
+    make: impl FnOnce() -> anyhow::Result<String>,
+) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    if path.exists() {
+        return std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()));
+    }
+    let value = make()?;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    std::io::Write::write_all(&mut file, value.as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(value)
 }
 
 /// Where dev mode listens; also written to `endpoints.json` in the data directory.
@@ -111,6 +119,9 @@ pub struct DevEndpoints {
     pub grpc: String,
     pub gateway: String,
     pub app_id: String,
+    /// The file holding dev mode's API key (every permission).
+    #[serde(default)]
+    pub caller_key_file: String,
 }
 
 /// Runs dev mode until SIGINT/SIGTERM.
@@ -139,7 +150,7 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
             )
         })?;
     let demo = SimApp {
-        app_id: crate::domain::AppId::parse(DEMO_APP_ID)?,
+        app_id: DEMO_APP_ID.to_owned(),
         app_secret: SecretString::from(secrets.app_secret.clone()),
         open_platform: Some("mp-auth-dev".into()),
     };
@@ -162,6 +173,25 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     // pause after an injected 45011 (production keeps the default cool-down).
     settings.wechat.rate_limit_cooldown_secs = 0;
     settings.token.hs256_secret = Some(SecretString::from(secrets.token_secret.clone()));
+    // ES256 as recommended for production: a dev key pair, made once per data directory.
+    let signing_key = dev_file(&args.data_dir, "dev-signing-key.pem", || {
+        crate::tokens::Es256Signer::generate()
+            .map(|(private, _)| private)
+            .map_err(anyhow::Error::from)
+    })?;
+    settings.token.signing_key = Some(SecretString::from(signing_key));
+    // A dev API key with every permission, for the Users API and VerifyToken.
+    let caller_key = dev_file(&args.data_dir, "dev-caller-key", || {
+        Ok(crate::callers::generate_key())
+    })?;
+    settings.callers.push(crate::config::CallerSettings {
+        name: "dev".into(),
+        key_sha256: crate::callers::key_hash_hex(caller_key.trim()),
+        permissions: crate::callers::Permission::ALL
+            .iter()
+            .map(|p| p.as_str().to_owned())
+            .collect(),
+    });
     settings.session_keys.encryption_key = Some(SecretString::from(
         secrets.session_key_encryption_key.clone(),
     ));
@@ -214,11 +244,11 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
         grpc: grpc_addr.to_string(),
         gateway: format!("http://{gateway_addr}"),
         app_id: DEMO_APP_ID.into(),
+        caller_key_file: args.data_dir.join("dev-caller-key").display().to_string(),
     };
     wait_ready(&endpoints.gateway).await?;
     if !args.no_demo {
-        match crate::client::demo_login(&endpoints.simulator, &endpoints.gateway, DEMO_APP_ID).await
-        {
+        match demo_login(&endpoints.simulator, &endpoints.gateway, DEMO_APP_ID).await {
             Ok(summary) => println!("Demo login through the gateway succeeded:\n{summary}"),
             Err(e) => eprintln!("warning: the demo login failed: {e:#}"),
         }
@@ -288,11 +318,19 @@ With grpcurl (reflection is on):
   grpcurl -plaintext -d '{{"service":"mpauth.v1.Auth"}}' {grpc} grpc.health.v1.Health/Check
   grpcurl -plaintext -d "{{\"app_id\":\"{app}\",\"code\":\"$CODE\",\"phone_code\":\"$PHONE\"}}" {grpc} mpauth.v1.Auth/MiniProgramLogin
 
+Internal services (Users API, VerifyToken) need an API key; dev mode made one with every permission:
+  KEY=$(cat {key_file})
+  grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{{"user_id":"1"}}' {grpc} mpauth.v1.Users/GetUser
+  grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{{"access_token":"..."}}' {grpc} mpauth.v1.Auth/VerifyToken
+
+Tokens are ES256; the public keys: {gw}/.well-known/jwks.json
+
 OpenAPI document: {gw}/openapi.json
 "#,
         sim = e.simulator,
         grpc = e.grpc,
         gw = e.gateway,
         app = e.app_id,
+        key_file = e.caller_key_file,
     );
 }

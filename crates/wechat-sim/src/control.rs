@@ -2,12 +2,12 @@
 //! the phone button), inject faults and read call statistics. Errors are JSON
 //! `{"error": "..."}` with a 4xx status.
 
-use super::{
-    SimApp,
+use crate::{
+    config::{SimApp, check_app_id},
     faults::Fault,
     state::{ControlError, SimState},
+    wire::{MintedLogin, MintedPhone, SimStats},
 };
-use crate::domain::AppId;
 use axum::{
     Json, Router,
     body::Bytes,
@@ -17,43 +17,8 @@ use axum::{
     routing::{get, post},
 };
 use secrecy::SecretString;
-use serde::{Deserialize, Serialize, de::DeserializeOwned};
-use std::{collections::BTreeMap, sync::Arc};
-
-/// A code minted by `POST /_sim/login` (what `wx.login()` gives the front end).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MintedLogin {
-    /// The single-use login code for jscode2session.
-    pub code: String,
-    /// The user's openid in this app (what jscode2session will return).
-    pub openid: String,
-    /// The user's unionid, if the app is bound to an open platform.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub unionid: Option<String>,
-}
-
-/// What the phone button gives the front end (`POST /_sim/phone`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MintedPhone {
-    /// The single-use phone code for getuserphonenumber (bound to the openid).
-    pub code: String,
-    /// The legacy payload, encrypted with the user's current session_key.
-    #[serde(rename = "encryptedData")]
-    pub encrypted_data: String,
-    /// Its IV (base64).
-    pub iv: String,
-}
-
-/// Call statistics (`GET /_sim/stats`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SimStats {
-    /// Calls per WeChat endpoint (`jscode2session`, `stable_token`, `getuserphonenumber`).
-    pub calls: BTreeMap<String, u64>,
-    /// Access tokens minted per app (normal renewals and forced refreshes).
-    pub tokens_minted: BTreeMap<String, u64>,
-    /// Accepted `force_refresh=true` calls, all apps.
-    pub force_refreshes: u64,
-}
+use serde::{Deserialize, de::DeserializeOwned};
+use std::sync::Arc;
 
 /// A control-API error as an HTTP response.
 struct ApiError(StatusCode, String);
@@ -63,7 +28,6 @@ impl From<ControlError> for ApiError {
         let status = match e {
             ControlError::UnknownApp(_) => StatusCode::NOT_FOUND,
             ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ControlError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self(status, e.to_string())
     }
@@ -104,18 +68,19 @@ struct RegisterApp {
 
 async fn register_app(State(st): State<Arc<SimState>>, body: Bytes) -> Result<Response, ApiError> {
     let req: RegisterApp = parse(&body)?;
-    let app_id = AppId::parse(&req.app_id).map_err(|e| bad(e.to_string()))?;
+    let app_id = req.app_id.trim();
+    check_app_id(app_id).map_err(bad)?;
     if req.app_secret.is_empty() {
         return Err(bad("`app_secret` must not be empty"));
     }
     st.register_app(&SimApp {
-        app_id: app_id.clone(),
+        app_id: app_id.to_owned(),
         app_secret: SecretString::from(req.app_secret),
         open_platform: req.open_platform,
     });
     Ok((
         StatusCode::CREATED,
-        Json(serde_json::json!({ "app_id": app_id.as_str() })),
+        Json(serde_json::json!({ "app_id": app_id })),
     )
         .into_response())
 }

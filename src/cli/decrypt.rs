@@ -1,10 +1,10 @@
 //! The `decrypt` command: decrypt a legacy payload by hand and say exactly what
 //! is wrong with it. Developers hit these failures daily.
 
-use super::crypto::{DecryptError, decrypt_phone, decrypt_raw};
 use crate::{
     config::Settings,
     domain::{AppId, SessionKey},
+    wechat::crypto::{DecryptError, decrypt_phone, decrypt_raw},
 };
 use std::{
     process::ExitCode,

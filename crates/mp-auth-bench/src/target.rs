@@ -1,9 +1,9 @@
 //! The system under test: the gRPC service directly (a few pooled HTTP/2
 //! connections) or the HTTP gateway (reqwest with a keep-alive pool).
 
-use super::workload::{Item, Proof};
-use crate::proto::{self, auth_client::AuthClient, mini_program_login_request::Phone};
+use crate::workload::{Item, Proof};
 use anyhow::Context as _;
+use mp_auth::proto::{self, auth_client::AuthClient, mini_program_login_request::Phone};
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
@@ -111,7 +111,7 @@ impl Target {
                         new_user: response.get_ref().is_new_user,
                     },
                     Err(status) => Outcome::Err(
-                        crate::grpc::error::reason_of(&status)
+                        mp_auth::grpc::error::reason_of(&status)
                             .unwrap_or_else(|| format!("grpc:{:?}", status.code())),
                     ),
                 }
@@ -125,7 +125,7 @@ impl Target {
                     Proof::Code(c) => (Some(c.clone()), None, None),
                     Proof::Encrypted { data, iv } => (None, Some(data.clone()), Some(iv.clone())),
                 };
-                let body = crate::gateway::LoginRequest {
+                let body = mp_auth::gateway::LoginRequest {
                     code: item.code.clone(),
                     phone_code,
                     encrypted_data,
@@ -143,7 +143,7 @@ impl Target {
                     return Outcome::Err("http:transport".into());
                 };
                 if status.is_success() {
-                    match serde_json::from_slice::<crate::gateway::LoginResponse>(&bytes) {
+                    match serde_json::from_slice::<mp_auth::gateway::LoginResponse>(&bytes) {
                         Ok(ok) => Outcome::Ok {
                             new_user: ok.is_new_user,
                         },

@@ -1,7 +1,11 @@
 //! [`SimClient`]: a typed client of the simulator's `/_sim/` control API, used
 //! by tests, the benchmark's code minting and the `login` command.
 
-use super::{Fault, MintedLogin, MintedPhone, SimApp, SimStats};
+use crate::{
+    config::SimApp,
+    faults::Fault,
+    wire::{MintedLogin, MintedPhone, Pressed, SimStats},
+};
 use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 use serde::de::DeserializeOwned;
@@ -17,7 +21,9 @@ pub struct SimClient {
 impl SimClient {
     /// A client for the simulator at `base_url` (e.g. `http://127.0.0.1:9400`).
     pub fn new(base_url: &str) -> Self {
-        crate::tls::install_crypto_provider();
+        // reqwest is built without a TLS provider of its own (the workspace uses
+        // ring); building a client before one is installed would panic.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
@@ -72,7 +78,7 @@ impl SimClient {
     /// Registers (or re-registers) an app.
     pub async fn register_app(&self, app: &SimApp) -> anyhow::Result<()> {
         let body = serde_json::json!({
-            "app_id": app.app_id.as_str(),
+            "app_id": app.app_id,
             "app_secret": app.app_secret.expose_secret(),
             "open_platform": app.open_platform,
         });
@@ -100,6 +106,28 @@ impl SimClient {
         let body = serde_json::json!({ "app_id": app_id, "user": user });
         self.send("mint phone code", self.post("/_sim/phone", &body))
             .await
+    }
+
+    /// Plays one tap of "一键登录" for `user` in `app_id`, as a mini-program
+    /// does it: `wx.login()` (with `phone`, CN digits or `+<cc><number>`, set as
+    /// the user's number first), then the phone button. The result carries the
+    /// login code and both phone proofs (the new-flow code and the legacy
+    /// `encryptedData` + `iv`).
+    pub async fn press(
+        &self,
+        app_id: &str,
+        user: &str,
+        phone: Option<&str>,
+    ) -> anyhow::Result<Pressed> {
+        let login = self
+            .login(app_id, user, phone)
+            .await
+            .context("minting a wx.login code at the simulator")?;
+        let phone = self
+            .phone(app_id, user)
+            .await
+            .context("pressing the phone button at the simulator")?;
+        Ok(Pressed { login, phone })
     }
 
     /// Arms a fault.

@@ -1,74 +1,8 @@
-//! A faithful WeChat API simulator for dev mode, tests and benchmarks: the
-//! server API mp-auth calls (`jscode2session`, `stable_token`,
-//! `getuserphonenumber`) plus a `/_sim/` control API that plays the WeChat
-//! client (wx.login, the phone button) and injects faults.
-//!
-//! Layout:
-//! - [`state`]: the in-memory world (apps, users, session keys, codes, tokens).
-//! - `wechat_api`: the WeChat endpoints, byte-for-byte like the real ones.
-//! - [`control`]: the `/_sim/` control API.
-//! - [`faults`]: injected latency, HTTP errors, garbage and errcodes.
-//! - [`client`]: [`SimClient`], a typed client of the control API.
-//! - [`cli`]: the `mp-auth wechat-sim` command.
+//! Serving the simulator: both APIs on one listener, in a background task.
 
-pub mod cli;
-pub mod client;
-pub mod control;
-pub mod faults;
-pub mod state;
-mod wechat_api;
-
-pub use client::SimClient;
-pub use control::{MintedLogin, MintedPhone, SimStats};
-pub use faults::{Fault, FaultEndpoint};
-
-use crate::domain::AppId;
-use secrecy::SecretString;
-use serde::Deserialize;
-use state::SimState;
+use crate::{SimClient, config::SimulatorConfig, control, state::SimState, wechat_api};
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio_util::sync::CancellationToken;
-
-/// A mini program the simulator knows.
-#[derive(Debug, Clone, Deserialize)]
-pub struct SimApp {
-    /// Its AppID.
-    pub app_id: AppId,
-    /// Its AppSecret.
-    pub app_secret: SecretString,
-    /// The WeChat Open Platform account it is bound to: apps sharing one give
-    /// a user the same unionid. `None`: jscode2session returns no unionid.
-    #[serde(default)]
-    pub open_platform: Option<String>,
-}
-
-/// How the simulated WeChat behaves.
-#[derive(Debug, Clone)]
-pub struct SimulatorConfig {
-    /// Apps known from the start (more can be registered with `POST /_sim/apps`).
-    pub apps: Vec<SimApp>,
-    /// `wx.login` replaces a user's session_key once it is at least this old
-    /// (zero: every `wx.login` replaces it).
-    pub session_refresh: Duration,
-    /// Lifetime of a stable access_token (WeChat: 7200 s).
-    pub token_ttl: Duration,
-    /// Lifetime of login and phone codes (WeChat: 300 s).
-    pub code_ttl: Duration,
-    /// Minimum time between `force_refresh=true` calls (WeChat: 30 s; tests use 0).
-    pub force_refresh_min_interval: Duration,
-}
-
-impl Default for SimulatorConfig {
-    fn default() -> Self {
-        Self {
-            apps: Vec::new(),
-            session_refresh: Duration::from_secs(300),
-            token_ttl: Duration::from_secs(7200),
-            code_ttl: Duration::from_secs(300),
-            force_refresh_min_interval: Duration::from_secs(30),
-        }
-    }
-}
 
 /// Starts simulators.
 pub struct Simulator;
@@ -166,15 +100,5 @@ mod tests {
             "http://127.0.0.1:1234"
         );
         assert_eq!(base_url("[::]:80".parse().unwrap()), "http://[::1]:80");
-    }
-
-    #[test]
-    fn app_secrets_do_not_show_in_debug() {
-        let app = SimApp {
-            app_id: AppId::parse("wx1").unwrap(),
-            app_secret: SecretString::from("topsecret"),
-            open_platform: None,
-        };
-        assert!(!format!("{app:?}").contains("topsecret"));
     }
 }

@@ -2,7 +2,7 @@
 //! previous answers) or an open loop (requests sent at a fixed rate; latency measured
 //! from each request's intended send time, so a stalled server cannot hide its queue).
 
-use super::target::Outcome;
+use crate::target::Outcome;
 use hdrhistogram::Histogram;
 use std::{
     collections::BTreeMap,

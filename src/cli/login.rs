@@ -1,16 +1,17 @@
-//! The `login` command: plays a mini-program user against a running gateway
+//! `mp-auth login` (dev feature): plays a mini-program user against a running gateway
 //! (or the gRPC service directly) and a simulator. It mints the codes through
 //! the simulator's control API, logs in, and prints the response and the
 //! decoded token claims. This is how people try the service by hand.
 
-use crate::{
-    proto,
-    simulator::{MintedLogin, MintedPhone, SimClient},
-};
+use crate::proto;
 use anyhow::Context as _;
 use base64::Engine as _;
 use serde_json::Value;
 use std::{process::ExitCode, time::Duration};
+use wechat_sim::{Pressed, SimClient};
+
+/// The demo mini program: `login`'s default app, and the one dev mode configures.
+pub const DEMO_APP_ID: &str = "wx_demo_app";
 
 /// Which phone flow the simulated user takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -42,7 +43,7 @@ pub struct LoginArgs {
     )]
     pub simulator: String,
     /// The mini program's AppID.
-    #[arg(long, default_value = crate::dev::DEMO_APP_ID)]
+    #[arg(long, default_value = DEMO_APP_ID)]
     pub app_id: String,
     /// The simulated WeChat user (a stable handle: same handle, same openid).
     #[arg(long, default_value = "demo-user")]
@@ -73,24 +74,6 @@ pub fn decode_claims(token: &str) -> anyhow::Result<(Value, Value)> {
     Ok((part("header")?, part("payload")?))
 }
 
-/// Plays the user's mini-program at the simulator: `wx.login`, then the phone button.
-async fn mint(
-    sim: &SimClient,
-    app_id: &str,
-    user: &str,
-    phone: Option<&str>,
-) -> anyhow::Result<(MintedLogin, MintedPhone)> {
-    let login = sim
-        .login(app_id, user, phone)
-        .await
-        .context("minting a wx.login code at the simulator")?;
-    let pressed = sim
-        .phone(app_id, user)
-        .await
-        .context("pressing the phone button at the simulator")?;
-    Ok((login, pressed))
-}
-
 /// Mints codes for `user` and logs in through the gateway; returns the JSON response.
 pub async fn login_via_gateway(
     sim: &SimClient,
@@ -100,13 +83,13 @@ pub async fn login_via_gateway(
     phone: Option<&str>,
     flow: Flow,
 ) -> anyhow::Result<(u16, Value)> {
-    let (login, pressed) = mint(sim, app_id, user, phone).await?;
+    let Pressed { login, phone } = sim.press(app_id, user, phone).await?;
     let body = match flow {
         Flow::Code => {
-            serde_json::json!({"code": login.code, "phoneCode": pressed.code, "appId": app_id})
+            serde_json::json!({"code": login.code, "phoneCode": phone.code, "appId": app_id})
         }
         Flow::Legacy => {
-            serde_json::json!({"code": login.code, "encryptedData": pressed.encrypted_data, "iv": pressed.iv, "appId": app_id})
+            serde_json::json!({"code": login.code, "encryptedData": phone.encrypted_data, "iv": phone.iv, "appId": app_id})
         }
     };
     crate::tls::install_crypto_provider();
@@ -136,13 +119,13 @@ pub async fn login_via_grpc(
     phone: Option<&str>,
     flow: Flow,
 ) -> anyhow::Result<Result<proto::MiniProgramLoginResponse, tonic::Status>> {
-    let (login, pressed) = mint(sim, app_id, user, phone).await?;
+    let Pressed { login, phone } = sim.press(app_id, user, phone).await?;
     let phone = match flow {
-        Flow::Code => proto::mini_program_login_request::Phone::PhoneCode(pressed.code),
+        Flow::Code => proto::mini_program_login_request::Phone::PhoneCode(phone.code),
         Flow::Legacy => {
             proto::mini_program_login_request::Phone::Encrypted(proto::EncryptedPhone {
-                encrypted_data: pressed.encrypted_data,
-                iv: pressed.iv,
+                encrypted_data: phone.encrypted_data,
+                iv: phone.iv,
             })
         }
     };

@@ -73,6 +73,7 @@ pub fn role(argv: &[&str]) -> Option<&'static str> {
     let exe = argv.first()?.rsplit('/').next()?;
     match exe {
         "mariadbd" | "mysqld" => Some("mariadb"),
+        "wechat-sim" => Some("simulator"),
         "mp-auth" => {
             // Skip global flags (`--config X`, `--log-format X`) to the subcommand.
             let mut args = argv[1..].iter();
@@ -187,7 +188,8 @@ mod tests {
             role(&["/usr/sbin/mariadbd", "--user=mysql"]),
             Some("mariadb")
         );
-        assert_eq!(role(&["mp-auth", "bench"]), None);
+        assert_eq!(role(&["/x/wechat-sim", "--listen", "x"]), Some("simulator"));
+        assert_eq!(role(&["mp-auth-bench", "--limit-run"]), None);
         assert_eq!(role(&["bash"]), None);
     }
 

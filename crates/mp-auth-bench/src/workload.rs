@@ -1,10 +1,9 @@
 //! The workload: which users log in (returning or new), and their codes and phone
 //! payloads, minted through the simulator's control API before the clock starts.
 
-use crate::simulator::SimClient;
-use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use rand::{Rng as _, seq::SliceRandom as _};
+use wechat_sim::{Pressed, SimClient};
 
 /// Which phone proof the requests carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -125,14 +124,8 @@ pub async fn mint(
 ) -> anyhow::Result<Vec<Item>> {
     futures::stream::iter(users.iter())
         .map(|user| async move {
-            let login = sim
-                .login(app_id, &user.handle, Some(&user.phone))
-                .await
-                .context("minting a wx.login code")?;
-            let phone = sim
-                .phone(app_id, &user.handle)
-                .await
-                .context("minting a phone payload")?;
+            let Pressed { login, phone } =
+                sim.press(app_id, &user.handle, Some(&user.phone)).await?;
             let proof = match flow {
                 Flow::Code => Proof::Code(phone.code),
                 Flow::Legacy => Proof::Encrypted {

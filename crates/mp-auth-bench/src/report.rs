@@ -1,7 +1,7 @@
 //! What a run measured, as a table for people and JSON for tools; the median of
 //! several runs; a markdown row for `scripts/bench.sh`'s results table.
 
-use super::{driver::Tally, procstat::Sample};
+use crate::{driver::Tally, procstat::Sample};
 use serde::Serialize;
 use std::{collections::BTreeMap, fmt::Write as _, path::Path, time::Duration};
 
@@ -110,11 +110,6 @@ impl RunReport {
             users: None,
             duplicate_phones: None,
         }
-    }
-
-    /// Total errors.
-    pub fn error_count(&self) -> u64 {
-        self.errors.values().sum()
     }
 
     /// The process named `name`, if watched.
