@@ -6,13 +6,14 @@ use crate::helpers::*;
 use mp_auth::gateway::Gateway;
 use std::time::Duration;
 
-struct Stack {
-    app: TestApp,
-    gateway: String,
+/// The real service behind a real gateway (shared with the sessions tests).
+pub(crate) struct Stack {
+    pub(crate) app: TestApp,
+    pub(crate) gateway: String,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
-async fn stack(opts: TestAppOptions) -> Stack {
+pub(crate) async fn stack(opts: TestAppOptions) -> Stack {
     let app = TestApp::spawn_with(opts).await;
     let mut settings = app.settings.clone();
     settings.gateway.backend_url = format!("http://{}", app.grpc_addr);
@@ -29,7 +30,7 @@ async fn stack(opts: TestAppOptions) -> Stack {
     }
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     mp_auth::tls::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))

@@ -19,6 +19,7 @@ mod login;
 mod metrics;
 mod private_db;
 mod sessions;
+mod sessions_gateway;
 mod shutdown;
 mod simulator;
 mod store;
