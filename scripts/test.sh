@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 echo "== test environment"
 scripts/test-env.sh
+scripts/galera-env.sh
 scripts/tools.sh
 
 echo "== cargo fmt --check"

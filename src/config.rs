@@ -136,7 +136,8 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     /// Run pending migrations when `serve` starts (otherwise use `migrate`).
     pub migrate_on_start: bool,
-    /// Attempts of the login transaction on deadlock / lock-wait timeout.
+    /// Attempts of a transaction (or single statement) on deadlock, which is also how
+    /// Galera reports a certification conflict.
     pub max_tx_attempts: u32,
 }
 

@@ -2,7 +2,11 @@
 //! upserts. Statements are `sql_query` with binds over constant SQL, wrapped in
 //! [`Cached`] so diesel-async keeps them prepared per connection (keyed by their text).
 
-use super::{LoginOutcome, LoginRecord, now_ms};
+use super::{
+    LoginOutcome, LoginRecord,
+    error::{Class, classify},
+    now_ms,
+};
 use crate::domain::UserId;
 use diesel::{
     ConnectionError, ConnectionResult, QueryResult, QueryableByName,
@@ -37,7 +41,7 @@ pub(super) async fn establish(url: &str, timeout: Duration) -> ConnectionResult<
     }
 }
 
-/// Until when (unix ms) checkouts verify their connection with `SELECT 1`.
+/// Until when (unix ms) checkouts verify their connection with `DO 1`.
 ///
 /// Pooled connections are not verified on checkout (that would add a round trip to
 /// every login). Instead, when a statement fails because its connection is gone (server
@@ -61,7 +65,22 @@ impl VerifyWindow {
 fn verify(conn: &mut Conn, needed: bool) -> BoxFuture<'_, QueryResult<()>> {
     async move {
         if needed {
-            diesel::sql_query("SELECT 1").execute(conn).await?;
+            // `DO`, not `SELECT`: on Galera, with `wsrep_sync_wait`, a SELECT waits
+            // for the cluster to apply what it ordered before it, and while the cluster
+            // stalls (a node just died: commits wait `evs.suspect_timeout`) that wait
+            // would hold every checkout until the acquire timeout. The connection's
+            // liveness does not need it.
+            match diesel::sql_query("DO 1").execute(conn).await {
+                // The server answered with a refusal, so the connection is alive: a
+                // Galera node outside the Primary component refuses even this (1047,
+                // or 1205 under `wsrep_sync_wait`). Dropping the connection would only
+                // make the pool reconnect to the same node until the acquire timeout;
+                // kept, the request fails at once with the node's own refusal.
+                Err(e) if classify(&e) == Class::NotServing => {}
+                other => {
+                    other?;
+                }
+            }
         }
         Ok(())
     }
@@ -69,13 +88,27 @@ fn verify(conn: &mut Conn, needed: bool) -> BoxFuture<'_, QueryResult<()>> {
 }
 
 /// The connection manager: connects with a timeout, verifies only inside a [`VerifyWindow`].
+/// On a Galera node (`galera`), every new connection gets the Galera session settings.
 pub(super) fn manager(
     url: &str,
     connect_timeout: Duration,
     window: VerifyWindow,
+    galera: bool,
 ) -> AsyncDieselConnectionManager<Conn> {
     let mut config = ManagerConfig::<Conn>::default();
-    config.custom_setup = Box::new(move |url: &str| establish(url, connect_timeout).boxed());
+    config.custom_setup = Box::new(move |url: &str| {
+        let url = url.to_owned();
+        async move {
+            let mut conn = establish(&url, connect_timeout).await?;
+            if galera {
+                super::galera::set_up_session(&mut conn)
+                    .await
+                    .map_err(ConnectionError::CouldntSetupConfiguration)?;
+            }
+            Ok(conn)
+        }
+        .boxed()
+    });
     config.recycling_method = RecyclingMethod::CustomFunction(Box::new(move |conn: &mut Conn| {
         verify(conn, window.is_open())
     }));

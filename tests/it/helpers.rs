@@ -85,6 +85,45 @@ impl Default for TestAppOptions {
     }
 }
 
+/// `n` apps as `(app_id, app_secret)`, with fresh ids and secrets.
+pub fn new_apps(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|_| {
+            (
+                unique_app_id(),
+                format!("secret-{}", uuid::Uuid::new_v4().simple()),
+            )
+        })
+        .collect()
+}
+
+/// A WeChat simulator on a free port that knows `apps` (all bound to one open platform).
+pub async fn start_simulator(
+    apps: &[(String, String)],
+    session_refresh: Duration,
+) -> RunningSimulator {
+    let sim_apps = apps
+        .iter()
+        .map(|(id, secret)| SimApp {
+            app_id: id.clone(),
+            app_secret: SecretString::from(secret.clone()),
+            open_platform: Some("test-open-platform".into()),
+        })
+        .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::start(
+        listener,
+        SimulatorConfig {
+            apps: sim_apps,
+            session_refresh,
+            force_refresh_min_interval: Duration::ZERO,
+            ..SimulatorConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// A running service under test.
 pub struct TestApp {
     pub sim: RunningSimulator,
@@ -133,34 +172,8 @@ impl TestApp {
 
     pub async fn spawn_with(opts: TestAppOptions) -> TestApp {
         init_test_log();
-        let apps: Vec<(String, String)> = (0..opts.apps)
-            .map(|_| {
-                (
-                    unique_app_id(),
-                    format!("secret-{}", uuid::Uuid::new_v4().simple()),
-                )
-            })
-            .collect();
-        let sim_apps = apps
-            .iter()
-            .map(|(id, secret)| SimApp {
-                app_id: id.clone(),
-                app_secret: SecretString::from(secret.clone()),
-                open_platform: Some("test-open-platform".into()),
-            })
-            .collect();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim = Simulator::start(
-            listener,
-            SimulatorConfig {
-                apps: sim_apps,
-                session_refresh: opts.session_refresh,
-                force_refresh_min_interval: Duration::ZERO,
-                ..SimulatorConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+        let apps = new_apps(opts.apps);
+        let sim = start_simulator(&apps, opts.session_refresh).await;
         let db = TestDb::new(Backend::Mysql).await;
         let mut settings = test_settings(&apps, &sim.base_url(), db.url());
         (opts.tweak)(&mut settings);

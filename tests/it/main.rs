@@ -1,9 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The integration tests: one test binary, one module per area.
 
+mod cluster;
 mod db;
 mod decrypt_cmd;
 mod dev;
+mod galera;
 mod gateway;
 mod gateway_e2e;
 mod gateway_memory;
