@@ -12,6 +12,7 @@
 # Knobs (environment): RUNS (3), REQUESTS per run (20000), WARMUP (1000),
 # CONCURRENCIES ("16 64 256"), FLOWS ("legacy code"), TARGETS ("grpc http"),
 # VERIFY_CONCURRENCIES ("16 64 256") and VERIFY_REQUESTS (100000) for the VerifyToken rows,
+# REFRESH_CONCURRENCIES ("64"; the session-refresh rows, "" to skip them),
 # POOL_SIZE (server and limit-run pool; default: the server's default),
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
@@ -25,6 +26,7 @@ WARMUP=${WARMUP:-1000}
 CONCURRENCIES=${CONCURRENCIES-"16 64 256"}
 VERIFY_CONCURRENCIES=${VERIFY_CONCURRENCIES-"16 64 256"}
 VERIFY_REQUESTS=${VERIFY_REQUESTS:-100000}
+REFRESH_CONCURRENCIES=${REFRESH_CONCURRENCIES-64}
 FLOWS=${FLOWS:-"legacy code"}
 TARGETS=${TARGETS-"grpc http"}
 SIM_PORT=${SIM_PORT:-19400}
@@ -112,6 +114,9 @@ export MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk
 if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; fi
 
 # Production-like: JSON logs at info (one line per login) and Prometheus metrics on.
+# The per-session refresh limit is off: the refresh rows rotate each of their few
+# hundred sessions many times a minute (a real client refreshes every ~2 hours).
+MP_AUTH_SESSIONS__REFRESHES_PER_MINUTE=0 \
 MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
     "$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
@@ -157,6 +162,16 @@ for target in $TARGETS; do
             "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow "$flow" \
                 --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
         done
+    done
+done
+
+# --- session refresh: one conditional UPDATE per rotation ---------------------------
+for target in $TARGETS; do
+    for c in $REFRESH_CONCURRENCIES; do
+        name=$target-refresh-c$c
+        log "$name"
+        "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow refresh \
+            --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
     done
 done
 

@@ -1,9 +1,10 @@
-//! `mp-auth-bench`: a reproducible load generator for the login. Codes and phone
-//! payloads are minted through the simulator before the clock starts; requests go to
-//! the gRPC service or the HTTP gateway in a closed or open loop; the report has
-//! throughput, latency percentiles, errors by reason, CPU and peak RSS per process,
-//! and a duplicate-user check. `--limit-run` measures the database transaction alone;
-//! `--verify-run` measures `Auth.VerifyToken`.
+//! `mp-auth-bench`: a reproducible load generator for the login, the session
+//! refresh and token verification. Codes and phone payloads are minted through the
+//! simulator before the clock starts (`--flow refresh`: sessions are opened by logins
+//! before it starts); requests go to the gRPC service or the HTTP gateway in a closed
+//! or open loop; the report has throughput, latency percentiles, errors by reason,
+//! CPU and peak RSS per process, and a duplicate-user check. `--limit-run` measures
+//! the database transaction alone; `--verify-run` measures `Auth.VerifyToken`.
 //!
 //! Layout:
 //! - [`workload`]: returning and new users, minting through the simulator.
@@ -200,6 +201,7 @@ impl BenchArgs {
         let flow = match self.flow {
             Flow::Legacy => "legacy",
             Flow::Code => "code",
+            Flow::Refresh => "refresh",
         };
         let pace = match self.rate {
             Some(rate) => format!("rate={rate}/s"),
@@ -321,12 +323,40 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Runner::Service {
-            sim,
-            target,
-            app_id: app_id.as_str().to_owned(),
-            flow: args.flow,
-            mint_parallel: args.mint_parallel,
+        if args.flow == Flow::Refresh {
+            // Four sessions per worker: refreshes of one session are serialised (a
+            // token is presented once), so workers rarely wait for each other.
+            let count = args.concurrency.max(1) * 4;
+            eprintln!("opening {count} sessions to refresh...");
+            let users: Vec<User> = (0..count).map(workload::returning_user).collect();
+            let items = workload::mint(
+                &sim,
+                app_id.as_str(),
+                Flow::Code,
+                &users,
+                args.mint_parallel,
+            )
+            .await?;
+            let mut tokens = Vec::with_capacity(items.len());
+            for (lane, item) in items.iter().enumerate() {
+                let token = target
+                    .open_session(lane, item)
+                    .await
+                    .map_err(|reason| anyhow::anyhow!("opening a session failed: {reason}"))?;
+                tokens.push(tokio::sync::Mutex::new(token));
+            }
+            Runner::Refresh {
+                target,
+                sessions: Arc::new(tokens),
+            }
+        } else {
+            Runner::Service {
+                sim,
+                target,
+                app_id: app_id.as_str().to_owned(),
+                flow: args.flow,
+                mint_parallel: args.mint_parallel,
+            }
         }
     };
 
@@ -450,6 +480,10 @@ enum Prepared {
         warmup: usize,
         run: usize,
     },
+    Refresh {
+        warmup: usize,
+        run: usize,
+    },
 }
 
 /// How logins are issued: through the service, or the database transaction alone.
@@ -466,6 +500,12 @@ enum Runner {
         app_id: AppId,
     },
     Verify(verify::VerifyTarget),
+    /// Refreshes of sessions opened before the clock started.
+    Refresh {
+        target: Target,
+        /// Each session's current refresh token (one refresh at a time per session).
+        sessions: Arc<Vec<tokio::sync::Mutex<String>>>,
+    },
 }
 
 impl Runner {
@@ -492,6 +532,10 @@ impl Runner {
                 warmup: warmup.len(),
                 run: run.len(),
             }),
+            Self::Refresh { .. } => Ok(Prepared::Refresh {
+                warmup: warmup.len(),
+                run: run.len(),
+            }),
         }
     }
 
@@ -515,6 +559,22 @@ impl Runner {
             (Self::Verify(target), Prepared::Verify { warmup: w, run }) => Ok(target
                 .run(if warmup { *w } else { *run }, pace, deadline)
                 .await),
+            (Self::Refresh { target, sessions }, Prepared::Refresh { warmup: w, run }) => {
+                let count = if warmup { *w } else { *run };
+                let (target, sessions) = (target.clone(), sessions.clone());
+                Ok(driver::drive(count, pace, deadline, move |lane, i| {
+                    let (target, sessions) = (target.clone(), sessions.clone());
+                    async move {
+                        let mut token = sessions[i % sessions.len()].lock().await;
+                        let (outcome, next) = target.refresh(lane, &token).await;
+                        if let Some(next) = next {
+                            *token = next;
+                        }
+                        outcome
+                    }
+                })
+                .await)
+            }
             _ => anyhow::bail!("prepared requests do not match the runner"),
         }
     }

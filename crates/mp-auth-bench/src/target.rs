@@ -29,12 +29,14 @@ pub enum Target {
         /// Sent as `app_id`.
         app_id: String,
     },
-    /// `POST /auth/mp_login` on the gateway.
+    /// `POST /auth/mp_login` (and `/auth/refresh`) on the gateway.
     Http {
         /// Pooled HTTP/1.1 keep-alive connections.
         client: reqwest::Client,
         /// The full login URL.
         url: String,
+        /// The full refresh URL.
+        refresh_url: String,
         /// Sent as `appId`.
         app_id: String,
     },
@@ -85,12 +87,59 @@ impl Target {
         Ok(Self::Http {
             client,
             url: format!("{}/auth/mp_login", base_url.trim_end_matches('/')),
+            refresh_url: format!("{}/auth/refresh", base_url.trim_end_matches('/')),
             app_id: app_id.to_owned(),
         })
     }
 
     /// Sends one login on connection `lane` (modulo the pool).
     pub async fn login(&self, lane: usize, item: &Item) -> Outcome {
+        match self.login_answer(lane, item).await {
+            Ok((new_user, _)) => Outcome::Ok { new_user },
+            Err(reason) => Outcome::Err(reason),
+        }
+    }
+
+    /// Logs in and returns the new session's refresh token (to prepare refreshes).
+    pub async fn open_session(&self, lane: usize, item: &Item) -> Result<String, String> {
+        self.login_answer(lane, item).await.map(|(_, token)| token)
+    }
+
+    /// Refreshes `token` on connection `lane`; the outcome and the next token.
+    pub async fn refresh(&self, lane: usize, token: &str) -> (Outcome, Option<String>) {
+        let ok = |next: String| (Outcome::Ok { new_user: false }, Some(next));
+        match self {
+            Self::Grpc { clients, app_id } => {
+                let mut client = clients[lane % clients.len()].clone();
+                let request = proto::RefreshSessionRequest {
+                    refresh_token: token.to_owned(),
+                    app_id: app_id.clone(),
+                };
+                match client.refresh_session(request).await {
+                    Ok(response) => ok(response.into_inner().refresh_token),
+                    Err(status) => (Outcome::Err(grpc_reason(&status)), None),
+                }
+            }
+            Self::Http {
+                client,
+                refresh_url,
+                app_id,
+                ..
+            } => {
+                let body = serde_json::json!({"refreshToken": token, "appId": app_id});
+                match post(client, refresh_url, &body).await {
+                    Ok(answer) => match answer["refresh_token"].as_str() {
+                        Some(next) => ok(next.to_owned()),
+                        None => (Outcome::Err("http:malformed_response".into()), None),
+                    },
+                    Err(reason) => (Outcome::Err(reason), None),
+                }
+            }
+        }
+    }
+
+    /// One login: (created the user, the session's refresh token), or the reason.
+    async fn login_answer(&self, lane: usize, item: &Item) -> Result<(bool, String), String> {
         match self {
             Self::Grpc { clients, app_id } => {
                 let mut client = clients[lane % clients.len()].clone();
@@ -107,19 +156,18 @@ impl Target {
                     phone: Some(phone),
                 };
                 match client.mini_program_login(request).await {
-                    Ok(response) => Outcome::Ok {
-                        new_user: response.get_ref().is_new_user,
-                    },
-                    Err(status) => Outcome::Err(
-                        mp_auth::grpc::error::reason_of(&status)
-                            .unwrap_or_else(|| format!("grpc:{:?}", status.code())),
-                    ),
+                    Ok(response) => {
+                        let r = response.into_inner();
+                        Ok((r.is_new_user, r.refresh_token))
+                    }
+                    Err(status) => Err(grpc_reason(&status)),
                 }
             }
             Self::Http {
                 client,
                 url,
                 app_id,
+                ..
             } => {
                 let (phone_code, encrypted_data, iv) = match &item.proof {
                     Proof::Code(c) => (Some(c.clone()), None, None),
@@ -132,32 +180,42 @@ impl Target {
                     iv,
                     app_id: Some(app_id.clone()),
                 };
-                let response = match client.post(url).json(&body).send().await {
-                    Ok(r) => r,
-                    Err(e) if e.is_timeout() => return Outcome::Err("http:timeout".into()),
-                    Err(e) if e.is_connect() => return Outcome::Err("http:connect".into()),
-                    Err(_) => return Outcome::Err("http:transport".into()),
-                };
-                let status = response.status();
-                let Ok(bytes) = response.bytes().await else {
-                    return Outcome::Err("http:transport".into());
-                };
-                if status.is_success() {
-                    match serde_json::from_slice::<mp_auth::gateway::LoginResponse>(&bytes) {
-                        Ok(ok) => Outcome::Ok {
-                            new_user: ok.is_new_user,
-                        },
-                        Err(_) => Outcome::Err("http:malformed_response".into()),
-                    }
-                } else {
-                    Outcome::Err(
-                        serde_json::from_slice::<serde_json::Value>(&bytes)
-                            .ok()
-                            .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
-                            .unwrap_or_else(|| format!("http:{}", status.as_u16())),
-                    )
+                let answer = post(client, url, &body).await?;
+                match serde_json::from_value::<mp_auth::gateway::LoginResponse>(answer) {
+                    Ok(ok) => Ok((ok.is_new_user, ok.refresh_token)),
+                    Err(_) => Err("http:malformed_response".into()),
                 }
             }
         }
+    }
+}
+
+fn grpc_reason(status: &tonic::Status) -> String {
+    mp_auth::grpc::error::reason_of(status).unwrap_or_else(|| format!("grpc:{:?}", status.code()))
+}
+
+/// POSTs `body` as JSON: the answer's JSON on a 2xx, else the error reason.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &impl serde::Serialize,
+) -> Result<serde_json::Value, String> {
+    let response = match client.post(url).json(body).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => return Err("http:timeout".into()),
+        Err(e) if e.is_connect() => return Err("http:connect".into()),
+        Err(_) => return Err("http:transport".into()),
+    };
+    let status = response.status();
+    let Ok(bytes) = response.bytes().await else {
+        return Err("http:transport".into());
+    };
+    let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    if status.is_success() {
+        json.ok_or_else(|| "http:malformed_response".into())
+    } else {
+        Err(json
+            .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("http:{}", status.as_u16())))
     }
 }
