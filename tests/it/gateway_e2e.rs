@@ -10,23 +10,16 @@ use std::time::Duration;
 pub(crate) struct Stack {
     pub(crate) app: TestApp,
     pub(crate) gateway: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _running: RunningGateway,
 }
 
 pub(crate) async fn stack(opts: TestAppOptions) -> Stack {
     let app = TestApp::spawn_with(opts).await;
-    let mut settings = app.settings.clone();
-    settings.gateway.backend_url = format!("http://{}", app.grpc_addr);
-    let gateway = Gateway::build(&settings).await.unwrap();
-    let url = format!("http://{}", gateway.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.run_until(async {
-        let _ = stopped.await;
-    }));
+    let running = start_gateway(&app.settings, app.grpc_addr).await;
     Stack {
         app,
-        gateway: url,
-        _stop: stop,
+        gateway: running.url.clone(),
+        _running: running,
     }
 }
 

@@ -296,6 +296,27 @@ impl Drop for TestApp {
     }
 }
 
+/// An HTTP gateway in front of a gRPC backend, stopped when dropped.
+pub struct RunningGateway {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts a gateway with `settings` (on a free port) forwarding to `backend`.
+pub async fn start_gateway(settings: &Settings, backend: SocketAddr) -> RunningGateway {
+    let mut settings = settings.clone();
+    settings.gateway.listen = ([127, 0, 0, 1], 0).into();
+    settings.gateway.backend_url = format!("http://{backend}");
+    let gateway = mp_auth::gateway::Gateway::build(&settings).await.unwrap();
+    let url = format!("http://{}", gateway.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.run_until(async {
+        let _ = stopped.await;
+    }));
+    RunningGateway { url, _stop: stop }
+}
+
 /// A legacy-flow request.
 pub fn encrypted_request(
     app_id: &str,
