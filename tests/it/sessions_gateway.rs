@@ -7,9 +7,9 @@ use crate::{
     helpers::*,
 };
 use mp_auth::domain::Phone;
-use wechat_sim::{Fault, FaultEndpoint};
 use serde_json::{Value, json};
 use std::time::Duration;
+use wechat_sim::{Fault, FaultEndpoint};
 
 async fn post_json(url: &str, path: &str, body: Value) -> (u16, Value) {
     let resp = http()
