@@ -367,37 +367,26 @@ impl Store {
         retry_window_ms: i64,
     ) -> Result<Rotation, StoreError> {
         use schema::sessions::dsl as s;
-        let mut attempt = 0;
-        let rotated = loop {
-            attempt += 1;
-            let result = with_conn!(self, "rotating a session", |conn| {
-                diesel::update(
-                    s::sessions
-                        .filter(s::id.eq(sid))
-                        .filter(s::generation.eq(presented))
-                        .filter(s::revoked_at.is_null())
-                        .filter(s::expires_at.gt(now_ms))
-                        .filter(s::idle_expires_at.gt(now_ms)),
-                )
-                .set((
-                    s::generation.eq(presented + 1),
-                    s::last_used_at.eq(now_ms),
-                    s::idle_expires_at.eq(idle_expires_at_ms),
-                ))
-                .execute(conn)
-                .await
-            });
-            match result {
-                // A deadlock or (Galera) certification conflict rolled the statement
-                // back: run it again; if another replica's rotation won, it now
-                // matches nothing and the read below sees a retry or a reuse.
-                Err(StoreError::Contention) if attempt < self.max_tx_attempts => {
-                    metrics::counter!("mp_auth_db_tx_retries_total").increment(1);
-                    tokio::time::sleep(backoff(attempt)).await;
-                }
-                other => break other?,
-            }
-        };
+        // A deadlock or (Galera) certification conflict rolls the statement back and
+        // `with_conn!` runs it again; if another replica's rotation won, it then
+        // matches nothing and the read below sees a retry or a reuse.
+        let rotated = with_conn!(self, "rotating a session", |conn| {
+            diesel::update(
+                s::sessions
+                    .filter(s::id.eq(sid))
+                    .filter(s::generation.eq(presented))
+                    .filter(s::revoked_at.is_null())
+                    .filter(s::expires_at.gt(now_ms))
+                    .filter(s::idle_expires_at.gt(now_ms)),
+            )
+            .set((
+                s::generation.eq(presented + 1),
+                s::last_used_at.eq(now_ms),
+                s::idle_expires_at.eq(idle_expires_at_ms),
+            ))
+            .execute(conn)
+            .await
+        })?;
         if rotated == 1 {
             return Ok(Rotation::Rotated {
                 generation: presented + 1,

@@ -12,10 +12,13 @@ use crate::{
     helpers::{init_test_log, new_apps, start_simulator, test_settings, unique_phone, unique_user},
 };
 use mp_auth::{
-    config::{DatabaseSettings, Settings},
+    callers::{generate_key, key_hash_hex},
+    config::{CallerSettings, DatabaseSettings, Settings},
     gateway::Gateway,
     grpc::{GrpcServer, HEALTH_AUTH},
+    proto::{self, auth_client::AuthClient},
     store::{RevokedSession, Store},
+    tokens::Es256Signer,
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -313,10 +316,39 @@ fn user_id_of(answer: &Answer) -> i64 {
     answer.body["user_id"].as_str().unwrap().parse().unwrap()
 }
 
+/// `Auth.VerifyToken` on replica `replica` with the caller key `key`: `Ok` or the reason.
+async fn verify_on(d: &Deployment, replica: usize, key: &str, token: &str) -> Result<(), String> {
+    let mut client = AuthClient::connect(format!("http://{}", d.replicas[replica].grpc_addr))
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(proto::VerifyTokenRequest {
+        access_token: token.into(),
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    match client.verify_token(request).await {
+        Ok(_) => Ok(()),
+        Err(status) => Err(crate::helpers::reason(&status)),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave_one_consistent_outcome()
  {
-    let d = Deployment::start(|_| {}).await;
+    // Every replica signs with the same ES256 key and lets one internal caller verify.
+    let (signing_key, _) = Es256Signer::generate().unwrap();
+    let verifier = generate_key();
+    let verifier_hash = key_hash_hex(&verifier);
+    let d = Deployment::start(move |s| {
+        s.token.signing_key = Some(SecretString::from(signing_key.clone()));
+        s.callers = vec![CallerSettings {
+            name: "orders".into(),
+            key_sha256: verifier_hash.clone(),
+            permissions: vec!["tokens:verify".into()],
+        }];
+    })
+    .await;
     let (cert_before, bf_before) = d.cluster.conflict_counters().await;
 
     // Conflicts: groups of concurrent logins for one new phone, from two WeChat
@@ -524,8 +556,40 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
         }
     }
 
-    // The revocation feed every replica's verification cache polls carries a
-    // logout made through another node.
+    // A logout on one replica is seen by verification on the others: each
+    // replica's revocation cache polls the revocation feed of its own node.
+    let (user, phone) = (unique_user(), unique_phone());
+    let (code, phone_code) = d.codes(&user, &phone).await;
+    let login = d.login(0, &code, &phone_code).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    let access = login.body["access_token"].as_str().unwrap();
+    for replica in 0..3 {
+        assert_eq!(verify_on(&d, replica, &verifier, access).await, Ok(()));
+    }
+    let logout = d
+        .logout(1, login.body["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(logout.status, 200, "{}", logout.body);
+    let logged_out = Instant::now();
+    let mut seen_after = Vec::new();
+    for replica in [2, 0] {
+        loop {
+            match verify_on(&d, replica, &verifier, access).await {
+                Err(reason) if reason == "TOKEN_REVOKED" => break,
+                other => assert!(
+                    logged_out.elapsed() < Duration::from_secs(10),
+                    "replica {replica} still answers {other:?} 10 s after the logout on replica 1"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        seen_after.push((replica, logged_out.elapsed()));
+    }
+    eprintln!(
+        "galera verification: a logout on replica 1 is TOKEN_REVOKED on replicas (2, 0) after {seen_after:?}"
+    );
+
+    // The revocation feed itself, read through another node, carries a logout.
     let (user, phone) = (unique_user(), unique_phone());
     let (code, phone_code) = d.codes(&user, &phone).await;
     let login = d.login(0, &code, &phone_code).await;
