@@ -203,7 +203,7 @@ done
 for c in $VERIFY_CONCURRENCIES; do
     name=verify-c$c
     log "$name"
-    "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --verify-run --tokens 1000 --requests "$VERIFY_REQUESTS" \
+    "$BENCH" "${COMMON[@]}" "${WATCH[@]}" --verify-run --tokens 1000 --requests "$VERIFY_REQUESTS" \
         --warmup 5000 --no-seed --concurrency "$c" --json "$OUT/$name.json" --table "$VERIFY_TABLE" \
         >"$OUT/$name.txt"
 done
