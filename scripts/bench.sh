@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The load benchmark in one command (not part of the tests). Builds the release binary,
+# The load benchmark in one command (not part of the tests). Builds the release binaries
+# (mp-auth and the load generator, crates/mp-auth-bench),
 # makes sure MariaDB runs, creates a fresh bench database, starts the WeChat simulator,
 # the gRPC server (and the HTTP gateway when the binary has it), seeds the returning
 # users, runs the matrix and the database limit run beside it, and prints the tables
@@ -12,6 +13,7 @@
 # CONCURRENCIES ("16 64 256"), FLOWS ("legacy code"), TARGETS ("grpc http"),
 # VERIFY_CONCURRENCIES ("16 64 256"), VERIFY_REQUESTS (100000) and VERIFY_TOKENS (distinct users, 1000)
 # for the VerifyToken rows (more than 16384 tokens defeat its cache of verified signatures),
+# REFRESH_CONCURRENCIES ("64"; the session-refresh rows, "" to skip them),
 # POOL_SIZE (server and limit-run pool; default: the server's default),
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
@@ -26,6 +28,7 @@ CONCURRENCIES=${CONCURRENCIES-"16 64 256"}
 VERIFY_CONCURRENCIES=${VERIFY_CONCURRENCIES-"16 64 256"}
 VERIFY_REQUESTS=${VERIFY_REQUESTS:-100000}
 VERIFY_TOKENS=${VERIFY_TOKENS:-1000}
+REFRESH_CONCURRENCIES=${REFRESH_CONCURRENCIES-64}
 FLOWS=${FLOWS:-"legacy code"}
 TARGETS=${TARGETS-"grpc http"}
 SIM_PORT=${SIM_PORT:-19400}
@@ -43,9 +46,10 @@ log() { echo "bench: $*" >&2; }
 mkdir -p "$OUT"
 
 # --- build -------------------------------------------------------------------------
-log "building the release binary"
-cargo build --release --quiet
+log "building the release binaries"
+cargo build --release --quiet -p mp-auth -p mp-auth-bench
 BIN=${CARGO_TARGET_DIR:-target}/release/mp-auth
+BENCH=${CARGO_TARGET_DIR:-target}/release/mp-auth-bench
 
 # --- database ----------------------------------------------------------------------
 if [ "$(id -u)" -eq 0 ]; then
@@ -112,6 +116,9 @@ export MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBk
 if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; fi
 
 # Production-like: JSON logs at info (one line per login) and Prometheus metrics on.
+# The per-session refresh limit is off: the refresh rows rotate each of their few
+# hundred sessions many times a minute (a real client refreshes every ~2 hours).
+MP_AUTH_SESSIONS__REFRESHES_PER_MINUTE=0 \
 MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
     "$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
@@ -146,7 +153,7 @@ LIMIT_TABLE=$OUT/limit.md
 VERIFY_TABLE=$OUT/verify.md
 
 log "seeding $POPULATION returning users"
-"$BIN" bench "${COMMON[@]}" --requests 0 --concurrency 64 >"$OUT/seed.txt"
+"$BENCH" "${COMMON[@]}" --requests 0 --concurrency 64 >"$OUT/seed.txt"
 
 # --- the matrix --------------------------------------------------------------------
 for target in $TARGETS; do
@@ -154,9 +161,19 @@ for target in $TARGETS; do
         for c in $CONCURRENCIES; do
             name=$target-$flow-c$c
             log "$name"
-            "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow "$flow" \
+            "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow "$flow" \
                 --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
         done
+    done
+done
+
+# --- session refresh: one conditional UPDATE per rotation ---------------------------
+for target in $TARGETS; do
+    for c in $REFRESH_CONCURRENCIES; do
+        name=$target-refresh-c$c
+        log "$name"
+        "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow refresh \
+            --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
     done
 done
 
@@ -167,7 +184,7 @@ for target in $TARGETS; do
     log "$name"
     fault POST -H 'content-type: application/json' \
         -d '{"endpoint":"*","latency_ms":20,"count":null}'
-    "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow legacy \
+    "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow legacy \
         --concurrency 256 --label "${target/http/gateway} legacy c=256 WeChat +20 ms" \
         --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
     fault DELETE
@@ -176,11 +193,11 @@ done
 # --- the limit run: the login transaction alone -------------------------------------
 LIMIT_WATCH=()
 if [ -n "$MARIADB_PID" ]; then LIMIT_WATCH+=(--pid "mariadb=$MARIADB_PID"); fi
-"$BIN" bench "${COMMON[@]}" --limit-run --requests 0 --concurrency 64 >>"$OUT/seed.txt"
+"$BENCH" "${COMMON[@]}" --limit-run --requests 0 --concurrency 64 >>"$OUT/seed.txt"
 for c in $CONCURRENCIES; do
     name=limit-c$c
     log "$name"
-    "$BIN" bench "${COMMON[@]}" "${RUN[@]}" "${LIMIT_WATCH[@]}" --limit-run \
+    "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${LIMIT_WATCH[@]}" --limit-run \
         --concurrency "$c" --json "$OUT/$name.json" --table "$LIMIT_TABLE" >"$OUT/$name.txt"
 done
 
@@ -188,7 +205,7 @@ done
 for c in $VERIFY_CONCURRENCIES; do
     name=verify-c$c
     log "$name"
-    "$BIN" bench "${COMMON[@]}" "${WATCH[@]}" --verify-run --tokens "$VERIFY_TOKENS" --requests "$VERIFY_REQUESTS" \
+    "$BENCH" "${COMMON[@]}" "${WATCH[@]}" --verify-run --tokens "$VERIFY_TOKENS" --requests "$VERIFY_REQUESTS" \
         --no-seed --concurrency "$c" --json "$OUT/$name.json" --table "$VERIFY_TABLE" \
         >"$OUT/$name.txt"
 done

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 echo "== test environment"
 scripts/test-env.sh
+scripts/galera-env.sh
 scripts/tools.sh
 
 echo "== cargo fmt --check"
@@ -13,6 +14,10 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# The production build (the Dockerfile's): no simulator, dev mode or login command.
+echo "== cargo clippy -p mp-auth --no-default-features --all-targets -- -D warnings"
+cargo clippy -p mp-auth --no-default-features --all-targets --locked -- -D warnings
 
 echo "== cargo test --workspace"
 cargo test --workspace --all-targets --locked

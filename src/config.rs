@@ -136,7 +136,8 @@ pub struct DatabaseSettings {
     pub acquire_timeout_ms: u64,
     /// Run pending migrations when `serve` starts (otherwise use `migrate`).
     pub migrate_on_start: bool,
-    /// Attempts of the login transaction on deadlock / lock-wait timeout.
+    /// Attempts of a transaction (or single statement) on deadlock, which is also how
+    /// Galera reports a certification conflict.
     pub max_tx_attempts: u32,
 }
 
@@ -257,6 +258,11 @@ pub struct SessionSettings {
     pub idle_timeout_secs: u64,
     /// A session ends this long after its login, however much it is used.
     pub absolute_lifetime_secs: u64,
+    /// A refresh token presented again after it was rotated gets the same
+    /// successor (a client that lost the answer) only while that successor was
+    /// never used AND the rotation is at most this old; otherwise it is reuse and
+    /// the session is revoked. 0: every second use is reuse.
+    pub refresh_retry_window_secs: u64,
     /// Refreshes one session may make per minute (per replica); 0 disables.
     pub refreshes_per_minute: u32,
     /// Silent logins one WeChat identity may make per minute (per replica); 0 disables.
@@ -270,6 +276,7 @@ impl Default for SessionSettings {
         Self {
             idle_timeout_secs: 30 * 24 * 3600,
             absolute_lifetime_secs: 90 * 24 * 3600,
+            refresh_retry_window_secs: 60,
             refreshes_per_minute: 30,
             silent_logins_per_minute: 20,
             cleanup_interval_secs: 300,
@@ -660,6 +667,12 @@ impl Settings {
                 self.sessions.cleanup_interval_secs,
                 DAY,
                 "use e.g. 300",
+            ),
+            (
+                "sessions.refresh_retry_window_secs",
+                self.sessions.refresh_retry_window_secs,
+                3600,
+                "use e.g. 60 (a lost answer is retried within seconds)",
             ),
             (
                 "wechat.watermark_max_age_secs",

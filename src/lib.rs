@@ -1,21 +1,30 @@
 //! mp-auth: an authentication service for WeChat Mini Programs (小程序一键登录).
 //!
-//! Layout:
-//! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone, ...).
+//! Layout (every module):
+//! - [`cli`]: one file per subcommand (`serve`, `gateway`, `migrate`, `decrypt`;
+//!   `dev`, `login` and `wechat-sim` with the default `dev` feature).
 //! - [`config`]: typed, layered settings validated at start-up.
+//! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone, ...).
+//! - [`login`]: the login use case, its errors, the session-key vault.
+//! - [`sessions`]: sessions and rotating refresh tokens; refresh, logout.
+//! - [`users`]: the user directory for internal callers.
+//! - [`callers`]: internal callers' API keys and permissions.
 //! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
 //! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
-//! - [`simulator`]: a faithful fake WeChat for dev mode, tests and benchmarks.
+//! - [`tokens`]: access tokens (JWT) behind a signer trait.
+//! - [`grpc`]: the gRPC service, its status table, health and reflection.
 //! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the service.
-//! - [`bench`]: the load generator (`mp-auth bench`) and the database limit run.
-//! - [`proto`]: the generated gRPC contract (used only by the edges).
+//! - [`telemetry`]: logs and Prometheus metrics; [`shutdown`]: SIGTERM/SIGINT;
+//!   [`tls`]: the process-wide rustls provider.
+//! - [`proto`]: the generated gRPC contract (used only by the edges);
+//!   `proto_debug`: redacting `Debug` for its messages that carry secrets.
+//!
+//! Tooling lives in other workspace members: the WeChat simulator in
+//! `crates/wechat-sim`, the load generator in `crates/mp-auth-bench`.
 
-pub mod bench;
 pub mod callers;
 pub mod cli;
-pub mod client;
 pub mod config;
-pub mod dev;
 pub mod domain;
 pub mod gateway;
 pub mod grpc;
@@ -23,7 +32,6 @@ pub mod login;
 mod proto_debug;
 pub mod sessions;
 pub mod shutdown;
-pub mod simulator;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -121,7 +121,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "mp_auth_db_tx_retries_total",
-        "Login transactions retried after a deadlock or lock-wait timeout."
+        "Transactions and statements retried after a deadlock (on Galera: a certification conflict)."
     );
     describe_gauge!(
         "mp_auth_db_pool_connections",

@@ -4,7 +4,8 @@ const auth = require('./utils/auth')
 
 App({
   globalData: {
-    // {access_token, expires_at, user_id, openid} after a login, else null.
+    // {access_token, expires_at, refresh_token, refresh_expires_at, user_id, openid}
+    // after a login, else null.
     auth: null
   },
 

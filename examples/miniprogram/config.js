@@ -10,6 +10,11 @@ module.exports = {
   // wx.getAccountInfoSync(). `''`: send none (a gateway serving one app).
   appId: null,
 
-  // wx.request timeout for the login call, in milliseconds.
-  requestTimeoutMs: 15000
+  // wx.request timeout for the gateway calls, in milliseconds.
+  requestTimeoutMs: 15000,
+
+  // Your own API, called with `Authorization: Bearer <access_token>` (the
+  // "调用接口" button calls GET {apiBaseUrl}/me). It verifies tokens with the
+  // gateway's /.well-known/jwks.json; on a 401 the page refreshes once and retries.
+  apiBaseUrl: 'http://127.0.0.1:8081'
 }

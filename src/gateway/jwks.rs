@@ -98,6 +98,7 @@ fn base_url(state: &AppState, headers: &HeaderMap) -> String {
     responses(
         (status = 200, description = "issuer, jwks_uri, id_token_signing_alg_values_supported", content_type = "application/json"),
         (status = 503, description = "BACKEND_UNAVAILABLE", body = super::ErrorBody),
+        (status = 504, description = "TIMEOUT", body = super::ErrorBody),
     ))]
 pub async fn discovery(
     State(state): State<AppState>,

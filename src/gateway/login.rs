@@ -35,17 +35,21 @@ pub struct LoginRequest {
     #[schema(pattern = "^[A-Za-z0-9_-]{16,64}$")]
     pub code: String,
     /// New flow: `e.detail.code` of `<button open-type="getPhoneNumber">`. Preferred when both flows are sent.
+    /// Absent, `null` or `""` (and no `encryptedData`): a silent login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(pattern = "^[A-Za-z0-9_-]{16,128}$")]
+    #[schema(nullable, pattern = "^$|^[A-Za-z0-9_-]{16,128}$")]
     pub phone_code: Option<String>,
-    /// Legacy flow: `e.detail.encryptedData`, exactly as received.
+    /// Legacy flow: `e.detail.encryptedData`, exactly as received. Requires `iv`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable, max_length = 4096, pattern = "\\S")]
     pub encrypted_data: Option<String>,
     /// Legacy flow: `e.detail.iv`, exactly as received. Required with `encryptedData`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable, max_length = 4096, pattern = "\\S")]
     pub iv: Option<String>,
     /// The mini-program's AppID; required only when the service serves several.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable, pattern = "^$|^[A-Za-z0-9_-]{1,64}$")]
     pub app_id: Option<String>,
 }
 
@@ -228,29 +232,52 @@ impl<T: FromJsonBody> FromRequest<AppState> for LoginJson<T> {
         if !is_json(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = state.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > limit as u64) {
-            return Err(ApiError::PayloadTooLarge { limit });
+        T::from_json(&read_body(req, state).await?).map(Self)
+    }
+}
+
+/// A JSON body that may be left out entirely (no `Content-Type` and no bytes):
+/// then `T::default()`. When sent, it passes the same checks as [`LoginJson`].
+pub struct OptionalJson<T>(pub T);
+
+impl<T: FromJsonBody + Default> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let typed = req.headers().contains_key(header::CONTENT_TYPE);
+        if typed && !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
         }
-        let read = Limited::new(req.into_body(), limit).collect();
-        let bytes = match tokio::time::timeout(state.body_read_timeout, read).await {
-            Err(_) => return Err(ApiError::BodyTimeout),
-            Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
-                return Err(ApiError::PayloadTooLarge { limit });
-            }
-            Ok(Err(_)) => {
-                return Err(ApiError::MalformedJson {
-                    problem: "the body could not be read".into(),
-                });
-            }
-            Ok(Ok(collected)) => collected.to_bytes(),
-        };
-        T::from_json(&bytes).map(Self)
+        let bytes = read_body(req, state).await?;
+        match (typed, bytes.is_empty()) {
+            (_, true) => Ok(Self(T::default())),
+            (false, false) => Err(ApiError::UnsupportedMediaType),
+            (true, false) => T::from_json(&bytes).map(Self),
+        }
+    }
+}
+
+/// Reads a request body within `max_body_bytes` and the body-read timeout.
+async fn read_body(req: Request, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let limit = state.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let read = Limited::new(req.into_body(), limit).collect();
+    match tokio::time::timeout(state.body_read_timeout, read).await {
+        Err(_) => Err(ApiError::BodyTimeout),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Ok(Err(_)) => Err(ApiError::MalformedJson {
+            problem: "the body could not be read".into(),
+        }),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
     }
 }
 

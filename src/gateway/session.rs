@@ -5,11 +5,11 @@
 use super::{
     AppState,
     error::ApiError,
-    login::{EdgeContext, FromJsonBody, LoginJson, forward, no_store_json},
+    login::{EdgeContext, FromJsonBody, LoginJson, OptionalJson, forward, no_store_json},
 };
 use crate::proto;
 use axum::{
-    extract::{Query, State},
+    extract::{RawQuery, State},
     http::{HeaderMap, header},
     response::Response,
 };
@@ -22,9 +22,11 @@ use utoipa::{IntoParams, ToSchema};
 #[serde(rename_all = "camelCase")]
 pub struct RefreshRequest {
     /// The refresh token from the login or the last refresh.
+    #[schema(min_length = 1)]
     pub refresh_token: String,
     /// The mini-program's AppID; required only when the service serves several.
     #[serde(default)]
+    #[schema(nullable, pattern = "^$|^[A-Za-z0-9_-]{1,64}$")]
     pub app_id: Option<String>,
 }
 
@@ -43,9 +45,11 @@ impl std::fmt::Debug for RefreshRequest {
 pub struct LogoutRequest {
     /// The session's refresh token (or send `Authorization: Bearer <access_token>`).
     #[serde(default)]
+    #[schema(nullable)]
     pub refresh_token: Option<String>,
-    /// Log out every session of the user, not just this one.
+    /// Log out every session of the user, not just this one (as `?all=true`).
     #[serde(default)]
+    #[schema(nullable)]
     pub all: Option<bool>,
 }
 
@@ -196,6 +200,29 @@ pub async fn refresh(
     }))
 }
 
+/// `all` from the query string (`?all=true`, `?all=false`, `?all=1`, `?all=0`);
+/// anything else in `all` is an `INVALID_ARGUMENT` naming it.
+fn all_of(query: Option<&str>) -> Result<Option<bool>, ApiError> {
+    let mut all = None;
+    for pair in query.unwrap_or_default().split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if name != "all" {
+            continue;
+        }
+        all = Some(match value {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(ApiError::InvalidField {
+                    field: "all",
+                    problem: "must be true or false",
+                });
+            }
+        });
+    }
+    Ok(all)
+}
+
 /// The bearer token of an `Authorization` header, if any.
 fn bearer(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
@@ -228,22 +255,12 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 pub async fn logout(
     State(state): State<AppState>,
     ctx: EdgeContext,
-    Query(query): Query<LogoutQuery>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson<LogoutRequest>,
 ) -> Result<Response, ApiError> {
-    // The body is optional here (a bearer token suffices); when present it is JSON.
-    let body = if body.is_empty() {
-        LogoutRequest::default()
-    } else {
-        if body.len() > state.max_body_bytes {
-            return Err(ApiError::PayloadTooLarge {
-                limit: state.max_body_bytes,
-            });
-        }
-        LogoutRequest::from_json(&body)?
-    };
-    let all = query.all.or(body.all).unwrap_or(false);
+    // The body is optional here (a bearer token suffices); when sent it is JSON.
+    let all = all_of(query.as_deref())?.or(body.all).unwrap_or(false);
     let credential = match (body.refresh_token, bearer(&headers)) {
         (Some(token), _) => proto::logout_request::Credential::RefreshToken(token),
         (None, Some(token)) => proto::logout_request::Credential::AccessToken(token),
@@ -277,6 +294,14 @@ pub struct DeleteAccountRequest {
     pub reason: Option<String>,
 }
 
+impl FromJsonBody for DeleteAccountRequest {
+    fn from_json(bytes: &[u8]) -> Result<Self, ApiError> {
+        Ok(Self {
+            reason: string_field(&object(bytes)?, "reason")?,
+        })
+    }
+}
+
 /// What the deletion did.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DeleteAccountResponse {
@@ -294,7 +319,9 @@ pub struct DeleteAccountResponse {
             headers(("Cache-Control" = String, description = "no-store"))),
         (status = 400, description = "INVALID_ARGUMENT (no bearer token, bad reason) or MALFORMED_JSON", body = super::ErrorBody),
         (status = 401, description = "TOKEN_INVALID, TOKEN_EXPIRED or TOKEN_REVOKED", body = super::ErrorBody),
+        (status = 408, description = "REQUEST_TIMEOUT", body = super::ErrorBody),
         (status = 413, description = "PAYLOAD_TOO_LARGE", body = super::ErrorBody),
+        (status = 415, description = "UNSUPPORTED_MEDIA_TYPE (a body that is not JSON)", body = super::ErrorBody),
         (status = 429, description = "RATE_LIMITED", body = super::ErrorBody,
             headers(("Retry-After" = u64, description = "Seconds to wait"))),
         (status = 500, description = "INTERNAL", body = super::ErrorBody),
@@ -307,18 +334,9 @@ pub async fn delete_account(
     State(state): State<AppState>,
     ctx: EdgeContext,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    OptionalJson(body): OptionalJson<DeleteAccountRequest>,
 ) -> Result<Response, ApiError> {
-    if body.len() > state.max_body_bytes {
-        return Err(ApiError::PayloadTooLarge {
-            limit: state.max_body_bytes,
-        });
-    }
-    let reason = if body.is_empty() {
-        None
-    } else {
-        string_field(&object(&body)?, "reason")?
-    };
+    let reason = body.reason;
     let token = bearer(&headers).ok_or(ApiError::InvalidField {
         field: "Authorization",
         problem: "is required: send Authorization: Bearer <access_token>",

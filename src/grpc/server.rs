@@ -307,9 +307,8 @@ async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration)
     let mut last: Option<ServingStatus> = None;
     loop {
         // Its own connection: a pool full of logins must not make a busy replica unready.
-        let healthy = tokio::time::timeout(interval.max(Duration::from_secs(1)), store.health())
-            .await
-            .is_ok_and(|r| matches!(r, Ok(crate::store::Health::Ready)));
+        let seen = tokio::time::timeout(interval.max(Duration::from_secs(1)), store.health()).await;
+        let healthy = matches!(seen, Ok(Ok(crate::store::Health::Ready)));
         let pool = store.pool_state();
         metrics::gauge!("mp_auth_db_pool_connections").set(f64::from(pool.connections));
         metrics::gauge!("mp_auth_db_pool_idle_connections").set(f64::from(pool.idle));
@@ -322,7 +321,18 @@ async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration)
             if healthy {
                 tracing::info!("database healthy: SERVING");
             } else {
-                tracing::warn!("database unreachable or migrations pending: NOT_SERVING");
+                let why = match &seen {
+                    Err(_) => "the health check timed out".to_owned(),
+                    Ok(Err(e)) => e.to_string(),
+                    Ok(Ok(crate::store::Health::ClusterNodeNotReady(state))) => {
+                        format!("the Galera node may not serve ({state})")
+                    }
+                    Ok(Ok(health)) => format!("{health:?}"),
+                };
+                tracing::warn!(
+                    reason = %why,
+                    "database unreachable, not ready or migrations pending: NOT_SERVING"
+                );
             }
             reporter.set_service_status("", status).await;
             reporter.set_service_status(HEALTH_AUTH, status).await;

@@ -5,10 +5,25 @@
 //! Rotation rule: a refresh token is `<sid>.<generation>.<user>.<expiry>.<mac>`;
 //! only the session's current generation refreshes. Presenting the generation
 //! just rotated away is a retry (the client lost the answer) *as long as its
-//! successor has never been used*, and gets that same successor again (it is an
-//! HMAC, recomputed, never stored) — the Matrix Authentication Service rule,
-//! which needs no clock. Anything older is reuse: the session is revoked (only
-//! that session), so thief and victim are both logged out of it.
+//! successor has never been used* (the Matrix Authentication Service rule) *and
+//! the rotation is at most `sessions.refresh_retry_window_secs` old*, and gets
+//! that same successor again (it is an HMAC, recomputed, never stored), so the
+//! chain never forks. Anything else is reuse: the session is revoked (only that
+//! session), so thief and victim are both logged out of it.
+//!
+//! Why the window on top of the MAS rule: MAS can tell that a successor was
+//! used from its access token, which it looks up; ours are stateless JWTs, so
+//! "never used" can only mean "never presented for a refresh". Alone, that lets
+//! a thief who refreshes a stolen token first share the chain with the victim:
+//! the victim's next refresh presents the token the thief just rotated, gets
+//! the thief's successor, and so on, each holder's refresh looking like the
+//! other's retry, undetected for as long as they alternate. A lost answer is
+//! retried within seconds; a victim presenting the token minutes or hours later
+//! is exactly the case reuse detection exists for (and costs the real user
+//! nothing: a silent login opens a new session without the phone button). The
+//! window is measured from the rotation the database recorded (`last_used_at`):
+//! the uniqueness of the successor never depends on a clock, only the retry
+//! allowance does.
 
 mod limiter;
 mod refresh_token;
@@ -189,6 +204,8 @@ pub struct SessionService {
     idle: Duration,
     absolute: Duration,
     refresh_limiter: KeyedLimiter,
+    /// How long after a rotation the rotated token may be retried (see the module docs).
+    retry_window: Duration,
     revocations: Arc<RevocationCache>,
 }
 
@@ -223,6 +240,7 @@ impl SessionService {
             idle: Duration::from_secs(settings.idle_timeout_secs),
             absolute: Duration::from_secs(settings.absolute_lifetime_secs),
             refresh_limiter: KeyedLimiter::per_minute(settings.refreshes_per_minute),
+            retry_window: Duration::from_secs(settings.refresh_retry_window_secs),
             // Stale after a few missed polls: then online verification fails closed.
             revocations: Arc::new(RevocationCache::new(Duration::from_secs(5))),
         }
@@ -336,7 +354,13 @@ impl SessionService {
             (now + self.idle.as_millis() as i64).min(parsed.expires_at_secs as i64 * 1000);
         let rotation = self
             .store
-            .rotate_session(&parsed.sid, parsed.generation, now, idle_until)
+            .rotate_session(
+                &parsed.sid,
+                parsed.generation,
+                now,
+                idle_until,
+                self.retry_window.as_millis() as i64,
+            )
             .await?;
         let (generation, outcome) = match rotation {
             Rotation::Rotated { generation } => (generation, "rotated"),

@@ -14,8 +14,8 @@ pub enum StoreError {
     /// was free within `acquire_timeout_ms`. Retryable; maps to UNAVAILABLE.
     #[error("database unavailable: {0}")]
     Unavailable(String),
-    /// The transaction kept hitting deadlocks or lock-wait timeouts until
-    /// `max_tx_attempts` ran out. Retryable; maps to UNAVAILABLE (or ABORTED).
+    /// The transaction kept hitting deadlocks (on Galera: certification conflicts)
+    /// until `max_tx_attempts` ran out. Retryable; maps to UNAVAILABLE (or ABORTED).
     #[error("database contention: the transaction was retried until max_tx_attempts ran out")]
     Contention,
     /// Anything else: a schema mismatch, a bug, a bad URL. Maps to INTERNAL.
@@ -28,17 +28,21 @@ pub enum StoreError {
 pub(crate) enum Class {
     /// Deadlock, lock-wait timeout, SQLite busy: run the whole transaction again.
     Retry,
-    /// The connection or server is gone.
+    /// The connection or server is gone: worth one more try on a fresh connection.
     Unavailable,
+    /// The server answers but will not serve this now, and asking it again at once
+    /// would not help: a Galera node outside the Primary component (1047), a lock
+    /// held past `innodb_lock_wait_timeout` (1205). Fails fast as unavailable.
+    NotServing,
     /// Not transient.
     Other,
 }
 
 const RETRY_MARKERS: &[&str] = &[
-    // MySQL/MariaDB 1213 and 1205 both end with this advice.
-    "try restarting transaction",
+    // MySQL/MariaDB 1213, also what a Galera node reports when the transaction lost
+    // certification at COMMIT or was aborted by a replicated write (brute force).
     "Deadlock found",
-    "Lock wait timeout exceeded",
+    "try restarting transaction",
     // TiDB optimistic transactions: 9007 "Write conflict, txnStartTS=... [try again
     // later]" and 8005 "Write Conflict, txnStartTS is stale" (both retryable).
     "Write conflict",
@@ -47,6 +51,23 @@ const RETRY_MARKERS: &[&str] = &[
     "database is locked",
     "database table is locked",
     "database is busy",
+];
+
+/// Checked before [`RETRY_MARKERS`]: 1205's message also ends with "try restarting
+/// transaction", but after waiting `innodb_lock_wait_timeout` (50 s by default) for a
+/// lock, the caller's deadline is long gone and another attempt would wait as long.
+const NOT_SERVING_MARKERS: &[&str] = &[
+    // MySQL/MariaDB/TiDB 1205.
+    "Lock wait timeout exceeded",
+    // Galera 1047: the node is not in the Primary component (isolated, partitioned,
+    // or still joining); it takes connections but refuses queries on tables.
+    "WSREP has not yet prepared node for application use",
+    // Galera, a write on a node that has just lost the Primary component (1180
+    // "Error while appending streaming replication fragment(provider status: Not
+    // connected to Primary Component)") or a replication failure (ER_LOCK_DEADLOCK's
+    // sibling "WSREP replication failed. Check your wsrep connection state ...").
+    "Not connected to Primary Component",
+    "WSREP replication failed",
 ];
 
 const UNAVAILABLE_MARKERS: &[&str] = &[
@@ -74,7 +95,9 @@ pub(crate) fn classify(err: &DieselError) -> Class {
 }
 
 pub(crate) fn classify_message(message: &str) -> Class {
-    if RETRY_MARKERS.iter().any(|m| message.contains(m)) {
+    if NOT_SERVING_MARKERS.iter().any(|m| message.contains(m)) {
+        Class::NotServing
+    } else if RETRY_MARKERS.iter().any(|m| message.contains(m)) {
         Class::Retry
     } else if UNAVAILABLE_MARKERS.iter().any(|m| message.contains(m)) {
         Class::Unavailable
@@ -89,7 +112,7 @@ impl StoreError {
     pub(crate) fn from_query(context: &str, err: &DieselError) -> Self {
         match classify(err) {
             Class::Retry => StoreError::Contention,
-            Class::Unavailable => {
+            Class::Unavailable | Class::NotServing => {
                 StoreError::Unavailable(format!("{context}: {}", redact_values(&err.to_string())))
             }
             Class::Other => {
@@ -164,16 +187,41 @@ mod tests {
     }
 
     #[test]
-    fn deadlock_and_lock_wait_timeout_are_retried() {
+    fn deadlocks_and_galera_certification_failures_are_retried() {
+        // Galera reports a transaction that lost certification at COMMIT, or was
+        // aborted by a replicated write set, as this deadlock (1213).
         assert_eq!(
             classify_message("Deadlock found when trying to get lock; try restarting transaction"),
             Class::Retry
         );
+        assert_eq!(classify_message("database is locked"), Class::Retry);
+    }
+
+    #[test]
+    fn a_lock_wait_timeout_fails_fast_instead_of_waiting_again() {
         assert_eq!(
             classify_message("Lock wait timeout exceeded; try restarting transaction"),
-            Class::Retry
+            Class::NotServing
         );
-        assert_eq!(classify_message("database is locked"), Class::Retry);
+    }
+
+    #[test]
+    fn a_galera_node_outside_the_primary_component_is_unavailable() {
+        for message in [
+            "WSREP has not yet prepared node for application use",
+            "Error while appending streaming replication fragment(provider status: Not connected to Primary Component)",
+            "WSREP replication failed. Check your wsrep connection state and retry the query.",
+        ] {
+            assert_eq!(classify_message(message), Class::NotServing, "{message}");
+            let err = DieselError::DatabaseError(
+                diesel::result::DatabaseErrorKind::Unknown,
+                Box::new(message.to_owned()),
+            );
+            assert!(matches!(
+                StoreError::from_query("login", &err),
+                StoreError::Unavailable(_)
+            ));
+        }
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! of logins, and a probe waiting there times out and marks a healthy but busy
 //! replica NOT_SERVING, which moves its load to the others until they fail too.
 //! The probe keeps one connection of its own, outside the pool and the gate,
-//! reconnecting after any failure.
+//! reconnecting after any failure. On a Galera node the probe also asks the
+//! node's cluster state: a node that still takes connections but left the
+//! Primary component, or is desynced, is not ready.
 
 use super::{
-    Backend, MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, StoreError, applied_versions, is_missing_table,
-    mysql, sqlite, versions,
+    Backend, MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, StoreError, applied_versions,
+    galera::{self, NodeState},
+    is_missing_table, mysql, sqlite, versions,
 };
 use diesel_async::RunQueryDsl;
 use secrecy::{ExposeSecret, SecretString};
@@ -19,12 +22,15 @@ enum ProbeConn {
 }
 
 /// What one probe saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Health {
     /// The database answers and every embedded migration is applied.
     Ready,
     /// The database answers but migrations are pending.
     MigrationsPending,
+    /// A Galera node that answers but must not serve: outside the Primary
+    /// component (it refuses queries with 1047), desynced, a donor, or joining.
+    ClusterNodeNotReady(NodeState),
 }
 
 /// A dedicated connection for health checks.
@@ -32,15 +38,23 @@ pub(super) struct Probe {
     url: SecretString,
     backend: Backend,
     connect_timeout: Duration,
+    /// The server is a Galera node: its cluster state decides too.
+    galera: bool,
     conn: tokio::sync::Mutex<Option<ProbeConn>>,
 }
 
 impl Probe {
-    pub(super) fn new(url: SecretString, backend: Backend, connect_timeout: Duration) -> Self {
+    pub(super) fn new(
+        url: SecretString,
+        backend: Backend,
+        connect_timeout: Duration,
+        galera: bool,
+    ) -> Self {
         Self {
             url,
             backend,
             connect_timeout,
+            galera,
             conn: tokio::sync::Mutex::new(None),
         }
     }
@@ -56,6 +70,11 @@ impl Probe {
             None => self.connect().await?,
         };
         let result = match &mut conn {
+            ProbeConn::Mysql(conn) if self.galera => match galera::node_state(conn).await {
+                Ok(state) if state.can_serve() => probe(conn.as_mut(), self.backend).await,
+                Ok(state) => Ok(Health::ClusterNodeNotReady(state)),
+                Err(e) => Err(StoreError::from_query("health probe", &e)),
+            },
             ProbeConn::Mysql(conn) => probe(conn.as_mut(), self.backend).await,
             ProbeConn::Sqlite(conn) => probe(conn.as_mut(), self.backend).await,
         };

@@ -4,12 +4,14 @@
 //! keys are stored sealed (the caller encrypts them, the store never sees plaintext).
 
 mod error;
+mod galera;
 mod health;
 mod mysql;
 pub mod schema;
 mod sqlite;
 
 pub use error::StoreError;
+pub use galera::NodeState;
 pub use health::Health;
 
 use crate::{
@@ -118,6 +120,8 @@ pub struct Store {
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
     verify_window: mysql::VerifyWindow,
+    /// MySQL-protocol server supports `INSERT ... RETURNING` (MariaDB >= 10.5).
+    returning: bool,
     /// Health checks' own connection, outside the pool and the gate.
     probe: Arc<health::Probe>,
 }
@@ -139,22 +143,41 @@ impl fmt::Debug for Store {
 
 /// Runs `$body` (an expression awaiting a `QueryResult` using `$conn`) on a pooled connection of
 /// either backend and maps its error; the same DSL code compiles once per backend.
+///
+/// `$body` must be safe to run again: one statement (autocommit) or only reads. It is
+/// run again, up to `max_tx_attempts` times, when it fails with a retryable conflict:
+/// on Galera a single autocommit statement can lose certification to a write on
+/// another node (the node retries it `wsrep_retry_autocommit` times, once by default,
+/// then reports a deadlock), and then nothing of it was applied.
 macro_rules! with_conn {
     ($store:expr, $context:expr, |$conn:ident| $body:expr) => {{
         let store = $store;
-        let result = match &store.inner {
-            $crate::store::Inner::Mysql(pool) => {
-                let mut guard = store.checkout(pool).await?;
-                let $conn: &mut $crate::store::mysql::Conn = &mut guard;
-                $body
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = match &store.inner {
+                $crate::store::Inner::Mysql(pool) => {
+                    let mut guard = store.checkout(pool).await?;
+                    let $conn: &mut $crate::store::mysql::Conn = &mut guard;
+                    $body
+                }
+                $crate::store::Inner::Sqlite(pool) => {
+                    let mut guard = store.checkout(pool).await?;
+                    let $conn: &mut $crate::store::sqlite::Conn = &mut guard;
+                    $body
+                }
+            };
+            match result {
+                Err(e)
+                    if $crate::store::error::classify(&e) == $crate::store::error::Class::Retry
+                        && attempt < store.max_tx_attempts =>
+                {
+                    metrics::counter!("mp_auth_db_tx_retries_total").increment(1);
+                    tokio::time::sleep($crate::store::backoff(attempt)).await;
+                }
+                result => break result.map_err(|e| store.query_error($context, &e)),
             }
-            $crate::store::Inner::Sqlite(pool) => {
-                let mut guard = store.checkout(pool).await?;
-                let $conn: &mut $crate::store::sqlite::Conn = &mut guard;
-                $body
-            }
-        };
-        result.map_err(|e| store.query_error($context, &e))
+        }
     }};
 }
 
@@ -182,15 +205,34 @@ impl Store {
         let verify_window = mysql::VerifyWindow::default();
         let password = url_password(url);
         let pool_size = settings.pool_size.max(1);
+        let mut galera_node = false;
+        let mut returning = false;
         let inner = if url.starts_with("mysql://") {
-            let first = mysql::establish(url, acquire_timeout)
+            let mut first = mysql::establish(url, acquire_timeout)
                 .await
                 .map_err(|e| StoreError::from_connect(&e, password))?;
+            // A server that cannot answer this is no Galera node (MySQL and TiDB
+            // answer with no rows).
+            galera_node = galera::is_galera(&mut first).await.unwrap_or(false);
+            if galera_node {
+                galera::set_up_session(&mut first)
+                    .await
+                    .map_err(|e| StoreError::from_query("setting up a Galera session", &e))?;
+                tracing::info!(
+                    "the database is a Galera node: causal reads on, health follows its cluster state"
+                );
+            }
+            returning = mysql::supports_returning(&mut first).await;
             let pool = bb8::Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(acquire_timeout)
                 .error_sink(Box::new(last_connect_error.clone()))
-                .build_unchecked(mysql::manager(url, acquire_timeout, verify_window.clone()));
+                .build_unchecked(mysql::manager(
+                    url,
+                    acquire_timeout,
+                    verify_window.clone(),
+                    galera_node,
+                ));
             // Only fails when the pool is full, which a new pool is not.
             let _ = pool.add(first);
             Inner::Mysql(pool)
@@ -222,7 +264,13 @@ impl Store {
             acquire_timeout,
             last_connect_error,
             verify_window,
-            probe: Arc::new(health::Probe::new(secret_url, backend, acquire_timeout)),
+            probe: Arc::new(health::Probe::new(
+                secret_url,
+                backend,
+                acquire_timeout,
+                galera_node,
+            )),
+            returning,
         })
     }
 
@@ -230,6 +278,13 @@ impl Store {
     /// connection of its own (never queued behind logins in the pool).
     pub async fn health(&self) -> Result<Health, StoreError> {
         self.probe.check().await
+    }
+
+    /// Uses the portable MySQL statements (upsert, then `SELECT LAST_INSERT_ID()`) even
+    /// on MariaDB, as on MySQL and TiDB; lets tests cover both paths on one server.
+    pub fn with_portable_sql(mut self) -> Store {
+        self.returning = false;
+        self
     }
 
     /// The database kind.
@@ -315,7 +370,7 @@ impl Store {
     /// identity to it, store the unionid (never erasing one) and the sealed session key.
     ///
     /// Race-free by construction (upserts on unique keys, no SELECT-then-INSERT). The
-    /// whole transaction is retried on deadlock / lock-wait timeout up to
+    /// whole transaction is retried on deadlock (Galera: a lost certification) up to
     /// `max_tx_attempts` times, and once on a dead pooled connection (it is idempotent).
     #[tracing::instrument(name = "store.record_login", skip_all, fields(app_id = %login.app_id))]
     pub async fn record_login(&self, login: &LoginRecord<'_>) -> Result<LoginOutcome, StoreError> {
@@ -326,7 +381,7 @@ impl Store {
             let result = match &self.inner {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
-                    mysql::record_login(&mut conn, login).await
+                    mysql::record_login(&mut conn, login, self.returning).await
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;
@@ -614,7 +669,7 @@ fn backoff(attempt: u32) -> Duration {
 }
 
 /// The current time in unix milliseconds.
-pub(crate) fn now_ms() -> i64 {
+pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -103,8 +103,9 @@ pub enum SilentOutcome {
 pub enum Rotation {
     /// The presented generation was current: it is now `generation`.
     Rotated { generation: i64 },
-    /// The presented generation is the one just rotated and its successor
-    /// (`current`) was never used: a retry, answered with that successor.
+    /// The presented generation is the one just rotated, its successor
+    /// (`current`) was never used and the rotation is within the retry window:
+    /// a retry, answered with that successor.
     Retry { current: i64 },
     /// An older generation: reuse. The session has been revoked.
     Reused,
@@ -166,23 +167,42 @@ const SESSION_COLUMNS: (
     schema::sessions::revoke_reason,
 );
 
+/// The identity's binding, read with a row lock on MySQL/MariaDB (`FOR UPDATE`):
+/// a concurrent phone login moving the openid, or an account deletion, is
+/// serialised with this transaction instead of being overwritten or racing it.
+/// SQLite transactions are serialised already.
+const BOUND_USER_MYSQL: &str =
+    "SELECT user_id FROM wechat_identities WHERE app_id = ? AND openid = ? FOR UPDATE";
+const BOUND_USER_SQLITE: &str =
+    "SELECT user_id FROM wechat_identities WHERE app_id = ? AND openid = ?";
+
+#[derive(diesel::QueryableByName)]
+struct BoundUser {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    user_id: Option<i64>,
+}
+
 /// The silent login transaction, the same for both backends: find the user
-/// of the identity (or, for a new identity, of its unionid), keep the fresh
-/// session_key, and create the session.
+/// of the identity (or, for a new identity, of its unionid), count the login on
+/// that user (which also locks it and proves it still exists: a user deleted
+/// meanwhile makes the identity unknown), keep the fresh session_key (linking
+/// the identity only when found by unionid; a bound identity keeps its
+/// binding), and create the session.
 macro_rules! silent_login_tx {
-    ($conn:ident, $l:expr) => {{
+    ($conn:ident, $l:expr, $bound_user:expr) => {{
         use schema::sessions::dsl as s;
         use schema::users::dsl as u;
         use schema::wechat_identities::dsl as wi;
         let l: &SilentLogin<'_> = $l;
-        let bound: Option<Option<i64>> = wi::wechat_identities
-            .filter(wi::app_id.eq(l.app_id.as_str()))
-            .filter(wi::openid.eq(l.openid.as_str()))
-            .select(wi::user_id)
-            .first($conn)
+        let bound: Option<Option<i64>> = diesel::sql_query($bound_user)
+            .bind::<diesel::sql_types::Text, _>(l.app_id.as_str())
+            .bind::<diesel::sql_types::Text, _>(l.openid.as_str())
+            .get_result::<BoundUser>($conn)
             .await
-            .optional()?;
-        let (user_id, outcome) = match bound.flatten() {
+            .optional()?
+            .map(|b| b.user_id);
+        let exists = bound.is_some();
+        let (mut user_id, mut outcome) = match bound.flatten() {
             Some(id) => (Some(id), SilentOutcome::Known(UserId(id))),
             None => {
                 let linked: Option<Option<i64>> = match l.unionid {
@@ -202,22 +222,56 @@ macro_rules! silent_login_tx {
                 }
             }
         };
-        // Keep the fresh session_key either way (the phone step may need it);
-        // link the identity when the user is known by unionid.
-        let updated = diesel::update(
-            wi::wechat_identities
-                .filter(wi::app_id.eq(l.app_id.as_str()))
-                .filter(wi::openid.eq(l.openid.as_str())),
-        )
-        .set((
-            wi::user_id.eq(user_id),
-            wi::session_key.eq(l.sealed_session_key),
-            wi::session_key_expires_at.eq(l.session_key_expires_at_ms),
-            wi::updated_at.eq(l.now_ms),
-        ))
-        .execute($conn)
-        .await?;
-        if updated == 0 {
+        if let Some(id) = user_id {
+            let counted = diesel::update(u::users.filter(u::id.eq(id)))
+                .set((
+                    u::login_count.eq(u::login_count + 1),
+                    u::last_login_at.eq(l.now_ms),
+                    u::updated_at.eq(l.now_ms),
+                ))
+                .execute($conn)
+                .await?;
+            if counted == 0 {
+                // Deleted meanwhile (its identities went with it): nobody to log in.
+                user_id = None;
+                outcome = SilentOutcome::Unknown;
+            }
+        }
+        // Keep the fresh session_key either way (the phone step may need it).
+        if exists {
+            diesel::update(
+                wi::wechat_identities
+                    .filter(wi::app_id.eq(l.app_id.as_str()))
+                    .filter(wi::openid.eq(l.openid.as_str())),
+            )
+            .set((
+                wi::session_key.eq(l.sealed_session_key),
+                wi::session_key_expires_at.eq(l.session_key_expires_at_ms),
+                wi::updated_at.eq(l.now_ms),
+            ))
+            .execute($conn)
+            .await?;
+            if let SilentOutcome::Linked(UserId(id)) = outcome {
+                diesel::update(
+                    wi::wechat_identities
+                        .filter(wi::app_id.eq(l.app_id.as_str()))
+                        .filter(wi::openid.eq(l.openid.as_str())),
+                )
+                .set(wi::user_id.eq(id))
+                .execute($conn)
+                .await?;
+            }
+            if let Some(unionid) = l.unionid {
+                diesel::update(
+                    wi::wechat_identities
+                        .filter(wi::app_id.eq(l.app_id.as_str()))
+                        .filter(wi::openid.eq(l.openid.as_str())),
+                )
+                .set(wi::unionid.eq(unionid.as_str()))
+                .execute($conn)
+                .await?;
+            }
+        } else {
             diesel::insert_into(wi::wechat_identities)
                 .values((
                     wi::app_id.eq(l.app_id.as_str()),
@@ -231,25 +285,8 @@ macro_rules! silent_login_tx {
                 ))
                 .execute($conn)
                 .await?;
-        } else if let Some(unionid) = l.unionid {
-            diesel::update(
-                wi::wechat_identities
-                    .filter(wi::app_id.eq(l.app_id.as_str()))
-                    .filter(wi::openid.eq(l.openid.as_str())),
-            )
-            .set(wi::unionid.eq(unionid.as_str()))
-            .execute($conn)
-            .await?;
         }
         if let Some(id) = user_id {
-            diesel::update(u::users.filter(u::id.eq(id)))
-                .set((
-                    u::login_count.eq(u::login_count + 1),
-                    u::last_login_at.eq(l.now_ms),
-                    u::updated_at.eq(l.now_ms),
-                ))
-                .execute($conn)
-                .await?;
             diesel::insert_into(s::sessions)
                 .values((
                     s::id.eq(l.session.id.as_str()),
@@ -280,13 +317,13 @@ impl Store {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
                     let conn: &mut super::mysql::Conn = &mut conn;
-                    conn.transaction(async |conn| silent_login_tx!(conn, login))
+                    conn.transaction(async |conn| silent_login_tx!(conn, login, BOUND_USER_MYSQL))
                         .await
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;
                     let conn: &mut super::sqlite::Conn = &mut conn;
-                    conn.transaction(async |conn| silent_login_tx!(conn, login))
+                    conn.transaction(async |conn| silent_login_tx!(conn, login, BOUND_USER_SQLITE))
                         .await
                 }
             };
@@ -318,15 +355,21 @@ impl Store {
     /// Rotates the refresh generation of `sid` if `presented` is current and the
     /// session is live: one conditional UPDATE, so of concurrent refreshes of
     /// one token exactly one rotates. Anything else is classified with one read
-    /// (and a reuse revokes the session).
+    /// (and a reuse revokes the session). `last_used_at` is written only at
+    /// creation and rotation, so it is when the newest generation was issued:
+    /// the retry window (`retry_window_ms`) is measured from it.
     pub async fn rotate_session(
         &self,
         sid: &str,
         presented: i64,
         now_ms: i64,
         idle_expires_at_ms: i64,
+        retry_window_ms: i64,
     ) -> Result<Rotation, StoreError> {
         use schema::sessions::dsl as s;
+        // A deadlock or (Galera) certification conflict rolls the statement back and
+        // `with_conn!` runs it again; if another replica's rotation won, it then
+        // matches nothing and the read below sees a retry or a reuse.
         let rotated = with_conn!(self, "rotating a session", |conn| {
             diesel::update(
                 s::sessions
@@ -362,12 +405,17 @@ impl Store {
         if row.expires_at_ms <= now_ms || row.idle_expires_at_ms <= now_ms {
             return Ok(Rotation::Expired);
         }
-        if row.generation == presented + 1 {
+        if row.generation == presented + 1
+            && retry_window_ms > 0
+            && now_ms.saturating_sub(row.last_used_at_ms) <= retry_window_ms
+        {
             return Ok(Rotation::Retry {
                 current: row.generation,
             });
         }
-        if row.generation > presented + 1 {
+        // Older than the last rotation, or the last one presented outside the
+        // window: the chain has (or had) two holders.
+        if row.generation > presented {
             self.revoke_session(sid, RevokeReason::ReuseDetected, now_ms)
                 .await?;
             return Ok(Rotation::Reused);
@@ -479,8 +527,8 @@ impl Store {
     }
 
     /// Deletes up to `batch` sessions that ended (expired or revoked) before
-    /// `before_ms`; returns how many. Served by the expiry and revocation
-    /// indexes, never a full scan; run in the background, not on logins.
+    /// `before_ms`; returns how many. Served by the expiry, idle-expiry and
+    /// revocation indexes, never a full scan; run in the background, not on logins.
     pub async fn delete_ended_sessions(
         &self,
         before_ms: i64,
@@ -503,7 +551,19 @@ impl Store {
                 .load(conn)
                 .await
         })?;
-        let all: Vec<String> = ids.into_iter().chain(revoked).collect();
+        // Ended by the idle timeout long before the absolute lifetime (the
+        // `idle_expires_at` index).
+        let idle: Vec<String> = with_conn!(self, "finding idle sessions", |conn| {
+            s::sessions
+                .filter(s::idle_expires_at.lt(before_ms))
+                .select(s::id)
+                .limit(batch)
+                .load(conn)
+                .await
+        })?;
+        let mut all: Vec<String> = ids.into_iter().chain(revoked).chain(idle).collect();
+        all.sort_unstable();
+        all.dedup();
         if all.is_empty() {
             return Ok(0);
         }

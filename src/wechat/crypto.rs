@@ -7,13 +7,12 @@
 //! into one "decryption failed" reason so it never acts as a padding oracle.
 
 use crate::domain::{AppId, Phone, SessionKey};
-use aes::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
+use aes::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
 use base64::Engine as _;
 use serde::Deserialize;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 type Aes128CbcDec = cbc::Decryptor<aes::Aes128>;
-type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
 
 /// Why encrypted data could not be turned into a phone number.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -169,35 +168,38 @@ pub fn decrypt_phone(
     })
 }
 
-/// Encrypts `plaintext` the way WeChat does (AES-128-CBC, PKCS#7) and returns
-/// base64 text. Used by the simulator and by tests.
-pub fn encrypt_b64(session_key: &SessionKey, iv: &[u8; 16], plaintext: &[u8]) -> String {
-    let ct = Aes128CbcEnc::new(session_key.bytes().into(), iv.into())
-        .encrypt_padded_vec::<Pkcs7>(plaintext);
-    base64::engine::general_purpose::STANDARD.encode(ct)
-}
-
-/// The JSON plaintext WeChat encrypts for the legacy phone button.
-pub fn phone_plaintext(app_id: &AppId, phone: &Phone, timestamp: i64) -> Vec<u8> {
-    let full = if phone.country_code() == "86" {
-        phone.number().to_owned()
-    } else {
-        format!("+{}{}", phone.country_code(), phone.number())
-    };
-    serde_json::json!({
-        "phoneNumber": full,
-        "purePhoneNumber": phone.number(),
-        "countryCode": phone.country_code(),
-        "watermark": { "timestamp": timestamp, "appid": app_id.as_str() },
-    })
-    .to_string()
-    .into_bytes()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use aes::cipher::BlockModeEncrypt;
     use proptest::prelude::*;
+
+    type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
+
+    /// Encrypts `plaintext` the way WeChat does (AES-128-CBC, PKCS#7) and returns
+    /// base64 text: the test side of the decryption (the simulator has its own).
+    fn encrypt_b64(session_key: &SessionKey, iv: &[u8; 16], plaintext: &[u8]) -> String {
+        let ct = Aes128CbcEnc::new(session_key.bytes().into(), iv.into())
+            .encrypt_padded_vec::<Pkcs7>(plaintext);
+        base64::engine::general_purpose::STANDARD.encode(ct)
+    }
+
+    /// The JSON plaintext WeChat encrypts for the legacy phone button.
+    fn phone_plaintext(app_id: &AppId, phone: &Phone, timestamp: i64) -> Vec<u8> {
+        let full = if phone.country_code() == "86" {
+            phone.number().to_owned()
+        } else {
+            format!("+{}{}", phone.country_code(), phone.number())
+        };
+        serde_json::json!({
+            "phoneNumber": full,
+            "purePhoneNumber": phone.number(),
+            "countryCode": phone.country_code(),
+            "watermark": { "timestamp": timestamp, "appid": app_id.as_str() },
+        })
+        .to_string()
+        .into_bytes()
+    }
 
     const APP: &str = "wx4f4bc4dec97d474b";
     const KEY: &str = "tiihtNczf5v6AKRyjwEUhQ==";

@@ -4,7 +4,6 @@
 pub mod budget;
 pub mod client;
 pub mod crypto;
-pub mod decrypt_cmd;
 pub mod error;
 pub mod token;
 

@@ -6,13 +6,14 @@ use crate::helpers::*;
 use mp_auth::gateway::Gateway;
 use std::time::Duration;
 
-struct Stack {
-    app: TestApp,
-    gateway: String,
+/// The real service behind a real gateway (shared with the sessions tests).
+pub(crate) struct Stack {
+    pub(crate) app: TestApp,
+    pub(crate) gateway: String,
     _running: RunningGateway,
 }
 
-async fn stack(opts: TestAppOptions) -> Stack {
+pub(crate) async fn stack(opts: TestAppOptions) -> Stack {
     let app = TestApp::spawn_with(opts).await;
     let running = start_gateway(&app.settings, app.grpc_addr).await;
     Stack {
@@ -22,7 +23,7 @@ async fn stack(opts: TestAppOptions) -> Stack {
     }
 }
 
-fn http() -> reqwest::Client {
+pub(crate) fn http() -> reqwest::Client {
     mp_auth::tls::install_crypto_provider();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
@@ -47,18 +48,11 @@ async fn post(url: &str, body: String) -> (u16, serde_json::Value, reqwest::head
 async fn the_original_front_end_body_logs_in_through_the_gateway() {
     let s = stack(TestAppOptions::default()).await;
     let user = unique_user();
-    let code = s
-        .app
-        .sim_client
-        .login(s.app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
-    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    let pressed = s.app.press(&user).await;
     // Exactly what the original product's front end sends.
     let body = format!(
         r#"{{"code":"{}","encryptedData":"{}","iv":"{}"}}"#,
-        code, pressed.encrypted_data, pressed.iv
+        pressed.login.code, pressed.phone.encrypted_data, pressed.phone.iv
     );
     let (status, json, headers) = post(&s.gateway, body).await;
     assert_eq!(status, 200, "{json}");
@@ -75,17 +69,9 @@ async fn the_original_front_end_body_logs_in_through_the_gateway() {
         .unwrap();
     assert_eq!(serde_json::Value::String(claims.sub), json["user_id"]);
 
-    let code = s
-        .app
-        .sim_client
-        .login(s.app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
-    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
-    let body =
-        serde_json::json!({"code": code, "phoneCode": pressed.code, "appId": s.app.app_id()})
-            .to_string();
+    let pressed = s.app.press(&user).await;
+    let body = serde_json::json!({"code": pressed.login.code, "phoneCode": pressed.phone.code, "appId": s.app.app_id()})
+        .to_string();
     let (status, again, _) = post(&s.gateway, body).await;
     assert_eq!(status, 200, "{again}");
     assert_eq!(again["is_new_user"], false);
@@ -102,13 +88,7 @@ async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
     // Stale session: phone button, then wx.login rotates the key, no stored key.
     let user = unique_user();
     let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
-    let code = s
-        .app
-        .sim_client
-        .login(s.app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = s.app.wx_login(&user).await;
     let body = serde_json::json!({"code": code, "encryptedData": pressed.encrypted_data, "iv": pressed.iv}).to_string();
     let (status, json, _) = post(&s.gateway, body.clone()).await;
     assert_eq!(
@@ -126,19 +106,13 @@ async fn service_errors_reach_the_mini_program_as_http_statuses_with_reasons() {
     // WeChat rate limit: 429 with Retry-After.
     s.app
         .sim_client
-        .set_fault(&mp_auth::simulator::Fault {
+        .set_fault(&wechat_sim::Fault {
             errcode: Some(45011),
-            ..mp_auth::simulator::Fault::on(mp_auth::simulator::FaultEndpoint::Jscode2Session)
+            ..wechat_sim::Fault::on(wechat_sim::FaultEndpoint::Jscode2Session)
         })
         .await
         .unwrap();
-    let code = s
-        .app
-        .sim_client
-        .login(s.app.app_id(), &user, None)
-        .await
-        .unwrap()
-        .code;
+    let code = s.app.wx_login(&user).await;
     let (status, json, headers) = post(
         &s.gateway,
         serde_json::json!({"code": code, "phoneCode": "0123456789abcdef0123456789abcdef"})
@@ -174,11 +148,11 @@ async fn with_protected_login_rpcs_only_the_gateway_s_key_logs_in() {
     .await;
     // Through the gateway (which holds the key): a normal login.
     let user = unique_user();
-    let code = s.app.wx_login(&user).await;
-    let pressed = s.app.sim_client.phone(s.app.app_id(), &user).await.unwrap();
+    let pressed = s.app.press(&user).await;
     let (status, json, _) = post(
         &s.gateway,
-        serde_json::json!({"code": code, "phoneCode": pressed.code}).to_string(),
+        serde_json::json!({"code": pressed.login.code, "phoneCode": pressed.phone.code})
+            .to_string(),
     )
     .await;
     assert_eq!(status, 200, "{json}");

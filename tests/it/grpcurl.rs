@@ -123,22 +123,15 @@ async fn grpcurl_logs_in_with_codes_minted_by_the_simulator() {
     let app = TestApp::spawn().await;
     let user = unique_user();
     let phone = unique_phone();
-    let code = app
+    let pressed = app
         .sim_client
-        .login(app.app_id(), &user, Some(&phone))
+        .press(app.app_id(), &user, Some(&phone))
         .await
-        .unwrap()
-        .code;
-    let phone_code = app
-        .sim_client
-        .phone(app.app_id(), &user)
-        .await
-        .unwrap()
-        .code;
+        .unwrap();
     let body = serde_json::json!({
         "app_id": app.app_id(),
-        "code": code,
-        "phone_code": phone_code,
+        "code": pressed.login.code,
+        "phone_code": pressed.phone.code,
     })
     .to_string();
 

@@ -9,13 +9,13 @@ use mp_auth::{
     config::{AppSettings, Settings},
     grpc::GrpcServer,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
-    simulator::{RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig},
     store::Backend,
     tokens::{KeyRing, TokenIssuer},
 };
 use secrecy::SecretString;
 use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Channel;
+use wechat_sim::{Pressed, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig};
 
 /// An HS256 secret, for tests of the single-service (HS256) setup.
 pub const TEST_TOKEN_SECRET: &str = "test-signing-secret-0123456789-abcdefghijklmnop";
@@ -85,6 +85,45 @@ impl Default for TestAppOptions {
     }
 }
 
+/// `n` apps as `(app_id, app_secret)`, with fresh ids and secrets.
+pub fn new_apps(n: usize) -> Vec<(String, String)> {
+    (0..n)
+        .map(|_| {
+            (
+                unique_app_id(),
+                format!("secret-{}", uuid::Uuid::new_v4().simple()),
+            )
+        })
+        .collect()
+}
+
+/// A WeChat simulator on a free port that knows `apps` (all bound to one open platform).
+pub async fn start_simulator(
+    apps: &[(String, String)],
+    session_refresh: Duration,
+) -> RunningSimulator {
+    let sim_apps = apps
+        .iter()
+        .map(|(id, secret)| SimApp {
+            app_id: id.clone(),
+            app_secret: SecretString::from(secret.clone()),
+            open_platform: Some("test-open-platform".into()),
+        })
+        .collect();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::start(
+        listener,
+        SimulatorConfig {
+            apps: sim_apps,
+            session_refresh,
+            force_refresh_min_interval: Duration::ZERO,
+            ..SimulatorConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// A running service under test.
 pub struct TestApp {
     pub sim: RunningSimulator,
@@ -133,34 +172,8 @@ impl TestApp {
 
     pub async fn spawn_with(opts: TestAppOptions) -> TestApp {
         init_test_log();
-        let apps: Vec<(String, String)> = (0..opts.apps)
-            .map(|_| {
-                (
-                    unique_app_id(),
-                    format!("secret-{}", uuid::Uuid::new_v4().simple()),
-                )
-            })
-            .collect();
-        let sim_apps = apps
-            .iter()
-            .map(|(id, secret)| SimApp {
-                app_id: mp_auth::domain::AppId::parse(id).unwrap(),
-                app_secret: SecretString::from(secret.clone()),
-                open_platform: Some("test-open-platform".into()),
-            })
-            .collect();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sim = Simulator::start(
-            listener,
-            SimulatorConfig {
-                apps: sim_apps,
-                session_refresh: opts.session_refresh,
-                force_refresh_min_interval: Duration::ZERO,
-                ..SimulatorConfig::default()
-            },
-        )
-        .await
-        .unwrap();
+        let apps = new_apps(opts.apps);
+        let sim = start_simulator(&apps, opts.session_refresh).await;
         let db = TestDb::new(Backend::Mysql).await;
         let mut settings = test_settings(&apps, &sim.base_url(), db.url());
         (opts.tweak)(&mut settings);
@@ -222,47 +235,44 @@ impl TestApp {
             .code
     }
 
-    /// Mints a wx.login code and a phone code for `user` and logs in with the new flow.
+    /// Plays one tap of "一键登录" for `user` of the default app: `wx.login`,
+    /// then the phone button.
+    pub async fn press(&self, user: &str) -> Pressed {
+        self.sim_client
+            .press(self.app_id(), user, None)
+            .await
+            .unwrap()
+    }
+
+    /// Presses the login button for `user` and logs in with the new flow.
     pub async fn login_with_phone_code(
         &self,
         app_id: &str,
         user: &str,
         phone: Option<&str>,
     ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
-        let code = self
-            .sim_client
-            .login(app_id, user, phone)
-            .await
-            .unwrap()
-            .code;
-        let pressed = self.sim_client.phone(app_id, user).await.unwrap();
+        let pressed = self.sim_client.press(app_id, user, phone).await.unwrap();
         self.login_raw(proto::MiniProgramLoginRequest {
             app_id: app_id.into(),
-            code,
-            phone: Some(Phone::PhoneCode(pressed.code)),
+            code: pressed.login.code,
+            phone: Some(Phone::PhoneCode(pressed.phone.code)),
         })
         .await
     }
 
-    /// Mints a wx.login code, then presses the phone button, and logs in with the legacy fields.
+    /// Presses the login button for `user` and logs in with the legacy fields.
     pub async fn login_with_encrypted_data(
         &self,
         app_id: &str,
         user: &str,
         phone: Option<&str>,
     ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
-        let code = self
-            .sim_client
-            .login(app_id, user, phone)
-            .await
-            .unwrap()
-            .code;
-        let pressed = self.sim_client.phone(app_id, user).await.unwrap();
+        let pressed = self.sim_client.press(app_id, user, phone).await.unwrap();
         self.login_raw(encrypted_request(
             app_id,
-            code,
-            pressed.encrypted_data,
-            pressed.iv,
+            pressed.login.code,
+            pressed.phone.encrypted_data,
+            pressed.phone.iv,
         ))
         .await
     }

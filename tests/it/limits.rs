@@ -78,18 +78,12 @@ async fn connections_are_closed_after_max_connection_age_and_clients_reconnect()
     let mut client = app.client().await;
     let user = unique_user();
     for _ in 0..2 {
-        let code = app.wx_login(&user).await;
-        let phone_code = app
-            .sim_client
-            .phone(app.app_id(), &user)
-            .await
-            .unwrap()
-            .code;
+        let pressed = app.press(&user).await;
         client
             .mini_program_login(proto::MiniProgramLoginRequest {
                 app_id: app.app_id().into(),
-                code,
-                phone: Some(Phone::PhoneCode(phone_code)),
+                code: pressed.login.code,
+                phone: Some(Phone::PhoneCode(pressed.phone.code)),
             })
             .await
             .expect("a login on a recycled connection");

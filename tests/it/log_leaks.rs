@@ -3,8 +3,8 @@
 //! captured output of the process, even with mp-auth's own logs at debug.
 
 use crate::{dev::DevProcess, helpers::unique_phone};
-use mp_auth::simulator::{Fault, FaultEndpoint, SimClient};
 use std::{process::Stdio, time::Duration};
+use wechat_sim::{Fault, FaultEndpoint, Pressed, SimClient};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {
@@ -45,8 +45,10 @@ async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {
     for (i, flow) in ["code", "legacy", "code"].into_iter().enumerate() {
         let user = format!("leak-user-{i}");
         let phone = unique_phone();
-        let login = sim.login(&app, &user, Some(&phone)).await.unwrap();
-        let pressed = sim.phone(&app, &user).await.unwrap();
+        let Pressed {
+            login,
+            phone: pressed,
+        } = sim.press(&app, &user, Some(&phone)).await.unwrap();
         let body = if flow == "code" {
             serde_json::json!({"code": login.code, "phoneCode": pressed.code})
         } else {
@@ -70,8 +72,10 @@ async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {
     // Failures: replayed code, blocked user, rate limit, WeChat down, garbage input.
     let user = "leak-user-fail";
     let phone = unique_phone();
-    let login = sim.login(&app, user, Some(&phone)).await.unwrap();
-    let pressed = sim.phone(&app, user).await.unwrap();
+    let Pressed {
+        login,
+        phone: pressed,
+    } = sim.press(&app, user, Some(&phone)).await.unwrap();
     let body = serde_json::json!({"code": login.code, "phoneCode": pressed.code});
     post(body.clone()).await;
     assert_eq!(post(body).await["reason"], "LOGIN_CODE_USED");
@@ -83,8 +87,10 @@ async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {
         })
         .await
         .unwrap();
-        let login = sim.login(&app, user, None).await.unwrap();
-        let pressed = sim.phone(&app, user).await.unwrap();
+        let Pressed {
+            login,
+            phone: pressed,
+        } = sim.press(&app, user, None).await.unwrap();
         let resp = post(serde_json::json!({"code": login.code, "phoneCode": pressed.code})).await;
         assert!(resp["reason"].is_string(), "{resp}");
         secrets.extend([login.code, pressed.code]);
@@ -95,8 +101,10 @@ async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {
     })
     .await
     .unwrap();
-    let login = sim.login(&app, user, None).await.unwrap();
-    let pressed = sim.phone(&app, user).await.unwrap();
+    let Pressed {
+        login,
+        phone: pressed,
+    } = sim.press(&app, user, None).await.unwrap();
     post(serde_json::json!({"code": login.code, "phoneCode": pressed.code})).await;
     secrets.extend([login.code, pressed.code]);
     let login = sim.login(&app, user, None).await.unwrap();
@@ -106,8 +114,10 @@ async fn no_secret_code_token_session_key_or_phone_reaches_the_logs() {
     // Sessions, verification and the Users API (audited actions included).
     let user = "leak-user-sessions";
     let phone = unique_phone();
-    let login = sim.login(&app, user, Some(&phone)).await.unwrap();
-    let pressed = sim.phone(&app, user).await.unwrap();
+    let Pressed {
+        login,
+        phone: pressed,
+    } = sim.press(&app, user, Some(&phone)).await.unwrap();
     let first = post(serde_json::json!({"code": login.code, "phoneCode": pressed.code})).await;
     let refresh_token = first["refresh_token"].as_str().unwrap().to_owned();
     let access_token = first["access_token"].as_str().unwrap().to_owned();

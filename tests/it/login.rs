@@ -3,13 +3,16 @@
 
 use crate::helpers::*;
 use mp_auth::{
-    domain::{AppId, Phone, SessionKey},
+    domain::SessionKey,
     proto::{self, mini_program_login_request::Phone as WirePhone},
-    simulator::{Fault, FaultEndpoint},
-    wechat::crypto::{encrypt_b64, phone_plaintext},
 };
 use std::{collections::HashSet, time::Duration};
 use tonic::Code;
+use wechat_sim::{
+    Fault, FaultEndpoint, Pressed,
+    crypto::{self, encrypt_b64, phone_record},
+    phone::Phone,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn new_user_then_returning_user_with_the_phone_code_flow() {
@@ -58,13 +61,12 @@ async fn new_user_then_returning_user_with_the_legacy_encrypted_flow() {
 async fn app_id_may_be_omitted_when_one_app_is_configured() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let pressed = app.press(&user).await;
     let ok = app
         .login_raw(proto::MiniProgramLoginRequest {
             app_id: String::new(),
-            code,
-            phone: Some(WirePhone::PhoneCode(pressed.code)),
+            code: pressed.login.code,
+            phone: Some(WirePhone::PhoneCode(pressed.phone.code)),
         })
         .await
         .unwrap();
@@ -190,7 +192,7 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
     }
     let stats = app.sim_client.stats().await.unwrap();
     assert_eq!(
-        stats.calls.get("jscode2session").copied().unwrap_or(0),
+        stats.calls_to("jscode2session"),
         0,
         "bad input never reaches WeChat"
     );
@@ -200,13 +202,12 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
 async fn malformed_encrypted_data_is_invalid_argument_naming_the_field() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let pressed = app.press(&user).await;
     let err = app
         .login_raw(encrypted_request(
             app.app_id(),
-            code,
-            pressed.encrypted_data,
+            pressed.login.code,
+            pressed.phone.encrypted_data,
             "AAAA".into(),
         ))
         .await
@@ -224,12 +225,11 @@ async fn malformed_encrypted_data_is_invalid_argument_naming_the_field() {
 async fn a_replayed_login_code_is_unauthenticated_login_code_used() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let p1 = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let first = app.press(&user).await;
     app.login_raw(proto::MiniProgramLoginRequest {
         app_id: app.app_id().into(),
-        code: code.clone(),
-        phone: Some(WirePhone::PhoneCode(p1.code)),
+        code: first.login.code.clone(),
+        phone: Some(WirePhone::PhoneCode(first.phone.code)),
     })
     .await
     .unwrap();
@@ -237,7 +237,7 @@ async fn a_replayed_login_code_is_unauthenticated_login_code_used() {
     let err = app
         .login_raw(proto::MiniProgramLoginRequest {
             app_id: app.app_id().into(),
-            code,
+            code: first.login.code,
             phone: Some(WirePhone::PhoneCode(p2.code.clone())),
         })
         .await
@@ -421,14 +421,13 @@ async fn a_stale_access_token_heals_itself_with_one_retry() {
         .await
         .unwrap();
     let after = app.sim_client.stats().await.unwrap();
-    let calls = |s: &mp_auth::simulator::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
     assert_eq!(
-        calls(&after, "getuserphonenumber") - calls(&before, "getuserphonenumber"),
+        after.calls_to("getuserphonenumber") - before.calls_to("getuserphonenumber"),
         2,
         "one failure, one retry"
     );
     assert_eq!(
-        calls(&after, "stable_token") - calls(&before, "stable_token"),
+        after.calls_to("stable_token") - before.calls_to("stable_token"),
         1,
         "one refetch"
     );
@@ -517,7 +516,7 @@ async fn session_key_of(app: &TestApp, user: &str) -> SessionKey {
 async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_expired() {
     let app = TestApp::spawn().await;
     let user = unique_user();
-    let key = session_key_of(&app, &user).await;
+    let key = crypto::SessionKey::from_bytes(*session_key_of(&app, &user).await.bytes());
     let phone = Phone::new("86", &unique_phone()).unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -526,11 +525,7 @@ async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_
     let iv = [1u8; 16];
     let iv_b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, iv);
 
-    let foreign = encrypt_b64(
-        &key,
-        &iv,
-        &phone_plaintext(&AppId::parse("wx_someone_else").unwrap(), &phone, now),
-    );
+    let foreign = encrypt_b64(&key, &iv, &phone_record("wx_someone_else", &phone, now));
     let code = app.wx_login(&user).await;
     let err = app
         .login_raw(encrypted_request(
@@ -544,11 +539,7 @@ async fn encrypted_data_for_another_app_is_a_watermark_mismatch_and_old_data_is_
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(reason(&err), "WATERMARK_MISMATCH");
 
-    let stale = encrypt_b64(
-        &key,
-        &iv,
-        &phone_plaintext(&AppId::parse(app.app_id()).unwrap(), &phone, now - 3_600),
-    );
+    let stale = encrypt_b64(&key, &iv, &phone_record(app.app_id(), &phone, now - 3_600));
     let code = app.wx_login(&user).await;
     let err = app
         .login_raw(encrypted_request(app.app_id(), code, stale, iv_b64))
@@ -566,14 +557,12 @@ async fn two_hundred_concurrent_logins_for_one_new_phone_create_one_user() {
     let mut minted = Vec::new();
     for _ in 0..200 {
         let user = unique_user();
-        let code = app
+        let pressed = app
             .sim_client
-            .login(app.app_id(), &user, Some(&phone))
+            .press(app.app_id(), &user, Some(&phone))
             .await
-            .unwrap()
-            .code;
-        let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
-        minted.push((code, pressed.code));
+            .unwrap();
+        minted.push((pressed.login.code, pressed.phone.code));
     }
     let mut tasks = Vec::new();
     for (code, phone_code) in minted {
@@ -605,9 +594,8 @@ async fn two_hundred_concurrent_logins_for_one_openid_create_one_user_and_one_id
     let user = unique_user();
     let mut minted = Vec::new();
     for _ in 0..200 {
-        let code = app.wx_login(&user).await;
-        let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
-        minted.push((code, pressed));
+        let pressed = app.press(&user).await;
+        minted.push((pressed.login.code, pressed.phone));
     }
     let mut tasks = Vec::new();
     for (i, (code, pressed)) in minted.into_iter().enumerate() {
@@ -722,8 +710,7 @@ async fn the_token_verifies_independently_with_the_configured_key() {
 async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     let app = std::sync::Arc::new(TestApp::spawn().await);
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let pressed = app.press(&user).await;
     // Hold the code exchange so the two requests overlap.
     app.sim_client
         .set_fault(&Fault {
@@ -736,8 +723,8 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     let before = app.sim_client.stats().await.unwrap();
     let request = proto::MiniProgramLoginRequest {
         app_id: app.app_id().into(),
-        code,
-        phone: Some(WirePhone::PhoneCode(pressed.code)),
+        code: pressed.login.code,
+        phone: Some(WirePhone::PhoneCode(pressed.phone.code)),
     };
     let (a, b) = tokio::join!(
         app.login_raw(request.clone()),
@@ -747,14 +734,13 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
     assert_eq!(a.user_id, b.user_id);
     assert_eq!(a.access_token, b.access_token, "one login, one token");
     let after = app.sim_client.stats().await.unwrap();
-    let calls = |s: &mp_auth::simulator::SimStats, k: &str| s.calls.get(k).copied().unwrap_or(0);
     assert_eq!(
-        calls(&after, "jscode2session") - calls(&before, "jscode2session"),
+        after.calls_to("jscode2session") - before.calls_to("jscode2session"),
         1,
         "the code is exchanged once"
     );
     assert_eq!(
-        calls(&after, "getuserphonenumber") - calls(&before, "getuserphonenumber"),
+        after.calls_to("getuserphonenumber") - before.calls_to("getuserphonenumber"),
         1
     );
     // Once the login is over, the code is spent: a replay fails as it should.
@@ -766,8 +752,11 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
 async fn a_concurrent_request_with_the_same_code_but_another_phone_proof_gets_no_token() {
     let app = std::sync::Arc::new(TestApp::spawn().await);
     let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+    let Pressed {
+        login,
+        phone: pressed,
+    } = app.press(&user).await;
+    let code = login.code;
     app.sim_client
         .set_fault(&Fault {
             latency_ms: Some(400),
@@ -815,10 +804,6 @@ async fn a_concurrent_request_with_the_same_code_but_another_phone_proof_gets_no
     );
 }
 
-fn sim_calls(stats: &mp_auth::simulator::SimStats, endpoint: &str) -> u64 {
-    stats.calls.get(endpoint).copied().unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn codes_of_shapes_wechat_never_issues_cost_no_wechat_call() {
     let app = TestApp::spawn().await;
@@ -851,8 +836,8 @@ async fn codes_of_shapes_wechat_never_issues_cost_no_wechat_call() {
     assert_eq!(reason(&err), "INVALID_ARGUMENT");
     let after = app.sim_client.stats().await.unwrap();
     assert_eq!(
-        sim_calls(&after, "jscode2session"),
-        sim_calls(&before, "jscode2session"),
+        after.calls_to("jscode2session"),
+        before.calls_to("jscode2session"),
         "no upstream call for a malformed code"
     );
 }
@@ -895,7 +880,7 @@ async fn the_per_app_upstream_budget_bounds_wechat_calls_under_a_garbage_flood()
         }
     }
     let after = app.sim_client.stats().await.unwrap();
-    let calls = sim_calls(&after, "jscode2session") - sim_calls(&before, "jscode2session");
+    let calls = after.calls_to("jscode2session") - before.calls_to("jscode2session");
     assert!(calls <= 7, "the budget bounds upstream calls: {calls}");
     assert_eq!(limited as u64 + calls, 30);
 }
@@ -930,8 +915,8 @@ async fn after_wechat_says_45011_the_endpoint_pauses_for_the_cooldown() {
     }
     let after = app.sim_client.stats().await.unwrap();
     assert_eq!(
-        sim_calls(&after, "jscode2session"),
-        sim_calls(&before, "jscode2session"),
+        after.calls_to("jscode2session"),
+        before.calls_to("jscode2session"),
         "no call while the breaker is open"
     );
 }

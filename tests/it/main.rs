@@ -1,9 +1,11 @@
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 //! The integration tests: one test binary, one module per area.
 
+mod cluster;
 mod db;
 mod decrypt_cmd;
 mod dev;
+mod galera;
 mod gateway;
 mod gateway_e2e;
 mod gateway_memory;
@@ -18,6 +20,7 @@ mod metrics;
 mod offline;
 mod private_db;
 mod sessions;
+mod sessions_gateway;
 mod shutdown;
 mod simulator;
 mod store;

@@ -1,8 +1,8 @@
 //! Metrics: counters are exact under concurrency and the Prometheus endpoint serves them.
 
 use crate::helpers::*;
-use mp_auth::simulator::{Fault, FaultEndpoint};
 use std::sync::Arc;
+use wechat_sim::{Fault, FaultEndpoint};
 
 /// The value of the first sample of `name` whose labels contain every `labels` pair.
 fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {

@@ -6,11 +6,11 @@ use crate::{db::TestDb, helpers::*};
 use mp_auth::{
     domain::{AppId, OpenId, Phone, UserId},
     proto::{self, logout_request::Credential},
-    simulator::{Fault, FaultEndpoint},
     store::{Backend, LoginRecord, NewSession, RevokeReason, Rotation, SilentLogin, SilentOutcome},
 };
 use std::{sync::Arc, time::Duration};
 use tonic::Code;
+use wechat_sim::{Fault, FaultEndpoint, Pressed};
 
 async fn refresh(
     app: &TestApp,
@@ -171,6 +171,37 @@ async fn refresh_rotates_a_retry_gets_the_same_successor_and_reuse_revokes_only_
         .expect("reuse revokes one session, never every session of the user");
 }
 
+/// The case the retry window exists for: a thief refreshes a stolen token first;
+/// the victim presents that token again later. Under "successor never used"
+/// alone the victim would get the thief's successor and both would share the
+/// chain undetected; outside the window it is reuse and the session ends.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_victim_presenting_a_token_a_thief_rotated_after_the_window_revokes_the_session() {
+    let app = TestApp::spawn_with(TestAppOptions {
+        tweak: Box::new(|s| s.sessions.refresh_retry_window_secs = 1),
+        ..Default::default()
+    })
+    .await;
+    let user = unique_user();
+    let login = app
+        .login_with_phone_code(app.app_id(), &user, None)
+        .await
+        .unwrap();
+    let stolen = login.refresh_token.clone();
+    let thief = refresh(&app, &stolen, app.app_id()).await.unwrap();
+    // Within the window the same token is still a retry (a lost answer)...
+    let retry = refresh(&app, &stolen, app.app_id()).await.unwrap();
+    assert_eq!(retry.refresh_token, thief.refresh_token);
+    // ...but the victim comes back later, with the token the thief rotated.
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let err = refresh(&app, &stolen, app.app_id()).await.unwrap_err();
+    assert_eq!(reason(&err), "REFRESH_TOKEN_REUSED");
+    let err = refresh(&app, &thief.refresh_token, app.app_id())
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&err), "SESSION_REVOKED", "the thief is out too");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_concurrent_refreshes_of_one_token_produce_exactly_one_successor() {
     let app = Arc::new(
@@ -248,11 +279,12 @@ async fn idle_and_absolute_expiry_end_a_session() {
         .delete_ended_sessions(mp_auth::sessions::now_ms(), 10)
         .await
         .unwrap();
-    assert!(
-        deleted >= 1,
-        "the session past its absolute lifetime is deleted"
-    );
+    assert_eq!(deleted, 2, "both ended sessions are deleted");
     assert!(app.db.store.session(&b.session_id).await.unwrap().is_none());
+    assert!(
+        app.db.store.session(&a.session_id).await.unwrap().is_none(),
+        "a session past its idle timeout goes too, long before its absolute lifetime"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -365,13 +397,15 @@ async fn a_login_whose_caller_hangs_up_still_completes_and_is_recorded() {
     let app = Arc::new(TestApp::spawn().await);
     let user = unique_user();
     let phone = unique_phone();
-    let code = app
+    let Pressed {
+        login,
+        phone: pressed,
+    } = app
         .sim_client
-        .login(app.app_id(), &user, Some(&phone))
+        .press(app.app_id(), &user, Some(&phone))
         .await
-        .unwrap()
-        .code;
-    let pressed = app.sim_client.phone(app.app_id(), &user).await.unwrap();
+        .unwrap();
+    let code = login.code;
     app.sim_client
         .set_fault(&Fault {
             latency_ms: Some(600),
@@ -439,6 +473,9 @@ fn ids() -> (AppId, OpenId, Phone) {
     )
 }
 
+/// The retry window the store cases use (one minute, in ms).
+const WINDOW: i64 = 60_000;
+
 fn new_session(now: i64) -> NewSession {
     NewSession {
         id: uuid::Uuid::new_v4().simple().to_string(),
@@ -470,23 +507,38 @@ async fn store_sessions_rotate_and_revoke(backend: Backend) {
     let store = &db.store;
     let idle = now + 3_600_000;
     assert_eq!(
-        store.rotate_session(&s.id, 1, now + 1, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 1, now + 1, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Rotated { generation: 2 }
     );
     assert_eq!(
-        store.rotate_session(&s.id, 1, now + 2, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 1, now + 2, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Retry { current: 2 }
     );
     assert_eq!(
-        store.rotate_session(&s.id, 2, now + 3, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 2, now + 3, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Rotated { generation: 3 }
     );
     assert_eq!(
-        store.rotate_session(&s.id, 1, now + 4, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 1, now + 4, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Reused
     );
     assert!(matches!(
-        store.rotate_session(&s.id, 3, now + 5, idle).await.unwrap(),
+        store
+            .rotate_session(&s.id, 3, now + 5, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::Revoked { .. }
     ));
     let revoked = store.sessions_revoked_since(now).await.unwrap();
@@ -496,8 +548,74 @@ async fn store_sessions_rotate_and_revoke(backend: Backend) {
             .any(|r| r.sid == s.id && r.user_id == out.user_id)
     );
     assert_eq!(
-        store.rotate_session("nope", 1, now, idle).await.unwrap(),
+        store
+            .rotate_session("nope", 1, now, idle, WINDOW)
+            .await
+            .unwrap(),
         Rotation::NotFound
+    );
+    // The retry window: the just-rotated token, successor unused, is a retry
+    // only until the window has passed since the rotation; then it is reuse.
+    let s3 = new_session(now);
+    db.store
+        .record_login(&LoginRecord {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            phone: &phone,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 1000,
+            session: Some(&s3),
+            now_ms: now,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_session(&s3.id, 1, now + 10, idle, WINDOW)
+            .await
+            .unwrap(),
+        Rotation::Rotated { generation: 2 }
+    );
+    assert_eq!(
+        store
+            .rotate_session(&s3.id, 1, now + 10 + WINDOW, idle, WINDOW)
+            .await
+            .unwrap(),
+        Rotation::Retry { current: 2 }
+    );
+    assert_eq!(
+        store
+            .rotate_session(&s3.id, 1, now + 11 + WINDOW, idle, WINDOW)
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
+    // A zero window allows no retry at all.
+    let s4 = new_session(now);
+    db.store
+        .record_login(&LoginRecord {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            phone: &phone,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 1000,
+            session: Some(&s4),
+            now_ms: now,
+        })
+        .await
+        .unwrap();
+    store
+        .rotate_session(&s4.id, 1, now + 1, idle, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .rotate_session(&s4.id, 1, now + 1, idle, 0)
+            .await
+            .unwrap(),
+        Rotation::Reused
     );
     // Silent logins: known, then a new identity without unionid is unknown.
     let s2 = new_session(now);
@@ -565,5 +683,361 @@ mod sqlite {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn store_sessions_rotate_and_revoke() {
         super::store_sessions_rotate_and_revoke(mp_auth::store::Backend::Sqlite).await
+    }
+}
+
+// --- migrating a database that predates sessions --------------------------------------
+
+/// The migrations that add sessions: the table and its idle-expiry index.
+const SESSIONS_MIGRATIONS: [&str; 2] = ["20261129000100", "20261129001100"];
+
+/// Applies every embedded migration except the sessions one: the schema a
+/// deployment had before this feature (including migrations newer than it).
+async fn migrate_all_but_sessions(db: &TestDb) {
+    use diesel::migration::MigrationSource as _;
+    use diesel_migrations::MigrationHarness;
+    fn run<DB: diesel::backend::Backend, H: MigrationHarness<DB>>(
+        harness: &mut H,
+        source: diesel_migrations::EmbeddedMigrations,
+    ) -> Vec<String>
+    where
+        diesel_migrations::EmbeddedMigrations: diesel::migration::MigrationSource<DB>,
+    {
+        // Creates the migrations table, as `run_pending_migrations` would.
+        harness.applied_migrations().unwrap();
+        let mut applied = Vec::new();
+        for m in source.migrations().unwrap() {
+            let version = m.name().version().to_string();
+            if !SESSIONS_MIGRATIONS.contains(&version.as_str()) {
+                harness.run_migration(&*m).unwrap();
+                applied.push(version);
+            }
+        }
+        applied
+    }
+    let url = db.url().to_owned();
+    let applied = match db.backend() {
+        Backend::Mysql => tokio::task::spawn_blocking(move || {
+            let conn = futures::executor::block_on(
+                <diesel_async::AsyncMysqlConnection as diesel_async::AsyncConnection>::establish(
+                    &url,
+                ),
+            )
+            .unwrap();
+            let mut harness = diesel_async::AsyncMigrationHarness::new(conn);
+            run(&mut harness, mp_auth::store::MYSQL_MIGRATIONS)
+        })
+        .await
+        .unwrap(),
+        Backend::Sqlite => {
+            use diesel::Connection as _;
+            let mut conn =
+                diesel::SqliteConnection::establish(url.trim_start_matches("sqlite://")).unwrap();
+            run(&mut conn, mp_auth::store::SQLITE_MIGRATIONS)
+        }
+    };
+    assert!(
+        applied.len() >= 2,
+        "the schema before sessions: {applied:?}"
+    );
+}
+
+async fn migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions(
+    backend: Backend,
+) {
+    let db = TestDb::unmigrated(backend).await;
+    migrate_all_but_sessions(&db).await;
+    assert!(!db.store.migrations_current().await.unwrap());
+    // Data as the service wrote it before sessions: a user with a bound identity
+    // (and unionid), an identity that only holds a session key, a tombstone.
+    let now = 1_790_000_000_000i64;
+    let phone = Phone::new("86", &unique_phone()).unwrap();
+    db.execute(&format!(
+        "INSERT INTO users (phone, country_code, login_count, created_at, updated_at, last_login_at) \
+         VALUES ('{}', '86', 3, {now}, {now}, {now})",
+        phone.e164()
+    ))
+    .await;
+    let user = db.store.user_id_by_phone(&phone).await.unwrap().unwrap();
+    db.execute(&format!(
+        "INSERT INTO wechat_identities (app_id, openid, user_id, unionid, session_key, \
+         session_key_expires_at, created_at, updated_at) VALUES \
+         ('wxbeforesessions', 'o-before', {}, 'u-before', X'00', {}, {now}, {now}), \
+         ('wxbeforesessions', 'o-unbound', NULL, NULL, X'01', {}, {now}, {now})",
+        user.0,
+        now + 3_600_000,
+        now + 3_600_000
+    ))
+    .await;
+    db.execute(&format!(
+        "INSERT INTO deleted_users (id, deleted_at, reason) VALUES (999999, {now}, 'user_request')"
+    ))
+    .await;
+
+    assert_eq!(
+        db.store.migrate().await.unwrap(),
+        SESSIONS_MIGRATIONS.len(),
+        "only the sessions migrations were pending"
+    );
+    assert!(db.store.migrations_current().await.unwrap());
+
+    // Everything is still there and works with sessions.
+    let app = AppId::parse("wxbeforesessions").unwrap();
+    let openid = OpenId::parse("o-before").unwrap();
+    assert_eq!(db.store.user_count().await.unwrap(), 1);
+    let identity = db.store.identity(&app, &openid).await.unwrap().unwrap();
+    assert_eq!(identity.user_id, Some(user.0));
+    assert_eq!(identity.unionid.as_deref(), Some("u-before"));
+    assert!(db.store.tombstone(UserId(999_999)).await.unwrap().is_some());
+    let s = new_session(now + 1);
+    let silent = db
+        .store
+        .silent_login(&SilentLogin {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 3_600_000,
+            session: &s,
+            now_ms: now + 1,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        silent,
+        SilentOutcome::Known(user),
+        "an identity bound before sessions logs in silently"
+    );
+    let again = db
+        .store
+        .record_login(&LoginRecord {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            phone: &phone,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 3_600_000,
+            session: Some(&new_session(now + 2)),
+            now_ms: now + 2,
+        })
+        .await
+        .unwrap();
+    assert_eq!(again.user_id, user);
+    assert!(!again.is_new_user);
+    assert_eq!(
+        db.store.user_sessions(user, now + 3).await.unwrap().len(),
+        2
+    );
+}
+
+mod migration_mysql {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions() {
+        super::migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions(
+            mp_auth::store::Backend::Mysql,
+        )
+        .await
+    }
+}
+
+mod migration_sqlite {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions() {
+        super::migrations_apply_to_a_database_holding_the_schema_and_data_from_before_sessions(
+            mp_auth::store::Backend::Sqlite,
+        )
+        .await
+    }
+}
+
+/// A deadlock (on Galera: a certification conflict) rolls the rotation back; it
+/// is run again and rotates exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_rotation_is_retried_and_rotates_once() {
+    let db = TestDb::mysql().await;
+    let (app, openid, phone) = ids();
+    let now = 1_790_000_000_000;
+    let s = new_session(now);
+    db.store
+        .record_login(&LoginRecord {
+            app_id: &app,
+            openid: &openid,
+            unionid: None,
+            phone: &phone,
+            sealed_session_key: b"k",
+            session_key_expires_at_ms: now + 1000,
+            session: Some(&s),
+            now_ms: now,
+        })
+        .await
+        .unwrap();
+    // A per-connection counter survives the rollback: the first two attempts deadlock.
+    db.execute(
+        "CREATE TRIGGER flaky_rotation BEFORE UPDATE ON sessions FOR EACH ROW BEGIN \
+         SET @mp_attempts = COALESCE(@mp_attempts, 0) + 1; \
+         IF @mp_attempts < 3 THEN SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, \
+         MESSAGE_TEXT = 'Deadlock found when trying to get lock; try restarting transaction'; \
+         END IF; END",
+    )
+    .await;
+    let store = db
+        .connect_with(&mp_auth::config::DatabaseSettings {
+            pool_size: 1,
+            max_tx_attempts: 5,
+            ..crate::db::test_settings()
+        })
+        .await;
+    assert_eq!(
+        store
+            .rotate_session(&s.id, 1, now + 1, now + 3_600_000, WINDOW)
+            .await
+            .unwrap(),
+        Rotation::Rotated { generation: 2 }
+    );
+    assert_eq!(store.session(&s.id).await.unwrap().unwrap().generation, 2);
+}
+
+fn silent_record<'a>(
+    app: &'a AppId,
+    openid: &'a OpenId,
+    session: &'a NewSession,
+    now: i64,
+) -> SilentLogin<'a> {
+    SilentLogin {
+        app_id: app,
+        openid,
+        unionid: None,
+        sealed_session_key: b"k",
+        session_key_expires_at_ms: now + 3_600_000,
+        session,
+        now_ms: now,
+    }
+}
+
+/// Account deletion racing silent logins of the same identity, many rounds:
+/// every silent login answers (no error), and afterwards the deleted user has
+/// no identity and no live session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deletion_racing_silent_logins_leaves_no_live_session_and_no_identity() {
+    let db = TestDb::mysql().await;
+    let store = Arc::new(db.store.clone());
+    for round in 0..20 {
+        let (app, openid, phone) = ids();
+        let now = mp_auth::sessions::now_ms();
+        let out = store
+            .record_login(&LoginRecord {
+                app_id: &app,
+                openid: &openid,
+                unionid: None,
+                phone: &phone,
+                sealed_session_key: b"k",
+                session_key_expires_at_ms: now + 3_600_000,
+                session: Some(&new_session(now)),
+                now_ms: now,
+            })
+            .await
+            .unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (store, app, openid) = (store.clone(), app.clone(), openid.clone());
+            tasks.push(tokio::spawn(async move {
+                let s = new_session(now);
+                store
+                    .silent_login(&silent_record(&app, &openid, &s, now))
+                    .await
+            }));
+        }
+        let deleted = store.delete_user(out.user_id, "race", now).await.unwrap();
+        assert!(
+            matches!(deleted, mp_auth::store::Deletion::Deleted { .. }),
+            "round {round}"
+        );
+        for t in tasks {
+            let outcome = t
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+            assert!(
+                matches!(outcome, SilentOutcome::Known(u) if u == out.user_id)
+                    || outcome == SilentOutcome::Unknown,
+                "round {round}: {outcome:?}"
+            );
+        }
+        assert!(
+            store
+                .user_sessions(out.user_id, now)
+                .await
+                .unwrap()
+                .is_empty(),
+            "round {round}: a deleted user with a live session"
+        );
+        assert_eq!(
+            store.identity_count(out.user_id).await.unwrap(),
+            0,
+            "round {round}"
+        );
+        if let Some(row) = store.identity(&app, &openid).await.unwrap() {
+            assert_eq!(
+                row.user_id, None,
+                "round {round}: an identity bound to a deleted user"
+            );
+        }
+    }
+}
+
+/// A phone login that moves an openid to another user (the phone changed)
+/// racing silent logins of that openid: the move always stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_silent_login_racing_a_phone_login_that_moves_the_identity_never_undoes_the_move() {
+    let db = TestDb::mysql().await;
+    let store = Arc::new(db.store.clone());
+    for round in 0..20 {
+        let (app, openid, phone) = ids();
+        let now = mp_auth::sessions::now_ms();
+        let login = |phone: Phone, now: i64| {
+            let (store, app, openid) = (store.clone(), app.clone(), openid.clone());
+            async move {
+                store
+                    .record_login(&LoginRecord {
+                        app_id: &app,
+                        openid: &openid,
+                        unionid: None,
+                        phone: &phone,
+                        sealed_session_key: b"k",
+                        session_key_expires_at_ms: now + 3_600_000,
+                        session: Some(&new_session(now)),
+                        now_ms: now,
+                    })
+                    .await
+            }
+        };
+        let old = login(phone, now).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..3 {
+            let (store, app, openid) = (store.clone(), app.clone(), openid.clone());
+            tasks.push(tokio::spawn(async move {
+                let s = new_session(now);
+                store
+                    .silent_login(&silent_record(&app, &openid, &s, now))
+                    .await
+            }));
+        }
+        let new_phone = Phone::new("86", &unique_phone()).unwrap();
+        let moved = tokio::spawn(login(new_phone, now + 1))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(moved.user_id, old.user_id);
+        for t in tasks {
+            t.await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        }
+        let row = store.identity(&app, &openid).await.unwrap().unwrap();
+        assert_eq!(
+            row.user_id,
+            Some(moved.user_id.0),
+            "round {round}: the move was undone"
+        );
     }
 }

@@ -8,12 +8,8 @@ use crate::{
     helpers::{TEST_TOKEN_SECRET, TEST_VAULT_KEY, init_test_log, unique_app_id, unique_user},
 };
 use mp_auth::{
-    domain::AppId,
     grpc::HEALTH_AUTH,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
-    simulator::{
-        Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
-    },
 };
 use secrecy::SecretString;
 use std::{
@@ -22,6 +18,9 @@ use std::{
     time::{Duration, Instant},
 };
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus};
+use wechat_sim::{
+    Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
+};
 
 /// `mp-auth serve` in a child process, with its simulator and database.
 struct ChildServer {
@@ -45,7 +44,7 @@ impl ChildServer {
             listener,
             SimulatorConfig {
                 apps: vec![SimApp {
-                    app_id: AppId::parse(&app_id).unwrap(),
+                    app_id: app_id.clone(),
                     app_secret: SecretString::from(secret.clone()),
                     open_platform: None,
                 }],
@@ -191,22 +190,15 @@ filter = "info"
         let mut tasks = Vec::new();
         for _ in 0..n {
             let user = unique_user();
-            let code = self
+            let pressed = self
                 .sim_client
-                .login(&self.app_id, &user, None)
+                .press(&self.app_id, &user, None)
                 .await
-                .unwrap()
-                .code;
-            let phone_code = self
-                .sim_client
-                .phone(&self.app_id, &user)
-                .await
-                .unwrap()
-                .code;
+                .unwrap();
             let request = proto::MiniProgramLoginRequest {
                 app_id: self.app_id.clone(),
-                code,
-                phone: Some(Phone::PhoneCode(phone_code)),
+                code: pressed.login.code,
+                phone: Some(Phone::PhoneCode(pressed.phone.code)),
             };
             let mut client = AuthClient::connect(format!("http://{}", self.addr))
                 .await
@@ -231,7 +223,7 @@ filter = "info"
 
     async fn jscode2session_calls(&self) -> u64 {
         let stats = self.sim_client.stats().await.unwrap();
-        stats.calls.get("jscode2session").copied().unwrap_or(0)
+        stats.calls_to("jscode2session")
     }
 }
 

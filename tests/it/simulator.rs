@@ -2,14 +2,14 @@
 
 use mp_auth::{
     domain::{AppId, SessionKey},
-    simulator::{
-        Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
-    },
     wechat::crypto::decrypt_phone,
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant, SystemTime};
+use wechat_sim::{
+    Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
+};
 
 const APP_A: &str = "wx_app_a";
 const APP_B: &str = "wx_app_b";
@@ -17,7 +17,7 @@ const APP_C: &str = "wx_app_c";
 
 fn app(id: &str, open_platform: Option<&str>) -> SimApp {
     SimApp {
-        app_id: AppId::parse(id).unwrap(),
+        app_id: id.to_owned(),
         app_secret: SecretString::from(secret(id)),
         open_platform: open_platform.map(str::to_owned),
     }

@@ -5,13 +5,13 @@
 use mp_auth::{
     config::{AppCredentials, WechatSettings},
     domain::{AppId, LoginCode, OpenId, PhoneCode},
-    simulator::{
-        Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
-    },
     wechat::{WechatClient, WechatError},
 };
 use secrecy::SecretString;
 use std::time::Duration;
+use wechat_sim::{
+    Fault, FaultEndpoint, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig,
+};
 
 const APP: &str = "wxclientintegr01";
 const SECRET: &str = "integration-app-secret";
@@ -30,7 +30,7 @@ async fn start(timeout_ms: u64) -> TestWechat {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let config = SimulatorConfig {
         apps: vec![SimApp {
-            app_id: app.clone(),
+            app_id: APP.to_owned(),
             app_secret: SecretString::from(SECRET),
             open_platform: Some("open-platform-1".into()),
         }],
@@ -86,17 +86,16 @@ impl TestWechat {
     }
 
     async fn phone_code(&self, user: &str) -> (PhoneCode, OpenId) {
-        let login = self.control.login(APP, user, None).await.unwrap();
-        let phone = self.control.phone(APP, user).await.unwrap();
+        let pressed = self.control.press(APP, user, None).await.unwrap();
         (
-            PhoneCode::parse(&phone.code).unwrap(),
-            OpenId::parse(&login.openid).unwrap(),
+            PhoneCode::parse(&pressed.phone.code).unwrap(),
+            OpenId::parse(&pressed.login.openid).unwrap(),
         )
     }
 
     async fn calls(&self, endpoint: &str) -> u64 {
         let stats = self.control.stats().await.unwrap();
-        stats.calls.get(endpoint).copied().unwrap_or(0)
+        stats.calls_to(endpoint)
     }
 
     async fn tokens_minted(&self) -> u64 {
@@ -221,18 +220,17 @@ async fn a_latency_beyond_the_client_timeout_is_a_timeout() {
 #[tokio::test]
 async fn phone_number_returns_the_users_phone() {
     let t = start(2_000).await;
-    let login = t
+    let pressed = t
         .control
-        .login(APP, "frank", Some("13800138000"))
+        .press(APP, "frank", Some("13800138000"))
         .await
         .unwrap();
-    let phone = t.control.phone(APP, "frank").await.unwrap();
     let got = t
         .client
         .phone_number(
             &t.app,
-            &PhoneCode::parse(&phone.code).unwrap(),
-            &OpenId::parse(&login.openid).unwrap(),
+            &PhoneCode::parse(&pressed.phone.code).unwrap(),
+            &OpenId::parse(&pressed.login.openid).unwrap(),
         )
         .await
         .unwrap();

@@ -219,13 +219,69 @@ function closedPort() {
   })
 }
 
+// A stand-in for your own API: `GET /me` answers 200 {sub, sid} for a valid
+// access token and 401 otherwise. It verifies the ES256 signature against the
+// gateway's /.well-known/jwks.json, and `exp`, as a real backend would (no call
+// to mp-auth per request). Resolves {url, calls, close()}.
+async function startApi(gatewayUrl) {
+  const http = require('node:http')
+  const crypto = require('node:crypto')
+  const jwks = await (await fetch(gatewayUrl + '/.well-known/jwks.json')).json()
+  const keys = new Map(jwks.keys.map((k) => [k.kid, crypto.createPublicKey({ key: k, format: 'jwk' })]))
+  const calls = []
+  function verify(token) {
+    const parts = String(token).split('.')
+    if (parts.length !== 3) return null
+    let header
+    let claims
+    try {
+      header = JSON.parse(Buffer.from(parts[0], 'base64url').toString('utf8'))
+      claims = JSON.parse(Buffer.from(parts[1], 'base64url').toString('utf8'))
+    } catch {
+      return null
+    }
+    const key = keys.get(header.kid)
+    if (!key || header.alg !== 'ES256') return null
+    const ok = crypto.verify(
+      'sha256',
+      Buffer.from(parts[0] + '.' + parts[1]),
+      { key, dsaEncoding: 'ieee-p1363' },
+      Buffer.from(parts[2], 'base64url')
+    )
+    if (!ok || !(claims.exp * 1000 > Date.now())) return null
+    return claims
+  }
+  const server = http.createServer((req, res) => {
+    const auth = String(req.headers.authorization || '')
+    const claims = auth.startsWith('Bearer ') ? verify(auth.slice(7)) : null
+    calls.push({ url: req.url, status: claims ? 200 : 401 })
+    res.setHeader('content-type', 'application/json')
+    if (req.url !== '/me') {
+      res.statusCode = 404
+      res.end('{}')
+    } else if (!claims) {
+      res.statusCode = 401
+      res.end(JSON.stringify({ reason: 'TOKEN_INVALID' }))
+    } else {
+      res.end(JSON.stringify({ sub: claims.sub, sid: claims.sid }))
+    }
+  })
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve))
+  return {
+    url: `http://127.0.0.1:${server.address().port}`,
+    calls,
+    close: () => new Promise((resolve) => server.close(resolve))
+  }
+}
+
 module.exports = {
   PROJECT_ROOT,
   loadMiniProgram,
   requireEnv,
   simClient,
   jwtPayload,
-  closedPort
+  closedPort,
+  startApi
 }
 
 if (require.main === module) {

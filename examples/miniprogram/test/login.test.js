@@ -1,7 +1,10 @@
 // End-to-end test of the sample's login page: the page's own JS (app.js,
 // pages/login/login.js, utils/auth.js, config.js) runs in a node:vm context
 // with a `wx` shim whose wx.login mints codes at the WeChat simulator and
-// whose wx.request talks HTTP to a running mp-auth gateway.
+// whose wx.request talks HTTP to a running mp-auth gateway. Covered: the
+// silent login on launch (and PHONE_REQUIRED showing the phone button), the
+// phone-button flows and their errors, both tokens stored, a 401 from the API
+// refreshed once and retried, a session that ended, and logout.
 //
 //   MP_AUTH_GATEWAY_URL=http://127.0.0.1:8080 MP_AUTH_SIM_URL=http://127.0.0.1:9400 \
 //   MP_AUTH_APP_ID=wx_demo_app node --test examples/miniprogram/test/
@@ -13,7 +16,7 @@
 
 const { describe, it, afterEach } = require('node:test')
 const assert = require('node:assert/strict')
-const { loadMiniProgram, requireEnv, simClient, jwtPayload, closedPort } = require('./harness')
+const { loadMiniProgram, requireEnv, simClient, jwtPayload, closedPort, startApi } = require('./harness')
 const { createWx } = require('./wx-shim')
 
 const ROUTE = 'pages/login/login'
@@ -50,21 +53,36 @@ function suite() {
     return `mp-page-${process.pid}-${Date.now().toString(36)}-${counter}`
   }
 
-  // Launches the mini program for a fresh simulated user. `open: false`
-  // leaves the page mounted but not loaded.
-  async function start({ gatewayUrl = env.gatewayUrl, user = newUser(), open = true } = {}) {
+  // Launches the mini program for a simulated user (a fresh one by default).
+  // `open: false` leaves the page mounted but not loaded. For a new user the
+  // launch's silent login answers PHONE_REQUIRED and the page shows the phone
+  // button with a fresh code: that silent attempt (its wx.login, request and
+  // events) is moved to `launch`, so the log starts where the button appears.
+  async function start({ gatewayUrl = env.gatewayUrl, user = newUser(), open = true, apiUrl, storage } = {}) {
     const shim = createWx({ simUrl: env.simUrl, appId: env.appId, user })
-    const mp = loadMiniProgram(shim.wx, { config: { gatewayBaseUrl: gatewayUrl } })
+    if (storage) shim.wx.setStorageSync(TOKEN_KEY, storage)
+    const config = { gatewayBaseUrl: gatewayUrl }
+    if (apiUrl) config.apiBaseUrl = apiUrl
+    const mp = loadMiniProgram(shim.wx, { config })
     mp.launch()
     const page = open ? await mp.open(ROUTE) : mp.mount(ROUTE)
     await shim.idle()
+    const launch = { logins: [], requests: [] }
+    const first = shim.log.requests[0]
+    if (open && page.data.needPhone && first && first.response && first.response.data.reason === 'PHONE_REQUIRED') {
+      launch.logins.push(shim.log.logins.shift())
+      launch.requests.push(shim.log.requests.shift())
+      const events = shim.log.events
+      const answered = events.findIndex((e) => e.type === 'response')
+      events.splice(0, answered + 1)
+    }
     // Taps the phone button with this event detail; resolves when all settled.
     async function tap(detail) {
       shim.mark('tap')
       await page.onGetPhoneNumber({ type: 'getphonenumber', detail, target: {}, currentTarget: {} })
       await shim.idle()
     }
-    return { user, shim, mp, page, tap }
+    return { user, shim, mp, page, tap, launch }
   }
 
   // What the phone button gives after the user allows it.
@@ -285,21 +303,25 @@ function suite() {
     assert.equal(page.data.user.user_id, shim.log.requests[1].response.data.user_id)
   })
 
-  it('explains a network failure and does not retry when the gateway cannot be reached', SLOW, async () => {
+  it('explains a network failure on launch and offers a retry, not the phone button', SLOW, async () => {
     const port = await closedPort()
-    const { user, shim, page, tap } = await start({ gatewayUrl: `http://127.0.0.1:${port}` })
+    const { shim, page } = await start({ gatewayUrl: `http://127.0.0.1:${port}` })
 
-    await tap(await allowed(user))
-
-    assert.equal(shim.log.requests.length, 1)
+    assert.equal(shim.log.requests.length, 1, 'the silent login, once')
     assert.match(shim.log.requests[0].error, /^request:fail/)
     assert.match(lastModal(shim).content, /网络连接失败/)
     assert.equal(lastModal(shim).title, '网络异常')
-    assert.equal(page.data.busy, false)
+    assert.equal(page.data.needPhone, false, 'only PHONE_REQUIRED shows the phone button')
+    assert.equal(page.data.canRetry, true)
     assert.equal(page.data.user, null)
     assert.equal(shim.wx.getStorageSync(TOKEN_KEY), '')
-    assert.equal(shim.loadingVisible, false)
-    assertOneRequestThenFreshCode(shim)
+
+    // The retry button runs one more silent login (a new code), and fails the same way.
+    await page.onRetry()
+    await shim.idle()
+    assert.equal(shim.log.requests.length, 2)
+    assert.equal(shim.log.logins.length, 2, 'a fresh wx.login for the retry')
+    assert.equal(page.data.canRetry, true)
   })
 
   it('keeps its code while the session lives and logs in again when wx.checkSession fails', SLOW, async () => {
@@ -317,19 +339,161 @@ function suite() {
     assert.equal(page.data.codeReady, true)
   })
 
-  it('uses the load-time wx.login when tapped before it finished, and ignores a second tap while busy', SLOW, async () => {
-    const { user, shim, page } = await start({ open: false })
+  it('uses the wx.login in flight when tapped before it finished, and ignores a second tap while busy', SLOW, async () => {
+    const { user, shim, page } = await start()
     const detail = await allowed(user)
-    const loading = page.onLoad({})
+    // The prepared code expired: a new wx.login is running when the user taps.
+    page.loginCode = null
+    const preparing = page.prepareLoginCode()
     shim.mark('tap')
     const first = page.onGetPhoneNumber({ type: 'getphonenumber', detail })
     const second = page.onGetPhoneNumber({ type: 'getphonenumber', detail })
-    await Promise.all([loading, first, second])
+    await Promise.all([preparing, first, second])
     await shim.idle()
 
     assert.equal(shim.log.requests.length, 1)
-    assert.equal(shim.log.requests[0].body.code, shim.log.logins[0].code)
+    assert.equal(shim.log.requests[0].body.code, shim.log.logins[1].code, 'the code of the wx.login in flight')
     assert.equal(shim.log.requests[0].response.statusCode, 200)
-    assert.equal(shim.log.logins.length, 2, 'the load-time login, then the fresh one after the request')
+    assert.equal(shim.log.logins.length, 3, 'the prepared one, the one in flight, the fresh one after the request')
+  })
+
+  // --- sessions: silent login, both tokens, refresh on 401, logout ---------------
+
+  // Registers a user through the phone button; resolves the stored session.
+  async function register(user) {
+    const first = await start({ user })
+    assert.equal(first.launch.requests.length, 1, 'a silent login first')
+    assert.deepEqual(first.launch.requests[0].body, { code: first.launch.logins[0].code, appId: env.appId })
+    assert.equal(first.launch.requests[0].response.statusCode, 428)
+    assert.equal(first.page.data.needPhone, true, 'PHONE_REQUIRED shows the phone button')
+    await first.tap(await allowed(user))
+    return first.shim.wx.getStorageSync(TOKEN_KEY)
+  }
+
+  it('logs a registered user in silently on launch: no phone button, both tokens stored', SLOW, async () => {
+    const user = newUser()
+    const registered = await register(user)
+    assert.ok(registered.refresh_token, 'the refresh token is stored')
+    assert.ok(registered.refresh_expires_at > Date.now() + 24 * 3600 * 1000)
+
+    // Next launch, on a device with no stored session (say a reinstall).
+    const { shim, page } = await start({ user })
+
+    assert.equal(shim.log.requests.length, 1)
+    const req = shim.log.requests[0]
+    assert.deepEqual(req.body, { code: shim.log.logins[0].code, appId: env.appId }, 'the code alone')
+    assert.equal(req.response.statusCode, 200, JSON.stringify(req.response.data))
+    assert.equal(req.response.data.user_id, registered.user_id)
+    assert.equal(req.response.data.is_new_user, false)
+    assert.equal(page.data.user.user_id, registered.user_id)
+    assert.equal(page.data.needPhone, false)
+    const stored = shim.wx.getStorageSync(TOKEN_KEY)
+    assert.equal(stored.access_token, req.response.data.access_token)
+    assert.equal(stored.refresh_token, req.response.data.refresh_token)
+    assert.equal(shim.log.logins.length, 1, 'no code is prepared: there is no button to tap')
+  })
+
+  it('uses a stored session on launch without logging in', SLOW, async () => {
+    const user = newUser()
+    const registered = await register(user)
+    const { shim, page } = await start({ user, storage: registered })
+    assert.equal(shim.log.logins.length, 0)
+    assert.equal(shim.log.requests.length, 0)
+    assert.equal(page.data.user.user_id, registered.user_id)
+  })
+
+  it('refreshes once when the API answers 401 and retries the call with the new token', SLOW, async () => {
+    const api = await startApi(env.gatewayUrl)
+    try {
+      const user = newUser()
+      const registered = await register(user)
+      // The stored access token no longer works (expired, say); the refresh token does.
+      const stale = Object.assign({}, registered, { access_token: registered.access_token.slice(0, -4) + 'AAAA' })
+      const { shim, page } = await start({ user, storage: stale, apiUrl: api.url })
+
+      const out = await page.onCallApi()
+      await shim.idle()
+
+      assert.deepEqual(api.calls.map((c) => c.status), [401, 200], 'one 401, then the retried call')
+      const urls = shim.log.requests.map((r) => r.url)
+      assert.deepEqual(urls, [`${api.url}/me`, `${env.gatewayUrl}/auth/refresh`, `${api.url}/me`])
+      assert.deepEqual(shim.log.requests[1].body, { refreshToken: registered.refresh_token, appId: env.appId })
+      assert.equal(out.refreshed, true)
+      assert.equal(page.data.api.statusCode, 200)
+      assert.equal(page.data.api.data.sub, registered.user_id)
+      const stored = shim.wx.getStorageSync(TOKEN_KEY)
+      assert.notEqual(stored.refresh_token, registered.refresh_token, 'the new refresh token is stored')
+      assert.notEqual(stored.access_token, stale.access_token)
+      assert.equal(stored.openid, registered.openid)
+
+      // A second 401-free call sends the new token and does not refresh.
+      await page.onCallApi()
+      await shim.idle()
+      assert.equal(shim.log.requests.filter((r) => r.url.endsWith('/auth/refresh')).length, 1)
+    } finally {
+      await api.close()
+    }
+  })
+
+  it('forgets a session that ended (refresh answers 401) and logs in silently again', SLOW, async () => {
+    const api = await startApi(env.gatewayUrl)
+    try {
+      const user = newUser()
+      const registered = await register(user)
+      const broken = Object.assign({}, registered, {
+        access_token: 'not-a-token',
+        refresh_token: registered.refresh_token.slice(0, -4) + 'AAAA'
+      })
+      const { shim, page } = await start({ user, storage: broken, apiUrl: api.url })
+
+      const out = await page.onCallApi()
+      await shim.idle()
+
+      assert.equal(out.relogin, true)
+      const refresh = shim.log.requests.find((r) => r.url.endsWith('/auth/refresh'))
+      assert.equal(refresh.response.statusCode, 401)
+      assert.equal(refresh.response.data.reason, 'REFRESH_TOKEN_INVALID')
+      const login = shim.log.requests[shim.log.requests.length - 1]
+      assert.ok(login.url.endsWith('/auth/mp_login'))
+      assert.deepEqual(Object.keys(login.body).sort(), ['appId', 'code'], 'a silent login')
+      assert.equal(login.response.statusCode, 200)
+      assert.equal(page.data.user.user_id, registered.user_id)
+      assert.equal(shim.wx.getStorageSync(TOKEN_KEY).refresh_token, login.response.data.refresh_token)
+    } finally {
+      await api.close()
+    }
+  })
+
+  it('logs out at the gateway: the session is revoked and both tokens are forgotten', SLOW, async () => {
+    const user = newUser()
+    const registered = await register(user)
+    const { shim, page } = await start({ user, storage: registered })
+
+    await page.onLogout()
+    await shim.idle()
+
+    const req = shim.log.requests[0]
+    assert.equal(req.url, `${env.gatewayUrl}/auth/logout`)
+    assert.deepEqual(req.body, { refreshToken: registered.refresh_token, appId: env.appId })
+    assert.equal(req.response.statusCode, 200, JSON.stringify(req.response.data))
+    assert.equal(req.response.data.sessions_revoked, 1)
+    assert.equal(shim.wx.getStorageSync(TOKEN_KEY), '')
+    assert.equal(page.data.user, null)
+    assert.equal(page.data.loggedOut, true)
+    assert.equal(page.data.needPhone, false, 'a registered user logs in again without the phone button')
+
+    // The old refresh token is dead at the gateway.
+    const res = await fetch(`${env.gatewayUrl}/auth/refresh`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ refreshToken: registered.refresh_token })
+    })
+    assert.equal(res.status, 401)
+    assert.equal((await res.json()).reason, 'SESSION_REVOKED')
+
+    // "Log in" runs a silent login.
+    await page.onRetry()
+    await shim.idle()
+    assert.equal(page.data.user.user_id, registered.user_id)
   })
 }

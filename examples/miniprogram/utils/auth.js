@@ -1,6 +1,8 @@
 // Login plumbing for the login page: wx.login / wx.checkSession / wx.request as
-// promises, the phone-button result check, the request body, the table of
-// gateway errors (what to tell the user, what to do next) and token storage.
+// promises, the phone-button result check, the request bodies, the table of
+// gateway errors (what to tell the user, what to do next), storage of both
+// tokens, the refresh (once, shared by concurrent callers), API calls that
+// refresh once on a 401 and retry, and logout at the gateway.
 // No page state lives here; pages/login/login.js decides when to call what.
 
 const TOKEN_STORAGE_KEY = 'mp_auth_token'
@@ -13,6 +15,8 @@ const DEFAULT_RETRY_AFTER_SECS = 60
 
 // What the user should do after a failed attempt.
 const NEXT = {
+  PHONE: 'phone', // a silent login found no registered user: show the phone button
+  RELOGIN: 'relogin', // the session ended (logged out, expired, revoked): log in again
   TAP_AGAIN: 'tap_again', // a fresh wx.login code is fetched; tap the button again
   WAIT: 'wait', // rate limited: the button stays locked for Retry-After seconds
   LATER: 'later', // the service or WeChat is down: try again later
@@ -22,6 +26,8 @@ const NEXT = {
 }
 
 const TITLES = {
+  phone: '请使用手机号登录',
+  relogin: '登录已失效',
   tap_again: '请再试一次',
   wait: '请稍后再试',
   later: '服务暂不可用',
@@ -53,7 +59,26 @@ const BAD_REQUEST = {
 
 // Every `reason` the gateway returns (JSON `{reason, message, action, field?, request_id}`).
 // `{secs}` is replaced by the Retry-After delay.
+const SESSION_ENDED = {
+  next: NEXT.RELOGIN,
+  zh: '登录已失效，请重新登录。',
+  en: 'Your session has ended. Please log in again.'
+}
+
 const REASONS = {
+  // 428: a silent login ({code} alone) of a WeChat user who is not registered yet.
+  PHONE_REQUIRED: {
+    next: NEXT.PHONE,
+    zh: '首次登录请点击“一键登录”授权手机号。',
+    en: 'First time here: tap "一键登录" to share your phone number.'
+  },
+  // 401 from /auth/refresh or /auth/logout: the session is gone; log in again.
+  REFRESH_TOKEN_INVALID: SESSION_ENDED,
+  REFRESH_TOKEN_WRONG_APP: SESSION_ENDED,
+  REFRESH_TOKEN_REUSED: SESSION_ENDED,
+  SESSION_REVOKED: SESSION_ENDED,
+  SESSION_EXPIRED: SESSION_ENDED,
+  TOKEN_INVALID: SESSION_ENDED,
   LOGIN_CODE_INVALID: TAP_AGAIN_LOGIN, // 401: the wx.login code is unknown or expired
   LOGIN_CODE_USED: TAP_AGAIN_LOGIN, // 401: the wx.login code was already exchanged
   PHONE_CODE_INVALID: {
@@ -109,6 +134,7 @@ const REASONS = {
 
 // When the gateway (or a proxy in front of it) answers without a known reason.
 function fallbackForStatus(statusCode) {
+  if (statusCode === 428) return REASONS.PHONE_REQUIRED
   if (statusCode === 401) return TAP_AGAIN_LOGIN
   if (statusCode === 409) return SESSION_CHANGED
   if (statusCode === 403) return REASONS.USER_BLOCKED
@@ -287,23 +313,28 @@ function networkFailure(err) {
   }
 }
 
-// Stores a successful login response; returns the stored record.
-function saveToken(data) {
+// Stores the tokens of a login or refresh answer; returns the stored record.
+// `previous` keeps the fields a refresh answer does not repeat (openid).
+function saveToken(data, previous) {
+  const now = Date.now()
   const record = {
     access_token: data.access_token,
-    expires_at: Date.now() + Number(data.expires_in) * 1000,
+    expires_at: now + Number(data.expires_in) * 1000,
+    refresh_token: data.refresh_token,
+    refresh_expires_at: now + Number(data.refresh_expires_in) * 1000,
     user_id: data.user_id,
-    openid: data.openid
+    openid: data.openid || (previous && previous.openid)
   }
   wx.setStorageSync(TOKEN_STORAGE_KEY, record)
   return record
 }
 
-// The stored token if it has not expired, else null (and it is removed).
+// The stored session while its refresh token may still work (the access token
+// may have expired: callApi refreshes it), else null (and it is removed).
 function loadToken() {
   const record = wx.getStorageSync(TOKEN_STORAGE_KEY)
-  if (!record || !record.access_token) return null
-  if (!(record.expires_at > Date.now())) {
+  if (!record || !record.access_token || !record.refresh_token) return null
+  if (!(record.refresh_expires_at > Date.now())) {
     wx.removeStorageSync(TOKEN_STORAGE_KEY)
     return null
   }
@@ -318,6 +349,103 @@ function clearToken() {
 function authorizationHeader() {
   const record = loadToken()
   return record ? { Authorization: 'Bearer ' + record.access_token } : {}
+}
+
+function gatewayUrl(base, path) {
+  return String(base).replace(/\/+$/, '') + path
+}
+
+// The JSON body of a silent login: the wx.login code alone.
+function silentLoginBody(code, appId) {
+  const body = { code }
+  if (appId) body.appId = appId
+  return body
+}
+
+// One refresh at a time: concurrent callers (several API calls that all got a
+// 401) share it, so the refresh token is presented once.
+let refreshing = null
+
+// Exchanges the stored refresh token for a new pair at POST /auth/refresh.
+// Resolves {ok: true, record}, or {ok: false, relogin, failure}: `relogin` when
+// the session is over (the tokens are then removed), otherwise the tokens are
+// kept (a network error or a 503: the same refresh token may be sent again
+// shortly, the gateway answers the same new pair).
+function refresh({ gatewayBaseUrl, appId, timeoutMs }) {
+  if (refreshing) return refreshing
+  const record = loadToken()
+  if (!record) return Promise.resolve({ ok: false, relogin: true, failure: null })
+  const data = { refreshToken: record.refresh_token }
+  if (appId) data.appId = appId
+  refreshing = request({
+    url: gatewayUrl(gatewayBaseUrl, '/auth/refresh'),
+    method: 'POST',
+    header: { 'content-type': 'application/json' },
+    data,
+    dataType: 'json',
+    timeout: timeoutMs
+  })
+    .then(
+      (res) => {
+        if (res.statusCode === 200 && res.data && res.data.refresh_token) {
+          return { ok: true, record: saveToken(res.data, record) }
+        }
+        const failure = describeFailure(res)
+        const relogin = res.statusCode === 401
+        if (relogin) clearToken()
+        return { ok: false, relogin, failure }
+      },
+      (err) => ({ ok: false, relogin: false, failure: networkFailure(err) })
+    )
+    .finally(() => {
+      refreshing = null
+    })
+  return refreshing
+}
+
+// Calls your own API with the access token. On a 401 it refreshes once and
+// retries the call once with the new token. Resolves {res} (any HTTP status),
+// or {relogin: true, failure} when the session is over, or {failure} when the
+// refresh could not be done now (network, 503).
+function callApi(options, gateway) {
+  const record = loadToken()
+  if (!record) return Promise.resolve({ relogin: true, failure: null })
+  const send = (token) =>
+    request(
+      Object.assign({}, options, {
+        header: Object.assign({}, options.header, { Authorization: 'Bearer ' + token })
+      })
+    )
+  return send(record.access_token).then((res) => {
+    if (res.statusCode !== 401) return { res }
+    return refresh(gateway).then((r) => {
+      if (!r.ok) return { relogin: r.relogin, failure: r.failure }
+      return send(r.record.access_token).then((again) => ({ res: again, refreshed: true }))
+    })
+  })
+}
+
+// Logs the session out at POST /auth/logout (with the refresh token) and
+// forgets both tokens, whatever the gateway answers (the local logout must not
+// depend on the network). `all`: every session of the user. Resolves with the
+// gateway's answer, or null when nothing was stored or it was unreachable.
+function logout({ gatewayBaseUrl, appId, timeoutMs }, all = false) {
+  const record = loadToken()
+  clearToken()
+  if (!record) return Promise.resolve(null)
+  const data = { refreshToken: record.refresh_token }
+  if (appId) data.appId = appId
+  return request({
+    url: gatewayUrl(gatewayBaseUrl, all ? '/auth/logout?all=true' : '/auth/logout'),
+    method: 'POST',
+    header: { 'content-type': 'application/json' },
+    data,
+    dataType: 'json',
+    timeout: timeoutMs
+  }).then(
+    (res) => res,
+    () => null
+  )
 }
 
 module.exports = {
@@ -337,5 +465,9 @@ module.exports = {
   saveToken,
   loadToken,
   clearToken,
-  authorizationHeader
+  authorizationHeader,
+  silentLoginBody,
+  refresh,
+  callApi,
+  logout
 }

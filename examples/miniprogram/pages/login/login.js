@@ -1,13 +1,19 @@
-// One-tap login (小程序一键登录) against the mp-auth gateway.
+// Silent login (静默登录) and one-tap login (小程序一键登录) against the mp-auth gateway.
 //
-// The order matters:
-// 1. wx.login runs when the page loads (and again when wx.checkSession says the
-//    session expired, or after each attempt): the code is ready BEFORE the tap.
-// 2. The phone button's callback only sends that code with the phone proof.
-//    It never calls wx.login: a new login can rotate the session_key that
+// 1. On launch, a stored session is used as it is. Otherwise the page tries a
+//    silent login: wx.login and the code alone. A registered user is logged in
+//    without any button. Only `PHONE_REQUIRED` shows the "一键登录" button.
+// 2. For the button, a fresh wx.login runs BEFORE the tap (and again when
+//    wx.checkSession says the session expired, or after each attempt). The
+//    phone button's callback only sends that code with the phone proof. It
+//    never calls wx.login: a new login can rotate the session_key that
 //    encrypted the legacy `encryptedData`, and the server could not decrypt it.
 // 3. A code is single-use: after every attempt a fresh one is fetched in the
 //    background, and a failed login is never retried automatically.
+// 4. Both tokens are stored. API calls send the access token; on a 401 the page
+//    refreshes once and retries the call once. A session that ended (refresh
+//    answered 401) is forgotten and the page logs in silently again.
+// 5. Logout revokes the session at the gateway, then forgets both tokens.
 //
 // Event handlers return promises so tests can wait for them; WeChat ignores them.
 
@@ -18,6 +24,16 @@ Page({
   data: {
     // The logged-in user: {user_id, openid, expires_at}, or null.
     user: null,
+    // True while the launch-time silent login runs.
+    checking: false,
+    // True when the silent login answered PHONE_REQUIRED: the button is shown.
+    needPhone: false,
+    // True when the silent login failed otherwise (network, service down): a retry button.
+    canRetry: false,
+    // True after a logout: a "log in" button (a silent login) is shown.
+    loggedOut: false,
+    // The last answer of our own API (the "call API" button), or null.
+    api: null,
     // True while the login request runs (the button shows a spinner).
     busy: false,
     // True once a wx.login code is ready for the next tap.
@@ -34,11 +50,73 @@ Page({
     if (saved) {
       getApp().globalData.auth = saved
       this.setData({ user: this.userView(saved) })
+      return Promise.resolve()
     }
-    return this.prepareLoginCode()
+    return this.silentLogin()
+  },
+
+  // wx.login and the code alone. A registered user is logged in; PHONE_REQUIRED
+  // shows the phone button (with a fresh code prepared for the tap); any other
+  // failure is explained and offers a retry. The code is spent either way.
+  silentLogin() {
+    if (this.data.checking) return this.silentPromise
+    this.setData({ checking: true, needPhone: false, canRetry: false, loggedOut: false })
+    this.silentPromise = auth
+      .wxLogin()
+      .then(
+        (code) =>
+          auth
+            .request({
+              url: this.gateway('/auth/mp_login'),
+              method: 'POST',
+              header: { 'content-type': 'application/json' },
+              data: auth.silentLoginBody(code, this.appId()),
+              dataType: 'json',
+              timeout: config.requestTimeoutMs
+            })
+            .then(
+              (res) => {
+                const body = res.data
+                if (res.statusCode === 200 && body && typeof body === 'object' && body.access_token) {
+                  this.onLoggedIn(body)
+                  return null
+                }
+                const failure = auth.describeFailure(res)
+                if (failure.next === auth.NEXT.PHONE) {
+                  this.setData({ needPhone: true })
+                  return this.prepareLoginCode()
+                }
+                this.setData({ canRetry: true })
+                this.onLoginFailed(failure)
+                return null
+              },
+              (err) => {
+                this.setData({ canRetry: true })
+                this.onLoginFailed(auth.networkFailure(err))
+                return null
+              }
+            ),
+        (err) => {
+          console.warn('wx.login failed', err && err.message)
+          this.setData({ canRetry: true })
+          return null
+        }
+      )
+      .then(() => {
+        this.setData({ checking: false })
+        this.silentPromise = null
+      })
+    return this.silentPromise
+  },
+
+  // The retry button after a failed silent login, and the login button after a logout.
+  onRetry() {
+    return this.silentLogin()
   },
 
   onShow() {
+    // Only the phone button needs a fresh code; a silent login fetches its own.
+    if (!this.data.needPhone) return Promise.resolve()
     // First show: onLoad's wx.login is still running.
     if (this.codePromise) return this.codePromise
     if (!this.loginCode || Date.now() - this.loginCode.obtainedAt > auth.LOGIN_CODE_MAX_AGE_MS) {
@@ -112,7 +190,7 @@ Page({
     wx.showLoading({ title: '登录中', mask: true })
     return auth
       .request({
-        url: config.gatewayBaseUrl.replace(/\/+$/, '') + '/auth/mp_login',
+        url: this.gateway('/auth/mp_login'),
         method: 'POST',
         header: { 'content-type': 'application/json' },
         data: auth.loginBody(code, detail, this.appId()),
@@ -142,6 +220,9 @@ Page({
     getApp().globalData.auth = record
     this.setData({
       user: this.userView(record),
+      needPhone: false,
+      canRetry: false,
+      loggedOut: false,
       notice: {
         kind: 'success',
         zh: body.is_new_user ? '注册并登录成功' : '登录成功',
@@ -183,10 +264,59 @@ Page({
     }
   },
 
+  // Calls our own API (GET {apiBaseUrl}/me) with the access token; a 401 there
+  // refreshes once and retries once (utils/auth.js callApi).
+  onCallApi() {
+    return auth
+      .callApi(
+        {
+          url: String(config.apiBaseUrl).replace(/\/+$/, '') + '/me',
+          method: 'GET',
+          dataType: 'json',
+          timeout: config.requestTimeoutMs
+        },
+        this.gatewayOptions()
+      )
+      .then((out) => {
+        if (out.res) {
+          const record = auth.loadToken()
+          if (record) getApp().globalData.auth = record
+          this.setData({
+            api: { statusCode: out.res.statusCode, data: out.res.data, refreshed: !!out.refreshed },
+            user: record ? this.userView(record) : this.data.user
+          })
+          return out
+        }
+        if (out.relogin) {
+          // The session is over: forget it and log in again (silently if registered).
+          getApp().globalData.auth = null
+          this.setData({ user: null, api: null })
+          return this.silentLogin().then(() => out)
+        }
+        if (out.failure) this.onLoginFailed(out.failure)
+        return out
+      })
+  },
+
+  // Revokes the session at the gateway, then forgets both tokens.
   onLogout() {
-    auth.clearToken()
-    getApp().globalData.auth = null
-    this.setData({ user: null, notice: null })
+    return auth.logout(this.gatewayOptions()).then((res) => {
+      getApp().globalData.auth = null
+      this.setData({ user: null, notice: null, api: null, loggedOut: true, needPhone: false })
+      return res
+    })
+  },
+
+  gateway(path) {
+    return config.gatewayBaseUrl.replace(/\/+$/, '') + path
+  },
+
+  gatewayOptions() {
+    return {
+      gatewayBaseUrl: config.gatewayBaseUrl,
+      appId: this.appId(),
+      timeoutMs: config.requestTimeoutMs
+    }
   },
 
   // The AppID sent as `appId`; see config.js.

@@ -1,0 +1,1 @@
+DROP INDEX sessions_idle_expires_at_idx;
