@@ -18,7 +18,11 @@ const REDACTED_MESSAGES: [&str; 9] = [
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/mpauth/v1/auth.proto", "proto/mpauth/v1/users.proto"];
+    let protos = [
+        "proto/mpauth/v1/auth.proto",
+        "proto/mpauth/v1/users.proto",
+        "proto/mpauth/v1/errors.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(protos, ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);

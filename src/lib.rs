@@ -22,10 +22,13 @@
 //! Tooling lives in other workspace members: the WeChat simulator in
 //! `crates/wechat-sim`, the load generator in `crates/mp-auth-bench`.
 
+pub mod api;
 pub mod callers;
 pub mod cli;
 pub mod config;
 pub mod domain;
+#[cfg(test)]
+mod edges_agree;
 pub mod gateway;
 pub mod grpc;
 pub mod login;

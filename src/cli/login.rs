@@ -239,7 +239,7 @@ async fn auth_client(
 
 /// The JSON printed for a failed gRPC call.
 fn status_json(status: &tonic::Status) -> Value {
-    let reason = crate::grpc::error::reason_of(status).unwrap_or_default();
+    let reason = crate::api::reason_of(status).unwrap_or_default();
     serde_json::json!({"grpc_code": format!("{:?}", status.code()), "reason": reason, "message": status.message()})
 }
 

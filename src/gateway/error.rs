@@ -3,7 +3,7 @@
 //! gateway as the same JSON shape ([`ErrorBody`]); the edge middleware fills in
 //! the request id, so handlers and extractors never need it.
 
-use crate::grpc::error::ERROR_DOMAIN;
+use crate::api::ERROR_DOMAIN;
 use axum::{
     Json,
     http::{HeaderValue, StatusCode, header},
@@ -20,285 +20,173 @@ const DEFAULT_RATE_LIMIT_RETRY_SECS: u64 = 60;
 /// Bounds of the `Retry-After` of a 503 (jittered so clients do not retry in step).
 const UNAVAILABLE_RETRY_SECS: std::ops::RangeInclusive<u64> = 1..=5;
 
-/// The stable, machine-readable reason of an error. Mini-programs switch on
-/// this, never on `message`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Reason {
-    /// 400: a field is missing, has the wrong type, or is malformed (`field` names it).
-    InvalidArgument,
-    /// 400: the body is not a JSON object.
-    MalformedJson,
-    /// 400: `appId` is required because the service serves several mini-programs.
-    AppIdRequired,
-    /// 400: the encrypted phone data was produced for another mini-program.
-    WatermarkMismatch,
-    /// 400: the service does not serve this `appId`.
-    UnknownApp,
-    /// 401: the `wx.login` code is invalid or expired.
-    LoginCodeInvalid,
-    /// 401: the `wx.login` code was already used.
-    LoginCodeUsed,
-    /// 401: the phone code is invalid, expired or already used.
-    PhoneCodeInvalid,
-    /// 403: WeChat blocked this login as high-risk.
-    UserBlocked,
-    /// 404: no such route.
-    NotFound,
-    /// 405: the route exists but not with this method (see `Allow`).
-    MethodNotAllowed,
-    /// 408: the request body was not received in time.
-    RequestTimeout,
-    /// 409: the encrypted data was made with another session_key than this code's.
-    SessionKeyStale,
-    /// 409: the encrypted data is too old.
-    EncryptedDataExpired,
-    /// 413: the body is larger than `max_body_bytes`.
-    PayloadTooLarge,
-    /// 415: the body is not sent as `application/json`.
-    UnsupportedMediaType,
-    /// 429: this client sent too many requests (gateway per-IP limit, or a backend limit).
-    RateLimited,
-    /// 429: WeChat's rate limit for this mini-program was reached.
-    WechatRateLimited,
-    /// 500: anything unexpected; details are in the logs under the request id.
-    Internal,
-    /// 503: WeChat is unavailable.
-    WechatUnavailable,
-    /// 503: the user database is unavailable.
-    DatabaseUnavailable,
-    /// 503: the login service cannot be reached.
-    BackendUnavailable,
-    /// 503 (`/readyz` only): the gateway cannot serve logins right now.
-    NotReady,
-    /// 504: the login took longer than the gateway's deadline.
-    Timeout,
-    /// 428: a silent login of a WeChat user who is not registered: show the phone button.
-    PhoneRequired,
-    /// 401: the refresh token is malformed, tampered with or unknown: log in again.
-    RefreshTokenInvalid,
-    /// 401: the refresh token belongs to another mini-program.
-    RefreshTokenWrongApp,
-    /// 401: the refresh token was already used: the session is revoked, log in again.
-    RefreshTokenReused,
-    /// 401: the session was logged out or revoked: log in again.
-    SessionRevoked,
-    /// 401: the session expired (idle or absolute lifetime): log in again.
-    SessionExpired,
-    /// 401: the access token is invalid or expired (refresh, or log in again).
-    TokenInvalid,
-    /// 401: the access token has expired: refresh the session, then retry.
-    TokenExpired,
-    /// 401: the access token's session was logged out or revoked: log in again.
-    TokenRevoked,
+/// The stable, machine-readable reason of an error: the contract's one enum
+/// (`proto/mpauth/v1/errors.proto`). Mini-programs switch on it, never on `message`.
+pub use crate::api::ErrorReason as Reason;
+
+/// The gateway's side of one reason of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRow {
+    /// The gateway sends this reason with this HTTP status and tells the
+    /// mini-program what to do about it.
+    Sends {
+        /// The HTTP status.
+        status: StatusCode,
+        /// What the mini-program should do.
+        action: &'static str,
+    },
+    /// A reason of the service the gateway does not pass on as such: it
+    /// answers with this one instead (mini-programs cannot act on it).
+    SentAs(Reason),
 }
 
+/// The HTTP side of the reasons, owned by this table.
 impl Reason {
-    /// Every reason, in the order of docs/http-api.md's table.
-    pub const ALL: [Reason; 33] = [
-        Reason::InvalidArgument,
-        Reason::MalformedJson,
-        Reason::AppIdRequired,
-        Reason::WatermarkMismatch,
-        Reason::UnknownApp,
-        Reason::LoginCodeInvalid,
-        Reason::LoginCodeUsed,
-        Reason::PhoneCodeInvalid,
-        Reason::UserBlocked,
-        Reason::NotFound,
-        Reason::MethodNotAllowed,
-        Reason::RequestTimeout,
-        Reason::SessionKeyStale,
-        Reason::EncryptedDataExpired,
-        Reason::PayloadTooLarge,
-        Reason::UnsupportedMediaType,
-        Reason::RateLimited,
-        Reason::WechatRateLimited,
-        Reason::Internal,
-        Reason::WechatUnavailable,
-        Reason::DatabaseUnavailable,
-        Reason::BackendUnavailable,
-        Reason::NotReady,
-        Reason::Timeout,
-        Reason::PhoneRequired,
-        Reason::RefreshTokenInvalid,
-        Reason::RefreshTokenWrongApp,
-        Reason::RefreshTokenReused,
-        Reason::SessionRevoked,
-        Reason::SessionExpired,
-        Reason::TokenInvalid,
-        Reason::TokenExpired,
-        Reason::TokenRevoked,
-    ];
-
-    /// The wire string, e.g. `LOGIN_CODE_USED`.
-    pub fn as_str(self) -> &'static str {
-        self.row().2
-    }
-
-    /// The HTTP status of this reason.
+    /// The HTTP status this reason is answered with (that of the reason it is
+    /// sent as, for a translated one).
     pub fn http_status(self) -> StatusCode {
-        self.row().0
+        match self.sent_as().http_row() {
+            HttpRow::Sends { status, .. } => status,
+            HttpRow::SentAs(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 
     /// What the mini-program should do about it.
     pub fn action(self) -> &'static str {
-        self.row().1
+        match self.sent_as().http_row() {
+            HttpRow::Sends { action, .. } => action,
+            HttpRow::SentAs(_) => "",
+        }
     }
 
-    /// The HTTP side of the table: status, action, wire name. Exhaustive.
-    fn row(self) -> (StatusCode, &'static str, &'static str) {
+    /// The reason the gateway answers with when the service sends this one.
+    pub fn sent_as(self) -> Reason {
+        match self.http_row() {
+            HttpRow::Sends { .. } => self,
+            HttpRow::SentAs(other) => other,
+        }
+    }
+
+    /// THE HTTP table: one row per reason of the contract. Exhaustive: a new
+    /// reason in the proto does not compile until it has its row here (and
+    /// a unit test checks docs/http-api.md lists it).
+    pub fn http_row(self) -> HttpRow {
         use Reason as R;
         const RELOGIN: &str = "call wx.login again and retry once with the new code";
         const LOGIN_AGAIN: &str = "drop the stored tokens and log in again (silent login first)";
         const RETRY_LATER: &str = "wait Retry-After seconds, call wx.login again, then retry once";
         const FRESH_PHONE_DATA: &str = "call wx.login BEFORE showing the phone button, \
              then retry with the fresh code, encryptedData and iv";
-        match self {
+        let (status, action) = match self {
             R::InvalidArgument => (
                 StatusCode::BAD_REQUEST,
                 "fix the field named in `field` (a bug in the mini-program, not something the user can fix)",
-                "INVALID_ARGUMENT",
             ),
             R::MalformedJson => (
                 StatusCode::BAD_REQUEST,
                 "send a JSON object: {\"code\",\"phoneCode\"} or {\"code\",\"encryptedData\",\"iv\"}",
-                "MALFORMED_JSON",
             ),
             R::AppIdRequired => (
                 StatusCode::BAD_REQUEST,
                 "send `appId`: this service serves several mini-programs",
-                "APP_ID_REQUIRED",
             ),
             R::WatermarkMismatch => (
                 StatusCode::BAD_REQUEST,
                 "send the `appId` of the mini-program that showed the phone button",
-                "WATERMARK_MISMATCH",
             ),
             R::UnknownApp => (
                 StatusCode::BAD_REQUEST,
                 "check `appId`: this service does not serve that mini-program",
-                "UNKNOWN_APP",
             ),
-            R::LoginCodeInvalid => (StatusCode::UNAUTHORIZED, RELOGIN, "LOGIN_CODE_INVALID"),
-            R::LoginCodeUsed => (StatusCode::UNAUTHORIZED, RELOGIN, "LOGIN_CODE_USED"),
+            R::LoginCodeInvalid => (StatusCode::UNAUTHORIZED, RELOGIN),
+            R::LoginCodeUsed => (StatusCode::UNAUTHORIZED, RELOGIN),
             R::PhoneCodeInvalid => (
                 StatusCode::UNAUTHORIZED,
                 "ask the user to tap the phone button again, then retry with the new phoneCode \
                  and a new wx.login code",
-                "PHONE_CODE_INVALID",
             ),
             R::UserBlocked => (
                 StatusCode::FORBIDDEN,
                 "do not retry: tell the user WeChat refused this login",
-                "USER_BLOCKED",
             ),
             R::NotFound => (
                 StatusCode::NOT_FOUND,
                 "check the URL: the login endpoint is POST /auth/mp_login",
-                "NOT_FOUND",
             ),
             R::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 "use a method listed in the Allow header",
-                "METHOD_NOT_ALLOWED",
             ),
             R::RequestTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 "send the request body without pausing; retry once",
-                "REQUEST_TIMEOUT",
             ),
-            R::SessionKeyStale => (StatusCode::CONFLICT, FRESH_PHONE_DATA, "SESSION_KEY_STALE"),
-            R::EncryptedDataExpired => (
-                StatusCode::CONFLICT,
-                FRESH_PHONE_DATA,
-                "ENCRYPTED_DATA_EXPIRED",
-            ),
+            R::SessionKeyStale => (StatusCode::CONFLICT, FRESH_PHONE_DATA),
+            R::EncryptedDataExpired => (StatusCode::CONFLICT, FRESH_PHONE_DATA),
             R::PayloadTooLarge => (
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "send only code and phoneCode (or code, encryptedData and iv)",
-                "PAYLOAD_TOO_LARGE",
             ),
             R::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "send the body as JSON with Content-Type: application/json",
-                "UNSUPPORTED_MEDIA_TYPE",
             ),
             R::RateLimited => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "wait Retry-After seconds, then retry",
-                "RATE_LIMITED",
             ),
-            R::WechatRateLimited => (
-                StatusCode::TOO_MANY_REQUESTS,
-                RETRY_LATER,
-                "WECHAT_RATE_LIMITED",
-            ),
+            R::WechatRateLimited => (StatusCode::TOO_MANY_REQUESTS, RETRY_LATER),
             R::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "retry once later with a new wx.login code; report the request_id if it persists",
-                "INTERNAL",
             ),
-            R::WechatUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                RETRY_LATER,
-                "WECHAT_UNAVAILABLE",
-            ),
-            R::DatabaseUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                RETRY_LATER,
-                "DATABASE_UNAVAILABLE",
-            ),
-            R::BackendUnavailable => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                RETRY_LATER,
-                "BACKEND_UNAVAILABLE",
-            ),
+            R::WechatUnavailable => (StatusCode::SERVICE_UNAVAILABLE, RETRY_LATER),
+            R::DatabaseUnavailable => (StatusCode::SERVICE_UNAVAILABLE, RETRY_LATER),
+            R::BackendUnavailable => (StatusCode::SERVICE_UNAVAILABLE, RETRY_LATER),
             R::NotReady => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "send traffic to another replica until this one is ready",
-                "NOT_READY",
             ),
             R::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 "call wx.login again and retry once (the code may have been used)",
-                "TIMEOUT",
             ),
             R::PhoneRequired => (
                 StatusCode::PRECONDITION_REQUIRED,
                 "show the 一键登录 phone button, then log in with its phoneCode (or encryptedData \
                  and iv) and a new wx.login code",
-                "PHONE_REQUIRED",
             ),
-            R::RefreshTokenInvalid => (
-                StatusCode::UNAUTHORIZED,
-                LOGIN_AGAIN,
-                "REFRESH_TOKEN_INVALID",
-            ),
+            R::RefreshTokenInvalid => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN),
             R::RefreshTokenWrongApp => (
                 StatusCode::UNAUTHORIZED,
                 "send the refresh token with the appId of the mini-program that logged in",
-                "REFRESH_TOKEN_WRONG_APP",
             ),
-            R::RefreshTokenReused => (
-                StatusCode::UNAUTHORIZED,
-                LOGIN_AGAIN,
-                "REFRESH_TOKEN_REUSED",
-            ),
-            R::SessionRevoked => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "SESSION_REVOKED"),
-            R::SessionExpired => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "SESSION_EXPIRED"),
+            R::RefreshTokenReused => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN),
+            R::SessionRevoked => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN),
+            R::SessionExpired => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN),
             R::TokenInvalid => (
                 StatusCode::UNAUTHORIZED,
                 "refresh the session once (POST /auth/refresh); if that fails, log in again",
-                "TOKEN_INVALID",
             ),
             R::TokenExpired => (
                 StatusCode::UNAUTHORIZED,
                 "refresh the session once (POST /auth/refresh), then retry with the new access token",
-                "TOKEN_EXPIRED",
             ),
-            R::TokenRevoked => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN, "TOKEN_REVOKED"),
-        }
+            R::TokenRevoked => (StatusCode::UNAUTHORIZED, LOGIN_AGAIN),
+            // Reasons of the service a mini-program cannot act on.
+            R::Unspecified
+            | R::WechatAppMisconfigured
+            | R::CallerUnauthenticated
+            | R::PermissionDenied
+            | R::UserNotFound
+            | R::UserDeleted
+            | R::SessionNotFound => return HttpRow::SentAs(R::Internal),
+            R::TokenNotYetValid | R::KeyUnknown => return HttpRow::SentAs(R::TokenInvalid),
+            R::RevocationUnavailable | R::CallerRateLimited => {
+                return HttpRow::SentAs(R::BackendUnavailable);
+            }
+        };
+        HttpRow::Sends { status, action }
     }
 
     /// A client-safe default message, used when the backend's is not passed on.
@@ -315,10 +203,36 @@ impl Reason {
     }
 }
 
+/// The OpenAPI schema `Reason`: a string, one of the reasons the gateway sends.
+impl utoipa::PartialSchema for Reason {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "The stable, machine-readable reason of an error. Mini-programs switch on \
+                 this, never on `message`.",
+            ))
+            .enum_values(Some(
+                Reason::all()
+                    .filter(|r| matches!(r.http_row(), HttpRow::Sends { .. }))
+                    .map(Reason::as_str),
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Reason {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "Reason".into()
+    }
+}
+
 /// The JSON body of every error response.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// The stable reason to switch on.
+    #[serde(serialize_with = "Reason::serialize")]
     pub reason: Reason,
     /// A human-readable explanation (may change; never switch on it).
     #[schema(example = "the wx.login code was already used: call wx.login again and retry once")]
@@ -434,7 +348,7 @@ impl ApiError {
         }
     }
 
-    fn retry_after_secs(&self) -> Option<u64> {
+    pub(crate) fn retry_after_secs(&self) -> Option<u64> {
         match self {
             Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
             Self::Backend {
@@ -472,56 +386,40 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// THE table: a backend status (code + `ErrorInfo.reason` of domain
-/// `mpauth.v1`) to the HTTP error sent to the mini-program. Exhaustive over
-/// codes; a reason this table does not know falls back to its code's row, and
-/// codes with no row of their own are `INTERNAL`. Documented in docs/http-api.md.
+/// A backend status (code + `ErrorInfo.reason` of domain `mpauth.v1`) to the
+/// HTTP error sent to the mini-program: a reason of the contract sent with its
+/// own gRPC code goes through [`Reason::http_row`]; any other status falls back
+/// to its code's row, and codes with no row of their own are `INTERNAL`.
+/// Documented in docs/http-api.md.
 pub fn from_status(status: &Status) -> ApiError {
     use Code as C;
     use Reason as R;
     let info = status
         .get_details_error_info()
         .filter(|info| info.domain == ERROR_DOMAIN);
-    let backend_reason = info.as_ref().map(|info| info.reason.as_str());
-    let reason = match (status.code(), backend_reason) {
-        (C::InvalidArgument, Some("APP_ID_REQUIRED")) => R::AppIdRequired,
-        (C::InvalidArgument, Some("WATERMARK_MISMATCH")) => R::WatermarkMismatch,
-        (C::InvalidArgument, _) => R::InvalidArgument,
-        (C::NotFound, Some("UNKNOWN_APP")) => R::UnknownApp,
+    // A reason of the contract sent with its own code: the table decides.
+    let known = info
+        .as_ref()
+        .and_then(|info| Reason::from_str_name(&info.reason))
+        .filter(|reason| reason.grpc_code() == Some(status.code()));
+    let reason = match known {
         // The backend refused the gateway's own credential: an operator's problem,
         // never the mini-program's (the wx.login code was not even looked at).
-        (C::Unauthenticated, Some("CALLER_UNAUTHENTICATED")) => {
+        Some(R::CallerUnauthenticated) => {
             tracing::error!(
                 "the backend refused the gateway's API key: check gateway.api_key_file and the server's callers"
             );
             R::Internal
         }
-        (C::ResourceExhausted, Some("CALLER_RATE_LIMITED")) => R::BackendUnavailable,
-        (C::Unauthenticated, Some("LOGIN_CODE_USED")) => R::LoginCodeUsed,
-        (C::Unauthenticated, Some("REFRESH_TOKEN_INVALID")) => R::RefreshTokenInvalid,
-        (C::Unauthenticated, Some("REFRESH_TOKEN_WRONG_APP")) => R::RefreshTokenWrongApp,
-        (C::Unauthenticated, Some("REFRESH_TOKEN_REUSED")) => R::RefreshTokenReused,
-        (C::Unauthenticated, Some("SESSION_REVOKED")) => R::SessionRevoked,
-        (C::Unauthenticated, Some("SESSION_EXPIRED")) => R::SessionExpired,
-        (C::Unauthenticated, Some("TOKEN_INVALID" | "KEY_UNKNOWN" | "TOKEN_NOT_YET_VALID")) => {
-            R::TokenInvalid
-        }
-        (C::Unauthenticated, Some("TOKEN_EXPIRED")) => R::TokenExpired,
-        (C::Unauthenticated, Some("TOKEN_REVOKED")) => R::TokenRevoked,
-        (C::FailedPrecondition, Some("PHONE_REQUIRED")) => R::PhoneRequired,
-        (C::Unauthenticated, Some("PHONE_CODE_INVALID")) => R::PhoneCodeInvalid,
-        (C::Unauthenticated, _) => R::LoginCodeInvalid,
-        (C::PermissionDenied, Some("USER_BLOCKED")) => R::UserBlocked,
-        (C::FailedPrecondition, Some("SESSION_KEY_STALE")) => R::SessionKeyStale,
-        (C::FailedPrecondition, Some("ENCRYPTED_DATA_EXPIRED")) => R::EncryptedDataExpired,
-        (C::ResourceExhausted, Some("WECHAT_RATE_LIMITED")) => R::WechatRateLimited,
-        (C::ResourceExhausted, _) => R::RateLimited,
-        (C::Unavailable, Some("WECHAT_UNAVAILABLE")) => R::WechatUnavailable,
-        (C::Unavailable, Some("DATABASE_UNAVAILABLE")) => R::DatabaseUnavailable,
-        // Includes the channel's own "cannot connect" status, which has no ErrorInfo.
-        (C::Unavailable, _) => R::BackendUnavailable,
-        (C::DeadlineExceeded, _) => R::Timeout,
-        (
+        Some(reason) => reason.sent_as(),
+        // A reason this table does not know falls back to its code's row.
+        None => match status.code() {
+            C::InvalidArgument => R::InvalidArgument,
+            C::Unauthenticated => R::LoginCodeInvalid,
+            C::ResourceExhausted => R::RateLimited,
+            // Includes the channel's own "cannot connect" status, which has no ErrorInfo.
+            C::Unavailable => R::BackendUnavailable,
+            C::DeadlineExceeded => R::Timeout,
             C::Ok
             | C::Cancelled
             | C::Unknown
@@ -533,9 +431,8 @@ pub fn from_status(status: &Status) -> ApiError {
             | C::OutOfRange
             | C::Unimplemented
             | C::Internal
-            | C::DataLoss,
-            _,
-        ) => R::Internal,
+            | C::DataLoss => R::Internal,
+        },
     };
     let retry_delay = status
         .get_details_retry_info()
@@ -610,73 +507,112 @@ fn json_field_names_in(message: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{domain::FieldError, grpc::error::to_status, login::LoginError};
-    use std::collections::HashMap;
+    use std::collections::{BTreeMap, HashMap};
     use tonic_types::ErrorDetails;
 
-    fn mapped(err: &LoginError) -> ApiError {
-        from_status(&to_status(err))
-    }
-
-    #[track_caller]
-    fn assert_row(err: LoginError, http: u16, reason: &str) -> ApiError {
-        let api = mapped(&err);
-        assert_eq!(api.reason().as_str(), reason, "{err:?}");
-        assert_eq!(api.reason().http_status().as_u16(), http, "{err:?}");
-        assert!(!api.body().action.is_empty());
-        api
-    }
-
-    #[test]
-    fn every_login_error_maps_to_its_http_row() {
-        assert_row(LoginError::AppIdRequired, 400, "APP_ID_REQUIRED");
-        assert_row(LoginError::WatermarkMismatch, 400, "WATERMARK_MISMATCH");
-        assert_row(LoginError::UnknownApp, 400, "UNKNOWN_APP");
-        assert_row(LoginError::LoginCodeInvalid, 401, "LOGIN_CODE_INVALID");
-        assert_row(LoginError::LoginCodeUsed, 401, "LOGIN_CODE_USED");
-        assert_row(LoginError::PhoneCodeInvalid, 401, "PHONE_CODE_INVALID");
-        assert_row(LoginError::UserBlocked, 403, "USER_BLOCKED");
-        assert_row(LoginError::SessionKeyStale, 409, "SESSION_KEY_STALE");
-        assert_row(
-            LoginError::EncryptedDataExpired,
-            409,
-            "ENCRYPTED_DATA_EXPIRED",
-        );
-        assert_row(LoginError::RateLimited, 429, "WECHAT_RATE_LIMITED");
-        assert_row(LoginError::WechatUnavailable, 503, "WECHAT_UNAVAILABLE");
-        assert_row(LoginError::DatabaseUnavailable, 503, "DATABASE_UNAVAILABLE");
-        assert_row(LoginError::WechatMisconfigured, 500, "INTERNAL");
-        assert_row(
-            LoginError::Internal(anyhow::anyhow!("boom")),
-            500,
-            "INTERNAL",
-        );
+    /// A status as the service sends `reason`: its contract code and an ErrorInfo.
+    fn service_status(reason: Reason) -> Option<Status> {
+        let code = reason.grpc_code()?;
+        let mut details = ErrorDetails::new();
+        details.set_error_info(reason.as_str(), ERROR_DOMAIN, HashMap::new());
+        Some(Status::with_error_details(
+            code,
+            "from the service",
+            details,
+        ))
     }
 
     #[test]
-    fn invalid_field_rows_name_the_json_field() {
-        for (proto, json) in [
-            ("encrypted_data", "encryptedData"),
-            ("phone_code", "phoneCode"),
-            ("app_id", "appId"),
-            ("code", "code"),
-            ("iv", "iv"),
-        ] {
-            let api = assert_row(
-                LoginError::InvalidField(FieldError::new(proto, "is required")),
-                400,
-                "INVALID_ARGUMENT",
-            );
-            let body = api.body();
-            assert_eq!(body.field.as_deref(), Some(json));
-            assert!(
-                body.message.contains(&format!("`{json}`")),
-                "{}",
-                body.message
+    fn every_error_reason_has_a_row_in_the_http_table() {
+        let mut sent = 0;
+        for reason in Reason::all() {
+            match reason.http_row() {
+                HttpRow::Sends { status, action } => {
+                    sent += 1;
+                    assert!(
+                        status.is_client_error() || status.is_server_error(),
+                        "{reason:?}: {status}"
+                    );
+                    assert!(!action.is_empty(), "{reason:?} has no action");
+                }
+                HttpRow::SentAs(other) => assert!(
+                    matches!(other.http_row(), HttpRow::Sends { .. }),
+                    "{reason:?} is sent as {other:?}, which the gateway does not send"
+                ),
+            }
+            // What the service sends with this reason is answered by its row.
+            if let Some(status) = service_status(reason) {
+                let api = from_status(&status);
+                assert_eq!(api.reason(), reason.sent_as(), "{reason:?}");
+                assert_eq!(api.reason().http_status(), reason.http_status());
+            }
+        }
+        assert_eq!(sent, 33, "the gateway sends 33 reasons");
+    }
+
+    #[test]
+    fn wire_names_match_the_serde_names() {
+        for reason in Reason::all() {
+            let body = ApiError::Backend {
+                reason,
+                message: String::new(),
+                field: None,
+                retry_after_secs: None,
+            }
+            .body();
+            assert_eq!(
+                serde_json::to_value(&body).unwrap()["reason"],
+                serde_json::Value::String(reason.as_str().to_owned())
             );
         }
-        let api = assert_row(LoginError::AppIdRequired, 400, "APP_ID_REQUIRED");
-        assert_eq!(api.body().field.as_deref(), Some("appId"));
+    }
+
+    /// The rows of a markdown table whose header line is `header`: its cells.
+    fn table<'a>(doc: &'a str, header: &str) -> Vec<Vec<&'a str>> {
+        doc.lines()
+            .skip_while(|l| !l.starts_with(header))
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.trim_matches('|').split(" | ").map(str::trim).collect())
+            .collect()
+    }
+
+    fn unquote(cell: &str) -> &str {
+        cell.trim_matches('`')
+    }
+
+    #[test]
+    fn the_http_api_doc_lists_exactly_the_error_reasons_with_their_status() {
+        let doc = include_str!("../../docs/http-api.md");
+        let mut documented: BTreeMap<&str, u16> = BTreeMap::new();
+        for row in table(doc, "| HTTP | reason | sent when | action |") {
+            let reason = Reason::from_str_name(unquote(row[1]))
+                .unwrap_or_else(|| panic!("docs/http-api.md: {} is not an ErrorReason", row[1]));
+            assert!(
+                matches!(reason.http_row(), HttpRow::Sends { .. }),
+                "{reason:?} is not sent by the gateway"
+            );
+            assert_eq!(row[3], reason.action(), "the action of {reason:?}");
+            assert!(
+                documented
+                    .insert(reason.as_str(), row[0].parse().unwrap())
+                    .is_none()
+            );
+        }
+        for row in table(doc, "| service reason | sent as | HTTP |") {
+            let reason = Reason::from_str_name(unquote(row[0]))
+                .unwrap_or_else(|| panic!("docs/http-api.md: {} is not an ErrorReason", row[0]));
+            assert_eq!(unquote(row[1]), reason.sent_as().as_str(), "{reason:?}");
+            assert!(
+                documented
+                    .insert(reason.as_str(), row[2].parse().unwrap())
+                    .is_none()
+            );
+        }
+        let expected: BTreeMap<&str, u16> = Reason::all()
+            .map(|r| (r.as_str(), r.http_status().as_u16()))
+            .collect();
+        assert_eq!(documented, expected);
     }
 
     #[test]
@@ -701,37 +637,6 @@ mod tests {
                 .action()
                 .contains("call wx.login BEFORE showing the phone button")
         );
-    }
-
-    #[test]
-    fn backend_rate_limit_uses_retry_info_or_sixty_seconds() {
-        let api = mapped(&LoginError::RateLimited);
-        assert_eq!(api.retry_after_secs(), Some(60));
-        let mut details = ErrorDetails::new();
-        details.set_retry_info(Some(Duration::from_millis(7_200)));
-        let api = from_status(&Status::with_error_details(
-            Code::ResourceExhausted,
-            "slow down",
-            details,
-        ));
-        assert_eq!(api.reason(), Reason::RateLimited);
-        assert_eq!(api.retry_after_secs(), Some(8));
-        let api = from_status(&Status::resource_exhausted("no details"));
-        assert_eq!(api.retry_after_secs(), Some(60));
-    }
-
-    #[test]
-    fn unavailable_retry_after_is_between_one_and_five_seconds() {
-        for _ in 0..50 {
-            let secs = mapped(&LoginError::WechatUnavailable)
-                .retry_after_secs()
-                .unwrap();
-            assert!((1..=5).contains(&secs), "{secs}");
-        }
-        let mut details = ErrorDetails::new();
-        details.set_retry_info(Some(Duration::from_secs(30)));
-        let api = from_status(&Status::with_error_details(Code::Unavailable, "x", details));
-        assert_eq!(api.retry_after_secs(), Some(5));
     }
 
     #[test]
@@ -784,47 +689,6 @@ mod tests {
             details,
         ));
         assert_eq!(api.reason(), Reason::LoginCodeInvalid);
-    }
-
-    #[test]
-    fn internal_backend_messages_never_reach_the_client() {
-        let api = mapped(&LoginError::Internal(anyhow::anyhow!(
-            "mysql://root:hunter2@db"
-        )));
-        assert!(!api.body().message.contains("hunter2"));
-        let api = ApiError::Unexpected(anyhow::anyhow!("hunter2"));
-        assert_eq!(api.body().message, "internal error");
-    }
-
-    #[test]
-    fn wire_names_match_the_serde_names() {
-        for reason in Reason::ALL {
-            assert_eq!(
-                serde_json::to_value(reason).unwrap(),
-                serde_json::Value::String(reason.as_str().to_owned())
-            );
-        }
-    }
-
-    #[test]
-    fn the_http_api_doc_lists_every_reason_with_its_status() {
-        let doc = include_str!("../../docs/http-api.md");
-        for reason in Reason::ALL {
-            let row = format!(
-                "| {} | `{}` |",
-                reason.http_status().as_u16(),
-                reason.as_str()
-            );
-            let line = doc
-                .lines()
-                .find(|l| l.starts_with(&row))
-                .unwrap_or_else(|| panic!("docs/http-api.md lacks a row starting {row:?}"));
-            assert!(
-                line.contains(reason.action()),
-                "{line} lacks {:?}",
-                reason.action()
-            );
-        }
     }
 
     #[test]

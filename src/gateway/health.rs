@@ -2,7 +2,7 @@
 //! `mpauth.v1.Auth` health is SERVING and the gateway is not draining).
 
 use super::{AppState, error::ApiError};
-use crate::grpc::HEALTH_AUTH;
+use crate::api::health::HEALTH_AUTH;
 use axum::{Json, extract::State};
 use serde::{Deserialize, Serialize};
 use std::{

@@ -137,7 +137,7 @@ impl tonic::service::Interceptor for BackendKey {
         if let Some(value) = &self.0 {
             request
                 .metadata_mut()
-                .insert("authorization", value.clone());
+                .insert(crate::api::metadata::AUTHORIZATION, value.clone());
         }
         Ok(request)
     }

@@ -5,7 +5,7 @@
 use axum::http::{HeaderMap, HeaderName};
 
 /// The request id header, on HTTP and (lower-case) as gRPC metadata.
-pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
+pub static HEADER: HeaderName = HeaderName::from_static(crate::api::metadata::REQUEST_ID);
 
 /// Longest incoming id that is kept.
 pub const MAX_LEN: usize = 64;

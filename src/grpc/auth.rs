@@ -3,9 +3,10 @@
 
 use super::{
     caller_auth::authorize,
-    error::{reason_of, row, session_status, to_status, verify_status},
+    error::{row, session_status, to_status, verify_status},
 };
 use crate::{
+    api::{metadata, reason_of},
     callers::{CallerRegistry, Permission},
     domain::{AppId, FieldError, LoginCode, PhoneCode},
     login::{LoginError, LoginRequest, LoginService, PhoneProof},
@@ -20,9 +21,6 @@ use tonic::{Request, Response, Status};
 
 /// Largest accepted `encrypted_data` (the phone payload is ~200 characters).
 const MAX_ENCRYPTED_DATA_LEN: usize = 4096;
-/// Metadata the gateway sets: the request id and the mini-program client's IP.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
-pub const CLIENT_IP_HEADER: &str = "x-client-ip";
 
 /// The gRPC service implementation.
 pub struct AuthService {
@@ -118,7 +116,7 @@ struct CallContext {
 
 impl CallContext {
     fn of<T>(request: &Request<T>) -> Self {
-        let client_ip = match metadata_str(request, CLIENT_IP_HEADER) {
+        let client_ip = match metadata_str(request, metadata::CLIENT_IP) {
             "" => request
                 .remote_addr()
                 .map(|a| a.ip().to_string())
@@ -126,7 +124,7 @@ impl CallContext {
             ip => ip.to_owned(),
         };
         Self {
-            request_id: metadata_str(request, REQUEST_ID_HEADER).to_owned(),
+            request_id: metadata_str(request, metadata::REQUEST_ID).to_owned(),
             client_ip,
             started: Instant::now(),
         }
@@ -191,7 +189,7 @@ async fn run_login(
         Err(err) => {
             let r = row(&err);
             let app_id = resolved_app.as_str();
-            metrics::counter!("mp_auth_logins_total", "outcome" => "error", "reason" => r.reason, "flow" => flow, "app_id" => resolved_app.clone()).increment(1);
+            metrics::counter!("mp_auth_logins_total", "outcome" => "error", "reason" => r.reason.as_str(), "flow" => flow, "app_id" => resolved_app.clone()).increment(1);
             if let LoginError::Internal(source) = &err {
                 tracing::error!(
                     request_id,
@@ -199,7 +197,7 @@ async fn run_login(
                     app_id,
                     flow,
                     outcome = "error",
-                    reason = r.reason,
+                    reason = r.reason.as_str(),
                     error = format!("{source:#}"),
                     latency_ms = elapsed.as_secs_f64() * 1e3,
                     "login"
@@ -211,7 +209,7 @@ async fn run_login(
                     app_id,
                     flow,
                     outcome = "error",
-                    reason = r.reason,
+                    reason = r.reason.as_str(),
                     latency_ms = elapsed.as_secs_f64() * 1e3,
                     "login"
                 );

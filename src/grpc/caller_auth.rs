@@ -15,7 +15,7 @@ pub fn authorize<T>(
 ) -> Result<Caller, Status> {
     let authorization = request
         .metadata()
-        .get("authorization")
+        .get(crate::api::metadata::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     let source = request.remote_addr().map(|a| a.ip());
     let caller = registry

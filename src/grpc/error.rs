@@ -3,6 +3,7 @@
 //! and a message safe for clients. Internal details are logged, never returned.
 
 use crate::{
+    api::ErrorReason,
     callers::CallerError,
     domain::FieldError,
     login::LoginError,
@@ -11,42 +12,56 @@ use crate::{
 };
 use std::{collections::HashMap, time::Duration};
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::{ErrorDetails, StatusExt as _};
 
-/// The `ErrorInfo.domain` of every error this service returns.
-pub const ERROR_DOMAIN: &str = "mpauth.v1";
+use crate::api::ERROR_DOMAIN;
 
 /// One row of the table.
 pub struct ErrorRow {
-    /// The gRPC status code.
+    /// The gRPC status code (the contract's code of `reason`).
     pub code: Code,
     /// The stable reason clients switch on.
-    pub reason: &'static str,
+    pub reason: ErrorReason,
+}
+
+impl ErrorRow {
+    fn of(reason: ErrorReason) -> Self {
+        Self {
+            code: code_of(reason),
+            reason,
+        }
+    }
+}
+
+/// The contract's code of a reason the service sends (every reason used in
+/// this file has one; the HTTP-only reasons never reach it).
+fn code_of(reason: ErrorReason) -> Code {
+    reason.grpc_code().unwrap_or(Code::Internal)
 }
 
 /// The error table. Exhaustive: a new variant does not compile until it has a row.
 pub fn row(err: &LoginError) -> ErrorRow {
     use LoginError as E;
-    let (code, reason) = match err {
-        E::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
-        E::AppIdRequired => (Code::InvalidArgument, "APP_ID_REQUIRED"),
-        E::UnknownApp => (Code::NotFound, "UNKNOWN_APP"),
-        E::LoginCodeInvalid => (Code::Unauthenticated, "LOGIN_CODE_INVALID"),
-        E::LoginCodeUsed => (Code::Unauthenticated, "LOGIN_CODE_USED"),
-        E::PhoneCodeInvalid => (Code::Unauthenticated, "PHONE_CODE_INVALID"),
-        E::UserBlocked => (Code::PermissionDenied, "USER_BLOCKED"),
-        E::RateLimited => (Code::ResourceExhausted, "WECHAT_RATE_LIMITED"),
-        E::WechatUnavailable => (Code::Unavailable, "WECHAT_UNAVAILABLE"),
-        E::WechatMisconfigured => (Code::Internal, "WECHAT_APP_MISCONFIGURED"),
-        E::SessionKeyStale => (Code::FailedPrecondition, "SESSION_KEY_STALE"),
-        E::WatermarkMismatch => (Code::InvalidArgument, "WATERMARK_MISMATCH"),
-        E::EncryptedDataExpired => (Code::FailedPrecondition, "ENCRYPTED_DATA_EXPIRED"),
-        E::PhoneRequired => (Code::FailedPrecondition, "PHONE_REQUIRED"),
-        E::TooManyAttempts => (Code::ResourceExhausted, "RATE_LIMITED"),
-        E::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
-        E::Internal(_) => (Code::Internal, "INTERNAL"),
+    let reason = match err {
+        E::InvalidField(_) => ErrorReason::InvalidArgument,
+        E::AppIdRequired => ErrorReason::AppIdRequired,
+        E::UnknownApp => ErrorReason::UnknownApp,
+        E::LoginCodeInvalid => ErrorReason::LoginCodeInvalid,
+        E::LoginCodeUsed => ErrorReason::LoginCodeUsed,
+        E::PhoneCodeInvalid => ErrorReason::PhoneCodeInvalid,
+        E::UserBlocked => ErrorReason::UserBlocked,
+        E::RateLimited => ErrorReason::WechatRateLimited,
+        E::WechatUnavailable => ErrorReason::WechatUnavailable,
+        E::WechatMisconfigured => ErrorReason::WechatAppMisconfigured,
+        E::SessionKeyStale => ErrorReason::SessionKeyStale,
+        E::WatermarkMismatch => ErrorReason::WatermarkMismatch,
+        E::EncryptedDataExpired => ErrorReason::EncryptedDataExpired,
+        E::PhoneRequired => ErrorReason::PhoneRequired,
+        E::TooManyAttempts => ErrorReason::RateLimited,
+        E::DatabaseUnavailable => ErrorReason::DatabaseUnavailable,
+        E::Internal(_) => ErrorReason::Internal,
     };
-    ErrorRow { code, reason }
+    ErrorRow::of(reason)
 }
 
 /// The details a status carries besides its code: `ErrorInfo` metadata, a
@@ -72,10 +87,10 @@ impl Details {
         self.details.set_retry_info(Some(delay));
     }
 
-    fn into_status(mut self, code: Code, reason: &str, message: String) -> Status {
+    fn into_status(mut self, reason: ErrorReason, message: String) -> Status {
         self.details
-            .set_error_info(reason, ERROR_DOMAIN, self.metadata);
-        Status::with_error_details(code, message, self.details)
+            .set_error_info(reason.as_str(), ERROR_DOMAIN, self.metadata);
+        Status::with_error_details(code_of(reason), message, self.details)
     }
 }
 
@@ -83,7 +98,7 @@ impl Details {
 /// error's client-safe message, the offending field for INVALID_ARGUMENT,
 /// and a retry delay for rate limits.
 pub fn to_status(err: &LoginError) -> Status {
-    let ErrorRow { code, reason } = row(err);
+    let ErrorRow { reason, .. } = row(err);
     let mut d = Details::default();
     match err {
         LoginError::InvalidField(field) => d.field(field),
@@ -93,25 +108,25 @@ pub fn to_status(err: &LoginError) -> Status {
         }
         _ => {}
     }
-    d.into_status(code, reason, err.to_string())
+    d.into_status(reason, err.to_string())
 }
 
 /// The status for a failed refresh or logout.
 pub fn session_status(err: &SessionError) -> Status {
     use SessionError as E;
-    let (code, reason) = match err {
-        E::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
-        E::AppIdRequired => (Code::InvalidArgument, "APP_ID_REQUIRED"),
-        E::UnknownApp => (Code::NotFound, "UNKNOWN_APP"),
-        E::RefreshTokenInvalid => (Code::Unauthenticated, "REFRESH_TOKEN_INVALID"),
-        E::WrongApp => (Code::Unauthenticated, "REFRESH_TOKEN_WRONG_APP"),
-        E::Reused => (Code::Unauthenticated, "REFRESH_TOKEN_REUSED"),
-        E::Revoked => (Code::Unauthenticated, "SESSION_REVOKED"),
-        E::Expired => (Code::Unauthenticated, "SESSION_EXPIRED"),
-        E::AccessTokenInvalid => (Code::Unauthenticated, "TOKEN_INVALID"),
-        E::RateLimited => (Code::ResourceExhausted, "RATE_LIMITED"),
-        E::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
-        E::Internal(_) => (Code::Internal, "INTERNAL"),
+    let reason = match err {
+        E::InvalidField(_) => ErrorReason::InvalidArgument,
+        E::AppIdRequired => ErrorReason::AppIdRequired,
+        E::UnknownApp => ErrorReason::UnknownApp,
+        E::RefreshTokenInvalid => ErrorReason::RefreshTokenInvalid,
+        E::WrongApp => ErrorReason::RefreshTokenWrongApp,
+        E::Reused => ErrorReason::RefreshTokenReused,
+        E::Revoked => ErrorReason::SessionRevoked,
+        E::Expired => ErrorReason::SessionExpired,
+        E::AccessTokenInvalid => ErrorReason::TokenInvalid,
+        E::RateLimited => ErrorReason::RateLimited,
+        E::DatabaseUnavailable => ErrorReason::DatabaseUnavailable,
+        E::Internal(_) => ErrorReason::Internal,
     };
     let mut d = Details::default();
     match err {
@@ -120,32 +135,30 @@ pub fn session_status(err: &SessionError) -> Status {
         E::RateLimited => d.retry_after(Duration::from_secs(60)),
         _ => {}
     }
-    d.into_status(code, reason, err.to_string())
+    d.into_status(reason, err.to_string())
 }
 
 /// The status for a token refused by online verification.
 pub fn verify_status(err: &VerifyError) -> Status {
     use VerifyError as E;
-    let (code, reason) = match err {
-        E::Expired => (Code::Unauthenticated, "TOKEN_EXPIRED"),
-        E::NotYetValid => (Code::Unauthenticated, "TOKEN_NOT_YET_VALID"),
-        E::KeyUnknown => (Code::Unauthenticated, "KEY_UNKNOWN"),
-        E::Invalid(_) => (Code::Unauthenticated, "TOKEN_INVALID"),
-        E::Revoked => (Code::Unauthenticated, "TOKEN_REVOKED"),
-        E::RevocationUnavailable => (Code::Unavailable, "REVOCATION_UNAVAILABLE"),
+    let reason = match err {
+        E::Expired => ErrorReason::TokenExpired,
+        E::NotYetValid => ErrorReason::TokenNotYetValid,
+        E::KeyUnknown => ErrorReason::KeyUnknown,
+        E::Invalid(_) => ErrorReason::TokenInvalid,
+        E::Revoked => ErrorReason::TokenRevoked,
+        E::RevocationUnavailable => ErrorReason::RevocationUnavailable,
     };
     // The Invalid detail is for logs only: the message is the variant's fixed text.
-    Details::default().into_status(code, reason, err.to_string())
+    Details::default().into_status(reason, err.to_string())
 }
 
 /// The status for a refused internal caller (see [`crate::callers`]).
 pub fn caller_status(err: &CallerError) -> Status {
-    let (code, reason) = match err {
-        CallerError::Missing | CallerError::Invalid => {
-            (Code::Unauthenticated, "CALLER_UNAUTHENTICATED")
-        }
-        CallerError::RateLimited => (Code::ResourceExhausted, "CALLER_RATE_LIMITED"),
-        CallerError::PermissionDenied { .. } => (Code::PermissionDenied, "PERMISSION_DENIED"),
+    let reason = match err {
+        CallerError::Missing | CallerError::Invalid => ErrorReason::CallerUnauthenticated,
+        CallerError::RateLimited => ErrorReason::CallerRateLimited,
+        CallerError::PermissionDenied { .. } => ErrorReason::PermissionDenied,
     };
     let mut d = Details::default();
     match err {
@@ -153,18 +166,18 @@ pub fn caller_status(err: &CallerError) -> Status {
         CallerError::RateLimited => d.retry_after(Duration::from_secs(60)),
         CallerError::Missing | CallerError::Invalid => {}
     }
-    d.into_status(code, reason, err.to_string())
+    d.into_status(reason, err.to_string())
 }
 
 /// The status for a failed Users call.
 pub fn users_status(err: &UsersError) -> Status {
-    let (code, reason) = match err {
-        UsersError::InvalidField(_) => (Code::InvalidArgument, "INVALID_ARGUMENT"),
-        UsersError::NotFound => (Code::NotFound, "USER_NOT_FOUND"),
-        UsersError::Deleted(_) => (Code::NotFound, "USER_DELETED"),
-        UsersError::SessionNotFound => (Code::NotFound, "SESSION_NOT_FOUND"),
-        UsersError::DatabaseUnavailable => (Code::Unavailable, "DATABASE_UNAVAILABLE"),
-        UsersError::Internal(_) => (Code::Internal, "INTERNAL"),
+    let reason = match err {
+        UsersError::InvalidField(_) => ErrorReason::InvalidArgument,
+        UsersError::NotFound => ErrorReason::UserNotFound,
+        UsersError::Deleted(_) => ErrorReason::UserDeleted,
+        UsersError::SessionNotFound => ErrorReason::SessionNotFound,
+        UsersError::DatabaseUnavailable => ErrorReason::DatabaseUnavailable,
+        UsersError::Internal(_) => ErrorReason::Internal,
     };
     let mut d = Details::default();
     match err {
@@ -172,17 +185,13 @@ pub fn users_status(err: &UsersError) -> Status {
         UsersError::Deleted(t) => d.meta("deleted_at_ms", t.deleted_at_ms.to_string()),
         _ => {}
     }
-    d.into_status(code, reason, err.to_string())
-}
-
-/// Reads the reason back from a status (used by the gateway and tests).
-pub fn reason_of(status: &Status) -> Option<String> {
-    status.get_details_error_info().map(|info| info.reason)
+    d.into_status(reason, err.to_string())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::reason_of;
     use crate::domain::FieldError;
 
     #[test]

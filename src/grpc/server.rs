@@ -24,13 +24,7 @@ use tokio::net::TcpListener;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::catch_panic::CatchPanicLayer;
 
-/// Health service name that stays SERVING while the process is alive
-/// (Kubernetes liveness probe).
-pub const HEALTH_LIVENESS: &str = "liveness";
-/// Health service name of the Auth service: SERVING only while the database
-/// answers and migrations are current (Kubernetes readiness probe). The empty
-/// name `""` follows it.
-pub const HEALTH_AUTH: &str = "mpauth.v1.Auth";
+use crate::api::health::{HEALTH_AUTH, HEALTH_LIVENESS};
 
 /// Assembles the login use case from settings: validates every setting it
 /// needs, connects to the database (optionally migrating), and runs the token

@@ -12,10 +12,11 @@ use crate::{
     helpers::{init_test_log, new_apps, start_simulator, test_settings, unique_phone, unique_user},
 };
 use mp_auth::{
+    api::health::HEALTH_AUTH,
     callers::{generate_key, key_hash_hex},
     config::{CallerSettings, DatabaseSettings, Settings},
     gateway::Gateway,
-    grpc::{GrpcServer, HEALTH_AUTH},
+    grpc::GrpcServer,
     proto::{self, auth_client::AuthClient},
     store::{RevokedSession, Store},
     tokens::{Algorithm, SigningKey},

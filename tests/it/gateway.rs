@@ -5,10 +5,11 @@
 //! records what it received (request, request id, client IP, deadline).
 
 use mp_auth::{
+    api::health::HEALTH_AUTH,
     config::{GatewaySettings, LogFormat, LogSettings, Settings},
     domain::FieldError,
     gateway::Gateway,
-    grpc::{HEALTH_AUTH, error::to_status},
+    grpc::error::to_status,
     login::LoginError,
     proto::{
         self,

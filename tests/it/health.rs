@@ -8,7 +8,8 @@ use crate::{
     private_db::PrivateDb,
 };
 use mp_auth::{
-    grpc::{GrpcServer, HEALTH_AUTH, HEALTH_LIVENESS},
+    api::health::{HEALTH_AUTH, HEALTH_LIVENESS},
+    grpc::GrpcServer,
     store::Backend,
 };
 use secrecy::SecretString;

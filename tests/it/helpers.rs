@@ -336,5 +336,5 @@ pub fn encrypted_request(
 
 /// The status's ErrorInfo reason.
 pub fn reason(status: &tonic::Status) -> String {
-    mp_auth::grpc::error::reason_of(status).unwrap_or_default()
+    mp_auth::api::reason_of(status).unwrap_or_default()
 }

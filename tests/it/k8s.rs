@@ -17,9 +17,9 @@ const GATEWAY_PROBE_PORT: u16 = 8081;
 const GATEWAY_METRICS_PORT: u16 = 9091;
 const METRICS_PATH: &str = "/metrics";
 /// grpc.health.v1 service that stays SERVING while the process is alive.
-const LIVENESS_SERVICE: &str = mp_auth::grpc::HEALTH_LIVENESS;
+const LIVENESS_SERVICE: &str = mp_auth::api::health::HEALTH_LIVENESS;
 /// grpc.health.v1 service that is SERVING only when the database answers and migrations are current.
-const READINESS_SERVICE: &str = mp_auth::grpc::HEALTH_AUTH;
+const READINESS_SERVICE: &str = mp_auth::api::health::HEALTH_AUTH;
 const HEALTHZ_PATH: &str = mp_auth::gateway::HEALTHZ_PATH;
 const READYZ_PATH: &str = mp_auth::gateway::READYZ_PATH;
 const SERVER_DRAIN_ENV: &str = "MP_AUTH_GRPC__DRAIN_TIMEOUT_MS";

@@ -8,7 +8,7 @@ use crate::{
     helpers::{TEST_TOKEN_SECRET, TEST_VAULT_KEY, init_test_log, unique_app_id, unique_user},
 };
 use mp_auth::{
-    grpc::HEALTH_AUTH,
+    api::health::HEALTH_AUTH,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
 };
 use secrecy::SecretString;

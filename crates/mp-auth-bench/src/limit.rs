@@ -10,6 +10,7 @@ use crate::{
 use anyhow::Context as _;
 use futures::{StreamExt as _, TryStreamExt as _};
 use mp_auth::{
+    api::ErrorReason,
     domain::{AppId, OpenId, Phone},
     store::{LoginRecord, Store, StoreError},
 };
@@ -62,9 +63,9 @@ async fn write(store: &Store, app_id: &AppId, row: &Row) -> Result<bool, StoreEr
 
 fn reason(err: &StoreError) -> &'static str {
     match err {
-        StoreError::Unavailable(_) => "DATABASE_UNAVAILABLE",
+        StoreError::Unavailable(_) => ErrorReason::DatabaseUnavailable.as_str_name(),
         StoreError::Contention => "DATABASE_CONTENTION",
-        StoreError::Unexpected(_) => "INTERNAL",
+        StoreError::Unexpected(_) => ErrorReason::Internal.as_str_name(),
     }
 }
 
