@@ -35,6 +35,7 @@ pub mod login;
 mod proto_debug;
 pub mod sessions;
 pub mod shutdown;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -8,7 +8,6 @@ use super::login::{DEMO_APP_ID, demo_login};
 use crate::{
     config::{AppSettings, LogFormat, Settings},
     gateway::Gateway,
-    grpc::GrpcServer,
 };
 use anyhow::Context as _;
 use base64::Engine as _;
@@ -167,7 +166,8 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
         app_secret: Some(SecretString::from(secrets.app_secret.clone())),
         app_secret_file: None,
     }];
-    settings.wechat.base_url = sim.base_url();
+    settings.wechat.base_url = crate::config::HttpUrl::parse(sim.base_url())
+        .map_err(|e| anyhow::anyhow!("the simulator's URL: {e}"))?;
     // Faults injected into the simulator act one call at a time: no breaker
     // pause after an injected 45011 (production keeps the default cool-down).
     settings.wechat.rate_limit_cooldown_secs = 0;
@@ -216,7 +216,7 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     }));
     settings.database.migrate_on_start = true;
     settings.grpc.listen = SocketAddr::new(args.host, args.grpc_port);
-    let grpc = GrpcServer::build(&settings).await?;
+    let grpc = crate::startup::grpc_server(&settings).await?;
     let grpc_addr = grpc.local_addr();
 
     settings.gateway.listen = SocketAddr::new(args.host, args.http_port);

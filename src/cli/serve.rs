@@ -27,7 +27,7 @@ pub async fn run(mut settings: Settings, args: ServeArgs) -> anyhow::Result<Exit
     settings.database.migrate_on_start |= args.migrate;
     crate::telemetry::init(&settings.log);
     super::start_metrics(&settings).await?;
-    let server = crate::grpc::GrpcServer::build(&settings).await?;
+    let server = crate::startup::grpc_server(&settings).await?;
     // Poll the signal future once so its SIGTERM/SIGINT handlers are installed
     // before anyone learns the address: an early signal then drains, not kills.
     let mut shutdown = Box::pin(crate::shutdown::signal());

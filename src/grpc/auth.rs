@@ -11,7 +11,8 @@ use crate::{
     domain::{AppId, FieldError, LoginCode, PhoneCode},
     login::{LoginError, LoginRequest, LoginService, PhoneProof},
     proto::{self, mini_program_login_request::Phone},
-    sessions::{LogoutCredential, SessionError, VerifyError},
+    sessions::{LogoutCredential, SessionError, SessionService, VerifyError},
+    startup::App,
     users::{Actor, DeletionReason, UsersError, UsersService, parse_user_id},
 };
 use secrecy::ExposeSecret as _;
@@ -25,6 +26,7 @@ const MAX_ENCRYPTED_DATA_LEN: usize = 4096;
 /// The gRPC service implementation.
 pub struct AuthService {
     login: Arc<LoginService>,
+    sessions: Arc<SessionService>,
     users: Arc<UsersService>,
     callers: Arc<CallerRegistry>,
     /// Set with `grpc.protect_login_rpcs`: the login, refresh and logout RPCs
@@ -35,16 +37,13 @@ pub struct AuthService {
 }
 
 impl AuthService {
-    pub fn new(
-        login: Arc<LoginService>,
-        users: Arc<UsersService>,
-        callers: Arc<CallerRegistry>,
-        tracker: TaskTracker,
-    ) -> Self {
+    /// The service of `app`; detached logins are tracked by `tracker`.
+    pub fn new(app: &App, tracker: TaskTracker) -> Self {
         Self {
-            login,
-            users,
-            callers,
+            login: app.login.clone(),
+            sessions: app.sessions.clone(),
+            users: app.users.clone(),
+            callers: app.callers.clone(),
             protect_login: false,
             tracker,
         }
@@ -290,7 +289,7 @@ impl proto::auth_server::Auth for AuthService {
         self.admit(&request)?;
         let ctx = CallContext::of(&request);
         let req = request.into_inner();
-        let sessions = self.login.sessions();
+        let sessions = &self.sessions;
         let result = match optional_app(&req.app_id) {
             Ok(app) => sessions.refresh(app.as_ref(), &req.refresh_token).await,
             Err(field) => Err(SessionError::InvalidField(field)),
@@ -342,8 +341,7 @@ impl proto::auth_server::Auth for AuthService {
         self.admit(&request)?;
         let req = request.into_inner();
         let verified = self
-            .login
-            .sessions()
+            .sessions
             .verify_online(req.access_token.trim())
             .map_err(|e| verify_status(&e))?;
         let users_status = |e: UsersError| super::error::users_status(&e);
@@ -373,8 +371,7 @@ impl proto::auth_server::Auth for AuthService {
     ) -> Result<Response<proto::GetJwksResponse>, Status> {
         let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let keys = self
-            .login
-            .sessions()
+            .sessions
             .tokens()
             .jwks()
             .keys
@@ -401,7 +398,7 @@ impl AuthService {
         let caller = authorize(&self.callers, &request, Permission::TokensVerify)?;
         let token = request.get_ref().access_token.trim();
         let token = token.strip_prefix("Bearer ").unwrap_or(token);
-        match self.login.sessions().verify_online(token) {
+        match self.sessions.verify_online(token) {
             Ok(verified) => {
                 let c = verified.claims;
                 metrics::counter!("mp_auth_token_verifications_total", "outcome" => "valid")
@@ -448,8 +445,7 @@ impl AuthService {
             }
         };
         let outcome = self
-            .login
-            .sessions()
+            .sessions
             .logout(credential, all)
             .await
             .map_err(|e| session_failure(&ctx, action, &e))?;

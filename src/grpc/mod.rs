@@ -7,4 +7,4 @@ pub mod error;
 pub mod server;
 pub mod users;
 
-pub use server::{GrpcServer, build_login_service};
+pub use server::GrpcServer;

@@ -1,22 +1,16 @@
-//! Builds and runs the gRPC server: the Auth service, tonic-health that tells
-//! the truth about the database, reflection (v1 and v1alpha) for grpcurl, a
-//! last-resort panic layer, HTTP/2 limits, and a bounded graceful shutdown.
+//! Runs the gRPC server for an already built [`App`]: the Auth and Users
+//! services, tonic-health that tells the truth about the database, reflection
+//! (v1 and v1alpha) for grpcurl, a last-resort panic layer, HTTP/2 limits,
+//! and a bounded graceful shutdown.
 
 use super::auth::AuthService;
 use super::users::UsersGrpc;
 use crate::{
-    callers::CallerRegistry,
-    proto::users_server::UsersServer,
-    sessions::{RefreshCodec, SessionService},
-    users::UsersService,
-};
-use crate::{
-    config::{GrpcSettings, Settings},
-    login::{LoginService, SessionVault},
-    proto::auth_server::AuthServer,
+    api::health::{HEALTH_AUTH, HEALTH_LIVENESS},
+    config::GrpcSettings,
+    proto::{auth_server::AuthServer, users_server::UsersServer},
+    startup::App,
     store::Store,
-    tokens::{KeyRing, TokenIssuer},
-    wechat::WechatClient,
 };
 use anyhow::Context as _;
 use std::{any::Any, future::Future, net::SocketAddr, sync::Arc, time::Duration};
@@ -24,88 +18,32 @@ use tokio::net::TcpListener;
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::api::health::{HEALTH_AUTH, HEALTH_LIVENESS};
-
-/// Assembles the login use case from settings: validates every setting it
-/// needs, connects to the database (optionally migrating), and runs the token
-/// self-test. Fails with a message that says how to fix the problem.
-pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<LoginService>> {
-    settings.validate_common()?;
-    let apps = settings.app_credentials()?;
-    let keys = Arc::new(KeyRing::from_settings(&settings.token)?);
-    tracing::info!(
-        alg = %keys.signing().algorithm(),
-        kid = keys.signing().kid(),
-        verification_kids = ?keys.kids(),
-        "token keys loaded"
-    );
-    let tokens = Arc::new(TokenIssuer::new(&settings.token, keys)?);
-    let master_key = settings.session_key_encryption_key()?;
-    let vault = SessionVault::new(&master_key);
-    let wechat =
-        WechatClient::new(&settings.wechat, &apps).context("building the WeChat client")?;
-    let store = Store::connect(&settings.database_url()?, &settings.database)
-        .await
-        .context("connecting to the database")?;
-    if settings.database.migrate_on_start {
-        let applied = store.migrate().await.context("running migrations")?;
-        tracing::info!(applied, "migrations applied");
-    }
-    let sessions = Arc::new(SessionService::new(
-        store.clone(),
-        tokens,
-        RefreshCodec::new(&master_key),
-        apps.iter().map(|a| a.app_id.clone()).collect(),
-        &settings.sessions,
-    ));
-    Ok(Arc::new(LoginService::new(
-        settings, &apps, wechat, store, sessions, vault,
-    )))
-}
-
 /// A bound, ready-to-run gRPC server.
 pub struct GrpcServer {
     listener: TcpListener,
-    login: Arc<LoginService>,
-    callers: Arc<CallerRegistry>,
-    settings: Settings,
+    app: Arc<App>,
+    settings: GrpcSettings,
 }
 
 impl GrpcServer {
-    /// Builds the service and binds `grpc.listen` (port 0 picks a free port).
-    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        let login = build_login_service(settings).await?;
-        Self::with_login(settings, login).await
-    }
-
-    /// Binds the listener for an already assembled use case.
-    pub async fn with_login(settings: &Settings, login: Arc<LoginService>) -> anyhow::Result<Self> {
-        let callers = Arc::new(
-            CallerRegistry::new(&settings.caller_entries()?).map_err(|e| {
-                anyhow::anyhow!("{e}. Fix: see the README's \"For internal services\" section")
-            })?,
-        );
-        let listener = TcpListener::bind(settings.grpc.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "binding gRPC listener {} (set MP_AUTH_GRPC__LISTEN)",
-                    settings.grpc.listen
-                )
-            })?;
+    /// Binds `settings.listen` (port 0 picks a free port) for `app`.
+    pub async fn bind(app: Arc<App>, settings: &GrpcSettings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(settings.listen).await.with_context(|| {
+            format!(
+                "binding gRPC listener {} (set MP_AUTH_GRPC__LISTEN)",
+                settings.listen
+            )
+        })?;
         Ok(Self {
             listener,
-            login,
-            callers,
+            app,
             settings: settings.clone(),
         })
     }
 
     /// The address actually bound.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or(self.settings.grpc.listen)
+        self.listener.local_addr().unwrap_or(self.settings.listen)
     }
 
     /// Serves until `shutdown` resolves, then: health NOT_SERVING, close the
@@ -119,7 +57,8 @@ impl GrpcServer {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let cfg = &self.settings.grpc;
+        let cfg = &self.settings;
+        let app = &self.app;
         let (reporter, health_service) = tonic_health::server::health_reporter();
         // tonic-health registers "" as SERVING at construction: nothing is ready yet.
         reporter
@@ -142,43 +81,22 @@ impl GrpcServer {
             .build_v1alpha()?;
 
         let tracker = tokio_util::task::TaskTracker::new();
-        let users_service = Arc::new(UsersService::new(self.login.store().clone()));
-        let mut auth_service = AuthService::new(
-            self.login.clone(),
-            users_service.clone(),
-            self.callers.clone(),
-            tracker.clone(),
-        );
+        let mut auth_service = AuthService::new(app, tracker.clone());
         if cfg.protect_login_rpcs {
             auth_service = auth_service.protect_login_rpcs();
         }
-        let sessions = self.login.sessions().clone();
-        let revocation_poller = tokio::spawn(sessions.revocations().clone().run(
-            sessions.store().clone(),
-            REVOCATION_POLL_INTERVAL,
-            // Every revocation that can still matter: the longest token lifetime plus leeway.
-            Duration::from_secs(
-                self.settings.token.ttl_secs + self.settings.token.leeway_secs + 60,
-            ),
-        ));
         let auth = AuthServer::new(auth_service)
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
-
-        let users = UsersServer::new(UsersGrpc::new(users_service, self.callers.clone()))
+        let users = UsersServer::new(UsersGrpc::new(app.users.clone(), app.callers.clone()))
             .max_decoding_message_size(cfg.max_message_bytes)
             .max_encoding_message_size(cfg.max_message_bytes);
 
+        let background = app.spawn_background();
         let checker = tokio::spawn(health_loop(
-            self.login.store().clone(),
+            app.store.clone(),
             reporter.clone(),
             Duration::from_millis(cfg.health_check_interval_ms),
-        ));
-        let cleaner = tokio::spawn(session_cleanup(
-            self.login.sessions().clone(),
-            Duration::from_secs(self.settings.sessions.cleanup_interval_secs),
-            // Revoked rows stay while their access tokens live (the revocation feed needs them).
-            Duration::from_secs(self.settings.token.ttl_secs + 3600),
         ));
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -199,15 +117,13 @@ impl GrpcServer {
         tokio::select! {
             res = &mut server => {
                 checker.abort();
-                cleaner.abort();
-                revocation_poller.abort();
+                drop(background);
                 return res.context("gRPC server task")?.context("gRPC server");
             }
             () = shutdown => {}
         }
         checker.abort();
-        cleaner.abort();
-        revocation_poller.abort();
+        drop(background);
         for name in ["", HEALTH_AUTH, HEALTH_LIVENESS] {
             reporter
                 .set_service_status(name, ServingStatus::NotServing)
@@ -276,23 +192,6 @@ fn grpc_internal_for_panic(_payload: Box<dyn Any + Send>) -> http::Response<toni
     metrics::counter!("mp_auth_grpc_panics_total").increment(1);
     tracing::error!("a request handler panicked: answered INTERNAL");
     tonic::Status::internal("internal error").into_http()
-}
-
-/// How often each replica polls new revocations (the bound on how long a
-/// logout takes to reach `VerifyToken` on every replica, plus one query).
-const REVOCATION_POLL_INTERVAL: Duration = Duration::from_millis(250);
-
-/// Deletes ended sessions every `interval` (bounded batches over the expiry
-/// and revocation indexes; never on the login path).
-async fn session_cleanup(sessions: Arc<SessionService>, interval: Duration, retention: Duration) {
-    loop {
-        tokio::time::sleep(interval).await;
-        match sessions.cleanup(retention).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "ended sessions deleted"),
-            Err(e) => tracing::warn!(error = %e, "session cleanup failed; will retry"),
-        }
-    }
 }
 
 /// Flips `""` and `mpauth.v1.Auth` between SERVING and NOT_SERVING as the

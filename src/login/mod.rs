@@ -8,7 +8,7 @@ mod session_vault;
 pub use session_vault::{SessionVault, VaultError};
 
 use crate::{
-    config::{AppCredentials, Settings},
+    config::Settings,
     domain::{AppId, FieldError, LoginCode, OpenId, Phone, PhoneCode, SessionKey, UnionId, UserId},
     sessions::{KeyedLimiter, SessionAt, SessionService, SessionTokens},
     store::{LoginRecord, SilentLogin, SilentOutcome, Store, StoreError},
@@ -198,37 +198,48 @@ fn now_ms(now: SystemTime) -> i64 {
         .unwrap_or(0)
 }
 
+/// The login use case's own settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginSettings {
+    /// Silent logins per openid and minute (`sessions.silent_logins_per_minute`).
+    pub silent_logins_per_minute: u32,
+    /// The oldest legacy `encryptedData` accepted (`wechat.watermark_max_age_secs`).
+    pub watermark_max_age: Duration,
+    /// How long a stored session_key is used (`session_keys.ttl_secs`).
+    pub session_key_ttl: Duration,
+}
+
+impl From<&Settings> for LoginSettings {
+    fn from(settings: &Settings) -> Self {
+        Self {
+            silent_logins_per_minute: settings.sessions.silent_logins_per_minute,
+            watermark_max_age: Duration::from_secs(settings.wechat.watermark_max_age_secs),
+            session_key_ttl: Duration::from_secs(settings.session_keys.ttl_secs),
+        }
+    }
+}
+
 impl LoginService {
     /// Assembles the use case from its parts.
     pub fn new(
-        settings: &Settings,
-        apps: &[AppCredentials],
+        settings: LoginSettings,
+        apps: Vec<AppId>,
         wechat: WechatClient,
         store: Store,
         sessions: Arc<SessionService>,
         vault: SessionVault,
     ) -> Self {
         Self {
-            apps: apps.iter().map(|a| a.app_id.clone()).collect(),
+            apps,
             wechat,
             store,
             sessions,
             vault,
-            silent_limiter: KeyedLimiter::per_minute(settings.sessions.silent_logins_per_minute),
-            watermark_max_age: Duration::from_secs(settings.wechat.watermark_max_age_secs),
-            session_key_ttl: Duration::from_secs(settings.session_keys.ttl_secs),
+            silent_limiter: KeyedLimiter::per_minute(settings.silent_logins_per_minute),
+            watermark_max_age: settings.watermark_max_age,
+            session_key_ttl: settings.session_key_ttl,
             in_flight: in_flight::InFlight::default(),
         }
-    }
-
-    /// The store, for health checks.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// The sessions this service starts (refresh, logout, verification).
-    pub fn sessions(&self) -> &Arc<SessionService> {
-        &self.sessions
     }
 
     /// The configured app a request is for: the requested one if configured,

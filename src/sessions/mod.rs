@@ -230,6 +230,7 @@ impl SessionService {
         tokens: Arc<TokenIssuer>,
         codec: RefreshCodec,
         apps: Vec<AppId>,
+        revocations: Arc<RevocationCache>,
         settings: &SessionSettings,
     ) -> Self {
         Self {
@@ -241,19 +242,8 @@ impl SessionService {
             absolute: Duration::from_secs(settings.absolute_lifetime_secs),
             refresh_limiter: KeyedLimiter::per_minute(settings.refreshes_per_minute),
             retry_window: Duration::from_secs(settings.refresh_retry_window_secs),
-            // Stale after a few missed polls: then online verification fails closed.
-            revocations: Arc::new(RevocationCache::new(Duration::from_secs(5))),
+            revocations,
         }
-    }
-
-    /// The revocation cache (its poller is started by the server).
-    pub fn revocations(&self) -> &Arc<RevocationCache> {
-        &self.revocations
-    }
-
-    /// The store this service writes sessions to.
-    pub fn store(&self) -> &Store {
-        &self.store
     }
 
     /// Online verification: signature, pinned alg, typ, iss, aud, exp/nbf with

@@ -8,9 +8,9 @@
 //! remove the old one once every token it signed has expired.
 
 use super::signing::SigningKey;
-use crate::config::{ConfigError, TokenSettings, invalid, resolve_secret};
+use crate::config::{ConfigError, Hs256Secret, TokenSettings, invalid, resolve_secret};
 use mp_auth_verifier::{Algorithm, JwkSet, KeyError, Rules, Verifier, VerifyingKey};
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use std::{path::Path, sync::Arc};
 
 /// The active signing key, every verification key, and the JWKS.
@@ -75,14 +75,9 @@ impl KeyRing {
 
     /// Loads and checks the keys of `token` (see [`TokenSettings`]).
     pub fn from_settings(token: &TokenSettings) -> Result<Self, ConfigError> {
-        let hs256 = resolve_secret(
-            "token.hs256_secret",
-            &token.hs256_secret,
-            &token.hs256_secret_file,
-        )?;
-        let hs256_key = |secret: &SecretString| {
-            SigningKey::hs256(secret.expose_secret().as_bytes())
-                .map_err(|e| key_error("token.hs256_secret", &e))
+        let hs256 = token.hs256_secret()?;
+        let hs256_key = |secret: &Hs256Secret| {
+            SigningKey::hs256(secret.expose()).map_err(|e| key_error("token.hs256_secret", &e))
         };
         let signing_pem = resolve_secret(
             "token.signing_key",
@@ -217,6 +212,7 @@ fn key_error(setting: &str, error: &KeyError) -> ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::SecretString;
 
     fn settings() -> (TokenSettings, ()) {
         (TokenSettings::default(), ())
@@ -275,7 +271,9 @@ mod tests {
     #[test]
     fn hs256_alone_signs_and_beside_a_key_only_verifies() {
         let (mut token, ()) = settings();
-        token.hs256_secret = Some(SecretString::from("0123456789abcdef0123456789abcdef-hs"));
+        token.hs256_secret = Some(
+            Hs256Secret::parse(SecretString::from("0123456789abcdef0123456789abcdef-hs")).unwrap(),
+        );
         let ring = KeyRing::from_settings(&token).unwrap();
         assert_eq!(ring.signing().algorithm(), Algorithm::Hs256);
         assert!(
@@ -304,7 +302,8 @@ mod tests {
         assert!(err.contains("mp-auth keys generate"), "{err}");
 
         let mut t = token.clone();
-        t.hs256_secret = Some(SecretString::from("short"));
+        t.hs256_secret_file = Some(dir.path().join("short-secret"));
+        std::fs::write(t.hs256_secret_file.as_ref().unwrap(), "short").unwrap();
         let err = start_up_error(&t);
         assert!(err.contains("at least 32 bytes"), "{err}");
         assert!(err.contains("openssl rand"), "{err}");

@@ -16,7 +16,6 @@ use mp_auth::{
     callers::{generate_key, key_hash_hex},
     config::{CallerSettings, DatabaseSettings, Settings},
     gateway::Gateway,
-    grpc::GrpcServer,
     proto::{self, auth_client::AuthClient},
     store::{RevokedSession, Store},
     tokens::{Algorithm, SigningKey},
@@ -88,7 +87,9 @@ impl Deployment {
             settings.database.migrate_on_start = i == 0;
             settings.gateway.rate_limit_per_sec = 0;
             tweak(&mut settings);
-            let server = GrpcServer::build(&settings).await.expect("replica builds");
+            let server = mp_auth::startup::grpc_server(&settings)
+                .await
+                .expect("replica builds");
             let grpc_addr = server.local_addr();
             let (stop_grpc, stopped) = oneshot::channel::<()>();
             tokio::spawn(server.run_until(async {

@@ -9,7 +9,6 @@ use crate::{
 };
 use mp_auth::{
     api::health::{HEALTH_AUTH, HEALTH_LIVENESS},
-    grpc::GrpcServer,
     store::Backend,
 };
 use secrecy::SecretString;
@@ -150,7 +149,9 @@ async fn health_reports_not_serving_until_migrations_have_run() {
     let mut settings = test_settings(&apps, "http://127.0.0.1:9", db.url());
     settings.database.migrate_on_start = false;
     settings.grpc.health_check_interval_ms = 100;
-    let server = GrpcServer::build(&settings).await.expect("server builds");
+    let server = mp_auth::startup::grpc_server(&settings)
+        .await
+        .expect("server builds");
     let addr = server.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(server.run_until(async {

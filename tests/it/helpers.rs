@@ -6,14 +6,15 @@
 
 use crate::db::TestDb;
 use mp_auth::{
-    config::{AppSettings, Settings},
+    config::{AppSettings, HttpUrl, Millis, Settings},
     grpc::GrpcServer,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
+    startup::App,
     store::Backend,
-    tokens::{KeyRing, TokenIssuer},
+    tokens::TokenIssuer,
 };
 use secrecy::SecretString;
-use std::{net::SocketAddr, time::Duration};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tonic::transport::Channel;
 use wechat_sim::{Pressed, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig};
 
@@ -131,6 +132,8 @@ pub struct TestApp {
     pub db: TestDb,
     pub grpc_addr: SocketAddr,
     pub settings: Settings,
+    /// The application the server runs (its store, sessions, token issuer...).
+    pub app: Arc<App>,
     /// The configured app ids (the first is the default).
     pub app_ids: Vec<String>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -150,8 +153,8 @@ pub fn test_settings(apps: &[(String, String)], sim_url: &str, db_url: &str) -> 
             .collect(),
         ..Settings::default()
     };
-    s.wechat.base_url = sim_url.to_owned();
-    s.wechat.timeout_ms = 2_000;
+    s.wechat.base_url = HttpUrl::parse(sim_url).unwrap();
+    s.wechat.timeout_ms = Millis::clamped(2_000);
     // Tests inject 45011 and expect the next call to reach the simulator.
     s.wechat.rate_limit_cooldown_secs = 0;
     s.database.url = Some(SecretString::from(db_url.to_owned()));
@@ -177,7 +180,10 @@ impl TestApp {
         let db = TestDb::new(Backend::Mysql).await;
         let mut settings = test_settings(&apps, &sim.base_url(), db.url());
         (opts.tweak)(&mut settings);
-        let server = GrpcServer::build(&settings).await.expect("server builds");
+        let app = App::build(&settings).await.expect("app builds");
+        let server = GrpcServer::bind(app.clone(), &settings.grpc)
+            .await
+            .expect("server binds");
         let grpc_addr = server.local_addr();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(server.run_until(async {
@@ -190,6 +196,7 @@ impl TestApp {
             db,
             grpc_addr,
             settings,
+            app,
             app_ids: apps.into_iter().map(|(id, _)| id).collect(),
             stop: Some(stop),
             server: Some(task),
@@ -208,10 +215,9 @@ impl TestApp {
             .unwrap()
     }
 
-    /// A token issuer with the server's keys, to mint and verify tokens.
-    pub fn token_issuer(&self) -> TokenIssuer {
-        let keys = KeyRing::from_settings(&self.settings.token).unwrap();
-        TokenIssuer::new(&self.settings.token, std::sync::Arc::new(keys)).unwrap()
+    /// The server's token issuer, to mint and verify tokens.
+    pub fn token_issuer(&self) -> Arc<TokenIssuer> {
+        self.app.tokens.clone()
     }
 
     /// Calls `MiniProgramLogin` with a raw request.

@@ -321,7 +321,7 @@ async fn phone_errcodes_reachable_from_client_input_are_never_internal() {
 #[tokio::test(flavor = "multi_thread")]
 async fn wechat_5xx_garbage_and_timeouts_are_unavailable() {
     let app = TestApp::spawn_with(TestAppOptions {
-        tweak: Box::new(|s| s.wechat.timeout_ms = 300),
+        tweak: Box::new(|s| s.wechat.timeout_ms = mp_auth::config::Millis::clamped(300)),
         ..Default::default()
     })
     .await;

@@ -357,7 +357,7 @@ async fn replica(
 ) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
     let mut settings = settings.clone();
     settings.grpc.listen = ([127, 0, 0, 1], 0).into();
-    let server = mp_auth::grpc::GrpcServer::build(&settings).await.unwrap();
+    let server = mp_auth::startup::grpc_server(&settings).await.unwrap();
     let addr = server.local_addr();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(server.run_until(async {

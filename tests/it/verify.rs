@@ -7,7 +7,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use mp_auth::{
     callers::{generate_key, key_hash_hex},
     config::{CallerSettings, Settings},
-    grpc::GrpcServer,
     proto::{self, auth_client::AuthClient, logout_request::Credential},
     tokens::SigningKey,
 };
@@ -54,7 +53,9 @@ async fn replica(base: &Settings, tweak: impl FnOnce(&mut Settings)) -> SocketAd
     let mut settings = base.clone();
     settings.grpc.listen = ([127, 0, 0, 1], 0).into();
     tweak(&mut settings);
-    let server = GrpcServer::build(&settings).await.expect("replica builds");
+    let server = mp_auth::startup::grpc_server(&settings)
+        .await
+        .expect("replica builds");
     let addr = server.local_addr();
     tokio::spawn(server.run_until(std::future::pending()));
     addr
@@ -312,13 +313,22 @@ async fn start_up_refuses_bad_key_material_with_a_helpful_message() {
         let mut settings = app.settings.clone();
         settings.grpc.listen = ([127, 0, 0, 1], 0).into();
         settings.token.signing_key = Some(SecretString::from(pem));
-        let err = GrpcServer::build(&settings).await.err().expect("refused");
+        let err = mp_auth::startup::grpc_server(&settings)
+            .await
+            .err()
+            .expect("refused");
         assert!(format!("{err:#}").contains(hint), "{err:#} lacks {hint}");
     }
     let mut settings = app.settings.clone();
     settings.token.signing_key = None;
-    settings.token.hs256_secret = Some(SecretString::from("too-short"));
-    let err = GrpcServer::build(&settings).await.err().expect("refused");
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("hs256-secret");
+    std::fs::write(&secret_file, "too-short").unwrap();
+    settings.token.hs256_secret_file = Some(secret_file);
+    let err = mp_auth::startup::grpc_server(&settings)
+        .await
+        .err()
+        .expect("refused");
     assert!(format!("{err:#}").contains("32"), "{err:#}");
 }
 
@@ -355,7 +365,10 @@ impl ServeProcess {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_mp-auth"))
             .env_clear()
             .env("MP_AUTH_APPS", format!("[{apps}]"))
-            .env("MP_AUTH_WECHAT__BASE_URL", &app.settings.wechat.base_url)
+            .env(
+                "MP_AUTH_WECHAT__BASE_URL",
+                app.settings.wechat.base_url.as_str(),
+            )
             .env(
                 "DATABASE_URL",
                 app.settings.database.url.as_ref().unwrap().expose_secret(),

@@ -39,9 +39,9 @@ async fn start(timeout_ms: u64) -> TestWechat {
     };
     let sim = Simulator::start(listener, config).await.unwrap();
     let settings = WechatSettings {
-        base_url: sim.base_url(),
-        timeout_ms,
-        connect_timeout_ms: 1_000,
+        base_url: mp_auth::config::HttpUrl::parse(sim.base_url()).unwrap(),
+        timeout_ms: mp_auth::config::Millis::clamped(timeout_ms),
+        connect_timeout_ms: mp_auth::config::Millis::clamped(1_000),
         rate_limit_cooldown_secs: 0,
         ..WechatSettings::default()
     };

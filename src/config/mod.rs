@@ -6,6 +6,10 @@
 //! `SecretString`s and never appear in `Debug`. Each process validates the
 //! sections it uses at start-up, with messages that say how to fix the problem.
 
+pub mod types;
+
+pub use types::{Hs256Secret, HttpUrl, Millis};
+
 use crate::domain::AppId;
 use figment::{
     Figment,
@@ -104,10 +108,10 @@ pub struct AppSettings {
 #[serde(default, deny_unknown_fields)]
 pub struct WechatSettings {
     /// Base URL of the WeChat API; point it at the simulator for dev and tests.
-    pub base_url: String,
-    pub connect_timeout_ms: u64,
+    pub base_url: HttpUrl,
+    pub connect_timeout_ms: Millis,
     /// Total time budget of one WeChat call.
-    pub timeout_ms: u64,
+    pub timeout_ms: Millis,
     /// Legacy encrypted data older than this (by its watermark) is refused.
     pub watermark_max_age_secs: u64,
     /// Refresh a cached access_token this long before WeChat says it expires.
@@ -233,7 +237,7 @@ pub struct TokenSettings {
     /// HS256 secret (at least 32 bytes): signs when no `signing_key` is set
     /// (single-service setups); beside a signing key it only verifies (migration).
     #[serde(serialize_with = "ser_secret_opt")]
-    pub hs256_secret: Option<SecretString>,
+    pub hs256_secret: Option<Hs256Secret>,
     pub hs256_secret_file: Option<PathBuf>,
     /// Clock skew tolerated on `exp`/`nbf`/`iat` when verifying.
     pub leeway_secs: u64,
@@ -316,7 +320,7 @@ fn ser_secret_vec<S: serde::Serializer>(v: &[SecretString], s: S) -> Result<S::O
     s.collect_seq(v.iter().map(|_| "[REDACTED]"))
 }
 
-fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
+fn ser_secret_opt<T, S: serde::Serializer>(v: &Option<T>, s: S) -> Result<S::Ok, S::Error> {
     // Defaults only ever hold `None`; a real secret is never serialized.
     match v {
         Some(_) => s.serialize_some("[REDACTED]"),
@@ -327,9 +331,9 @@ fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Resul
 impl Default for WechatSettings {
     fn default() -> Self {
         Self {
-            base_url: "https://api.weixin.qq.com".into(),
-            connect_timeout_ms: 1_000,
-            timeout_ms: 5_000,
+            base_url: HttpUrl::from_static("https://api.weixin.qq.com"),
+            connect_timeout_ms: Millis::clamped(1_000),
+            timeout_ms: Millis::clamped(5_000),
             watermark_max_age_secs: 600,
             token_refresh_margin_secs: 60,
             upstream_calls_per_sec: 0,
@@ -597,22 +601,6 @@ impl Settings {
 
     /// Checks the numeric settings every process shares.
     pub fn validate_common(&self) -> Result<(), ConfigError> {
-        if self.wechat.timeout_ms == 0 || self.wechat.connect_timeout_ms == 0 {
-            return Err(invalid(
-                "wechat.timeout_ms",
-                "timeouts must be positive",
-                "use e.g. 5000",
-            ));
-        }
-        if !(self.wechat.base_url.starts_with("http://")
-            || self.wechat.base_url.starts_with("https://"))
-        {
-            return Err(invalid(
-                "wechat.base_url",
-                "must be an http(s) URL",
-                "use https://api.weixin.qq.com",
-            ));
-        }
         if self.database.pool_size == 0 {
             return Err(invalid(
                 "database.pool_size",
@@ -694,13 +682,13 @@ impl Settings {
             ),
             (
                 "wechat.timeout_ms",
-                self.wechat.timeout_ms,
+                self.wechat.timeout_ms.get(),
                 10 * 60_000,
                 "use e.g. 5000",
             ),
             (
                 "wechat.connect_timeout_ms",
-                self.wechat.connect_timeout_ms,
+                self.wechat.connect_timeout_ms.get(),
                 10 * 60_000,
                 "use e.g. 1000",
             ),
@@ -766,10 +754,30 @@ impl Settings {
 
 impl WechatSettings {
     pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
+        self.timeout_ms.duration()
     }
     pub fn connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.connect_timeout_ms)
+        self.connect_timeout_ms.duration()
+    }
+}
+
+impl TokenSettings {
+    /// The HS256 secret, inline (checked while parsing) or from
+    /// `hs256_secret_file` (checked here).
+    pub fn hs256_secret(&self) -> Result<Option<Hs256Secret>, ConfigError> {
+        if let Some(secret) = &self.hs256_secret {
+            return Ok(Some(secret.clone()));
+        }
+        resolve_secret("token.hs256_secret_file", &None, &self.hs256_secret_file)?
+            .map(Hs256Secret::parse)
+            .transpose()
+            .map_err(|problem| {
+                invalid(
+                    "token.hs256_secret_file",
+                    problem,
+                    "write at least 32 random bytes to the file",
+                )
+            })
     }
 }
 
@@ -795,7 +803,9 @@ mod tests {
     #[test]
     fn secrets_never_show_in_debug() {
         let mut s = Settings::default();
-        s.token.hs256_secret = Some(SecretString::from("super-secret-signing-key-0123456789"));
+        s.token.hs256_secret = Some(
+            Hs256Secret::parse(SecretString::from("super-secret-signing-key-0123456789")).unwrap(),
+        );
         s.token.signing_key = Some(SecretString::from(
             "-----BEGIN PRIVATE KEY-----super-secret",
         ));
@@ -816,6 +826,26 @@ mod tests {
         s.token.leeway_secs = 3600;
         let err = s.validate_common().unwrap_err().to_string();
         assert!(err.contains("token.leeway_secs"), "{err}");
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
+    fn a_base_url_that_is_not_http_is_refused_while_loading() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("MP_AUTH_WECHAT__BASE_URL", "ftp://x");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("must be an http(s) URL"), "{err}");
+            assert!(err.to_lowercase().contains("wechat.base_url"), "{err}");
+            jail.set_env("MP_AUTH_WECHAT__BASE_URL", "http://127.0.0.1:9400");
+            jail.set_env("MP_AUTH_WECHAT__TIMEOUT_MS", "0");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("positive number of milliseconds"), "{err}");
+            jail.set_env("MP_AUTH_WECHAT__TIMEOUT_MS", "5000");
+            jail.set_env("MP_AUTH_TOKEN__HS256_SECRET", "short");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.contains("at least 32 bytes"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
