@@ -205,7 +205,7 @@ pub async fn channels(
 }
 
 fn grpc_reason(status: &tonic::Status) -> String {
-    mp_auth::grpc::error::reason_of(status).unwrap_or_else(|| format!("grpc:{:?}", status.code()))
+    mp_auth::api::reason_of(status).unwrap_or_else(|| format!("grpc:{:?}", status.code()))
 }
 
 /// POSTs `body` as JSON: the answer's JSON on a 2xx, else the error reason.

@@ -111,7 +111,7 @@ impl VerifyTarget {
         match client.verify_token(request).await {
             Ok(_) => Outcome::Ok { new_user: false },
             Err(status) => Outcome::Err(
-                mp_auth::grpc::error::reason_of(&status)
+                mp_auth::api::reason_of(&status)
                     .unwrap_or_else(|| format!("grpc:{:?}", status.code())),
             ),
         }
