@@ -7,10 +7,10 @@
 
 use crate::config::CallerSettings;
 use base64::Engine as _;
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
     net::IpAddr,
-    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -267,8 +267,8 @@ impl CallerRegistry {
         result
     }
 
-    fn failures(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, FailureWindow>> {
-        self.failures.lock().unwrap_or_else(PoisonError::into_inner)
+    fn failures(&self) -> parking_lot::MutexGuard<'_, HashMap<IpAddr, FailureWindow>> {
+        self.failures.lock()
     }
 
     fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {

@@ -1,23 +1,31 @@
 //! mp-auth: an authentication service for WeChat Mini Programs (小程序一键登录).
 //!
 //! Layout (every module):
-//! - [`cli`]: one file per subcommand (`serve`, `gateway`, `migrate`, `decrypt`;
-//!   `dev`, `login` and `wechat-sim` with the default `dev` feature).
-//! - [`config`]: typed, layered settings validated at start-up.
-//! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone, ...).
-//! - [`login`]: the login use case, its errors, the session-key vault.
-//! - [`sessions`]: sessions and rotating refresh tokens; refresh, logout.
+//! - [`cli`]: one file per subcommand (`serve`, `gateway`, `migrate`, `decrypt`,
+//!   `keys`, `callers`; `dev`, `login` and `wechat-sim` with the default `dev` feature).
+//! - [`startup`]: the composition root: settings to the application's parts, built once.
+//! - [`config`]: typed, layered settings; [`config::types`] validate while they parse.
+//! - [`api`]: the contract both edges share: error reasons, metadata and health
+//!   names, the login JSON bodies.
+//! - [`domain`]: newtypes parsed once at the edge (AppId, LoginCode, Phone,
+//!   AccessToken, ...).
+//! - [`login`]: the login use case, its errors and settings, the session-key vault.
+//! - [`sessions`]: sessions and rotating refresh tokens; refresh, logout; the
+//!   revocation cache.
 //! - [`users`]: the user directory for internal callers.
 //! - [`callers`]: internal callers' API keys and permissions.
 //! - [`wechat`]: the WeChat API client, access-token cache, encrypted-data crypto.
-//! - [`store`]: users and WeChat identities in MySQL/MariaDB or SQLite (diesel-async).
-//! - [`tokens`]: access tokens (JWT) behind a signer trait.
-//! - [`grpc`]: the gRPC service, its status table, health and reflection.
-//! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the service.
-//! - [`telemetry`]: logs and Prometheus metrics; [`shutdown`]: SIGTERM/SIGINT;
-//!   [`tls`]: the process-wide rustls provider.
-//! - [`proto`]: the generated gRPC contract (used only by the edges);
-//!   `proto_debug`: redacting `Debug` for its messages that carry secrets.
+//! - [`store`]: users, identities and sessions in MySQL/MariaDB or SQLite (diesel-async).
+//! - [`tokens`]: access tokens (JWT): the key ring, signing, verification, JWKS.
+//! - [`grpc`]: the gRPC edge: the services, their status table, health and
+//!   reflection, run for a built [`startup::App`].
+//! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the
+//!   service; imports [`api`], never [`grpc`].
+//! - [`clock`]: the one wall clock; [`telemetry`]: logs and Prometheus metrics;
+//!   [`shutdown`]: SIGTERM/SIGINT; [`tls`]: the process-wide rustls provider.
+//! - [`proto`]: the generated gRPC contract (used only by the edges and [`api`]);
+//!   `proto_debug`: redacting `Debug` for its messages that carry secrets;
+//!   `edges_agree` (tests only): the gRPC and HTTP tables checked against each other.
 //!
 //! Tooling lives in other workspace members: the WeChat simulator in
 //! `crates/wechat-sim`, the load generator in `crates/mp-auth-bench`.
@@ -25,6 +33,7 @@
 pub mod api;
 pub mod callers;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod domain;
 #[cfg(test)]
@@ -43,7 +52,7 @@ pub mod tokens;
 pub mod users;
 pub mod wechat;
 
-/// Generated code for `proto/mpauth/v1/auth.proto`.
+/// Generated code for `proto/mpauth/v1/*.proto` (auth, users, errors).
 #[allow(clippy::all, clippy::unwrap_used, clippy::expect_used, missing_docs)]
 pub mod proto {
     tonic::include_proto!("mpauth.v1");

@@ -53,11 +53,9 @@ pub fn install_panic_hook() {
 /// The process-wide Prometheus recorder (installed once; later calls reuse it).
 pub fn prometheus() -> anyhow::Result<metrics_exporter_prometheus::PrometheusHandle> {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    static HANDLE: std::sync::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
-        std::sync::Mutex::new(None);
-    let mut slot = HANDLE
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    static HANDLE: parking_lot::Mutex<Option<metrics_exporter_prometheus::PrometheusHandle>> =
+        parking_lot::Mutex::new(None);
+    let mut slot = HANDLE.lock();
     if let Some(handle) = slot.as_ref() {
         return Ok(handle.clone());
     }

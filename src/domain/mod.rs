@@ -41,13 +41,56 @@ fn check_token_like(field: &'static str, value: &str, max_len: usize) -> Result<
     Ok(())
 }
 
-/// A mini program's AppID, e.g. `wx4f4bc4dec97d474b`. Not a secret.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct AppId(String);
+/// A public identifier: a string parsed once by `$check`, printed as itself
+/// (`Display`, `Debug` as `Name(value)`), and (de)serialized as a string that is
+/// parsed again on the way in.
+macro_rules! public_id {
+    ($(#[$meta:meta])* $name:ident, $check:expr) => {
+        $(#[$meta])*
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
 
-impl AppId {
-    pub fn parse(value: &str) -> Result<Self, FieldError> {
+        impl $name {
+            /// Parses the wire value; the error names the field and never echoes the value.
+            pub fn parse(value: &str) -> Result<Self, FieldError> {
+                let check: fn(&str) -> Result<(), FieldError> = $check;
+                check(value)?;
+                Ok(Self(value.to_owned()))
+            }
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = FieldError;
+            fn try_from(value: String) -> Result<Self, Self::Error> {
+                Self::parse(&value)
+            }
+        }
+        impl From<$name> for String {
+            fn from(value: $name) -> Self {
+                value.0
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($name), "({})"), self.0)
+            }
+        }
+    };
+}
+
+public_id!(
+    /// A mini program's AppID, e.g. `wx4f4bc4dec97d474b`. Not a secret.
+    AppId,
+    |value| {
         // No trimming: an id that changes under trimming is not the configured
         // id, and accepting it would let every padding become a new metric series.
         check_token_like("app_id", value, 64)?;
@@ -60,34 +103,9 @@ impl AppId {
                 "must contain only letters, digits, '_' or '-'",
             ));
         }
-        Ok(Self(value.to_owned()))
+        Ok(())
     }
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for AppId {
-    type Error = FieldError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-impl From<AppId> for String {
-    fn from(value: AppId) -> Self {
-        value.0
-    }
-}
-impl fmt::Display for AppId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl fmt::Debug for AppId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AppId({})", self.0)
-    }
-}
+);
 
 /// WeChat's codes are URL-safe tokens: `wx.login` codes are 32 letters and
 /// digits, phone codes 64 hex digits. Anything of another shape is refused
@@ -155,53 +173,36 @@ secret_code!(
     16..=128
 );
 
-/// A user's openid within one app. Not secret, but personal: log sparingly.
-#[derive(Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct OpenId(String);
+public_id!(
+    /// A user's openid within one app. Not secret, but personal: log sparingly.
+    OpenId,
+    |value| check_token_like("openid", value, 128)
+);
 
-impl OpenId {
-    pub fn parse(value: &str) -> Result<Self, FieldError> {
-        check_token_like("openid", value, 128)?;
-        Ok(Self(value.to_owned()))
+public_id!(
+    /// A user's unionid across the apps of one WeChat Open Platform account.
+    UnionId,
+    |value| check_token_like("unionid", value, 128)
+);
+
+/// A compact JWT access token. Secret: `Debug` is redacted and there is no `Display`.
+#[derive(Clone)]
+pub struct AccessToken(SecretString);
+
+impl AccessToken {
+    /// Wraps a token this service just signed.
+    pub fn new(token: String) -> Self {
+        Self(SecretString::from(token))
     }
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The compact JWT, for the one place that sends it to the client.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
     }
 }
-impl TryFrom<String> for OpenId {
-    type Error = FieldError;
-    fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(&value)
-    }
-}
-impl From<OpenId> for String {
-    fn from(value: OpenId) -> Self {
-        value.0
-    }
-}
-impl fmt::Display for OpenId {
+
+impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-impl fmt::Debug for OpenId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "OpenId({})", self.0)
-    }
-}
-
-/// A user's unionid across the apps of one WeChat Open Platform account.
-#[derive(Clone, PartialEq, Eq, Hash, Debug)]
-pub struct UnionId(String);
-
-impl UnionId {
-    pub fn parse(value: &str) -> Result<Self, FieldError> {
-        check_token_like("unionid", value, 128)?;
-        Ok(Self(value.to_owned()))
-    }
-    pub fn as_str(&self) -> &str {
-        &self.0
+        f.write_str("AccessToken([REDACTED])")
     }
 }
 
@@ -262,6 +263,8 @@ mod tests {
         assert!(!format!("{code:?}").contains("061abcDEF"));
         let key = SessionKey::from_base64("tiihtNczf5v6AKRyjwEUhQ==").unwrap();
         assert!(!format!("{key:?}").contains("tiih"));
+        let token = AccessToken::new("eyJhbGciOiJFUzI1NiJ9.e30.c2ln".into());
+        assert_eq!(format!("{token:?}"), "AccessToken([REDACTED])");
     }
 
     #[test]
@@ -282,6 +285,21 @@ mod tests {
         assert!(PhoneCode::parse("0000").is_err());
         assert!(PhoneCode::parse(&"a".repeat(129)).is_err());
         assert!(PhoneCode::parse("{\"json\":1}0000000000").is_err());
+    }
+
+    #[test]
+    fn public_ids_print_and_serialize_as_themselves_and_parse_on_the_way_in() {
+        let app = AppId::parse("wx4f4bc4dec97d474b").unwrap();
+        assert_eq!(app.to_string(), "wx4f4bc4dec97d474b");
+        assert_eq!(format!("{app:?}"), "AppId(wx4f4bc4dec97d474b)");
+        assert_eq!(serde_json::to_value(&app).unwrap(), "wx4f4bc4dec97d474b");
+        assert!(serde_json::from_str::<AppId>("\"wx bad\"").is_err());
+        let openid = OpenId::parse("oUpF8uMuAJO_M2pxb1Q9zNjWeS6o").unwrap();
+        assert_eq!(
+            format!("{openid:?}"),
+            "OpenId(oUpF8uMuAJO_M2pxb1Q9zNjWeS6o)"
+        );
+        assert_eq!(UnionId::parse("").unwrap_err().field, "unionid");
     }
 
     #[test]

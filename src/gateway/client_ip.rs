@@ -90,7 +90,7 @@ const PROXY_WATCH_WINDOW: u32 = 50;
 #[derive(Debug, Default)]
 pub struct UntrustedProxyWatch {
     decided: std::sync::atomic::AtomicBool,
-    state: std::sync::Mutex<WatchState>,
+    state: parking_lot::Mutex<WatchState>,
 }
 
 #[derive(Debug, Default)]
@@ -109,10 +109,7 @@ impl UntrustedProxyWatch {
         if self.decided.load(Ordering::Relaxed) {
             return None;
         }
-        let mut st = self
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self.state.lock();
         let peer = peer.to_canonical();
         if trusted || st.peer.is_some_and(|p| p != peer) {
             self.decided.store(true, Ordering::Relaxed);

@@ -4,10 +4,10 @@
 //! [`MAX_BUCKETS`] live buckets new clients are let through untracked (the
 //! backend has its own protections; locking out new users would be worse).
 
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
     net::{IpAddr, Ipv6Addr},
-    sync::Mutex,
     time::{Duration, Instant},
 };
 
@@ -60,7 +60,7 @@ impl RateLimiter {
     fn check_at(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
         let key = bucket_key(ip);
         // A poisoned lock only means another request panicked mid-update: the map is still usable.
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut buckets = self.buckets.lock();
         let full = buckets.map.len() >= self.max_buckets;
         if full || now.saturating_duration_since(buckets.last_sweep) >= SWEEP_EVERY {
             self.sweep(&mut buckets, now);
@@ -97,11 +97,7 @@ impl RateLimiter {
 
     /// Number of tracked clients.
     pub fn tracked(&self) -> usize {
-        self.buckets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .map
-            .len()
+        self.buckets.lock().map.len()
     }
 }
 

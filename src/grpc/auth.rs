@@ -168,7 +168,7 @@ async fn run_login(
             );
             let session = ok.session;
             Ok(Response::new(proto::MiniProgramLoginResponse {
-                access_token: session.access_token,
+                access_token: session.access_token.expose().to_owned(),
                 token_type: "Bearer".into(),
                 expires_in: session.expires_in as i64,
                 user_id: ok.user_id.to_string(),
@@ -300,7 +300,7 @@ impl proto::auth_server::Auth for AuthService {
             session_id = %tokens.session_id,
             latency_ms = ctx.started.elapsed().as_secs_f64() * 1e3, "session");
         Ok(Response::new(proto::RefreshSessionResponse {
-            access_token: tokens.access_token,
+            access_token: tokens.access_token.expose().to_owned(),
             token_type: "Bearer".into(),
             expires_in: tokens.expires_in as i64,
             refresh_token: tokens.refresh_token.expose_secret().to_owned(),

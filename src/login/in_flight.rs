@@ -10,10 +10,8 @@
 use super::{LoginError, LoginResponse, PhoneProof};
 use crate::domain::{AppId, LoginCode};
 use futures::future::{BoxFuture, FutureExt, Shared};
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex, PoisonError},
-};
+use parking_lot::Mutex;
+use std::{collections::HashMap, sync::Arc};
 
 type Outcome = Arc<Result<LoginResponse, LoginError>>;
 pub(super) type Key = [u8; 32];
@@ -39,8 +37,8 @@ impl Drop for Leader<'_> {
 }
 
 impl InFlight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, (Key, Running)>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
+    fn lock(&self) -> parking_lot::MutexGuard<'_, HashMap<Key, (Key, Running)>> {
+        self.map.lock()
     }
 
     /// Runs `login` under `key` (see [`key`]), or joins the identical login

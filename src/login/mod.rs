@@ -20,7 +20,7 @@ use crate::{
 use futures::FutureExt as _;
 use std::{
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, SystemTime},
 };
 
 /// How the client proves its phone number.
@@ -192,11 +192,7 @@ pub struct LoginService {
     in_flight: in_flight::InFlight,
 }
 
-fn now_ms(now: SystemTime) -> i64 {
-    now.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+use crate::clock::unix_ms as now_ms;
 
 /// The login use case's own settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 //! silent logins per WeChat identity. Memory is bounded: past windows are
 //! dropped when the map grows, and beyond its cap new keys pass untracked.
 
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -34,7 +34,7 @@ impl KeyedLimiter {
         if self.limit == 0 {
             return true;
         }
-        let mut map = self.windows.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.windows.lock();
         if map.len() >= MAX_KEYS && !map.contains_key(key) {
             map.retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
             if map.len() >= MAX_KEYS {

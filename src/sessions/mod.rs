@@ -35,16 +35,13 @@ pub use revocations::{Revocation, RevocationCache, RevocationFeed};
 
 use crate::{
     config::SessionSettings,
-    domain::{AppId, UserId},
+    domain::{AccessToken, AppId, UserId},
     store::{NewSession, RevokeReason, Rotation, Store, StoreError},
     tokens::{Claims, TokenError, TokenIssuer},
 };
 use base64::Engine as _;
 use secrecy::SecretString;
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 /// Why a session call failed. Each variant is one row of the gRPC table.
 #[derive(Debug, thiserror::Error)]
@@ -144,10 +141,10 @@ pub struct VerifiedToken {
 }
 
 /// The tokens of a session after a login or a refresh.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SessionTokens {
-    /// The JWT access token. Secret.
-    pub access_token: String,
+    /// The JWT access token.
+    pub access_token: AccessToken,
     /// Lifetime of the access token in seconds.
     pub expires_in: u64,
     /// The refresh token. Secret.
@@ -157,17 +154,6 @@ pub struct SessionTokens {
     pub session_id: String,
     pub user_id: UserId,
     pub app_id: AppId,
-}
-
-impl std::fmt::Debug for SessionTokens {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionTokens")
-            .field("access_token", &"[REDACTED]")
-            .field("refresh_token", &"[REDACTED]")
-            .field("session_id", &self.session_id)
-            .field("user_id", &self.user_id)
-            .finish_non_exhaustive()
-    }
 }
 
 /// A session at one generation of its refresh token, and when it ends.
@@ -209,13 +195,7 @@ pub struct SessionService {
     revocations: Arc<RevocationCache>,
 }
 
-/// The current time in unix milliseconds (the clock sessions are stamped with).
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 fn new_session_id() -> String {
     use rand::RngCore as _;

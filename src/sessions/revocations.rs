@@ -8,11 +8,12 @@
 //! fails closed.
 
 use crate::store::{RevokedSession, Store, StoreError};
+use parking_lot::RwLock;
 use std::{
     collections::HashMap,
     future::Future,
     sync::{
-        Arc, RwLock,
+        Arc,
         atomic::{AtomicI64, Ordering},
     },
     time::Duration,
@@ -76,10 +77,7 @@ impl RevocationCache {
         if fresh_at == 0 || now_ms - fresh_at > self.max_staleness_ms {
             return Revocation::Unknown;
         }
-        let map = self
-            .revoked
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = self.revoked.read();
         if map.contains_key(sid) {
             Revocation::Revoked
         } else {
@@ -106,20 +104,14 @@ impl RevocationCache {
             .unwrap_or(since_ms);
         let fresh = {
             // Most polls only re-read the overlap: take the write lock only for news.
-            let map = self
-                .revoked
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let map = self.revoked.read();
             rows.into_iter()
                 .filter(|r| !map.contains_key(&r.sid))
                 .collect::<Vec<_>>()
         };
         let needs_pruning = self.oldest_held() < window_start_ms;
         if !fresh.is_empty() || needs_pruning {
-            let mut map = self
-                .revoked
-                .write()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut map = self.revoked.write();
             for row in fresh {
                 map.insert(row.sid, row.revoked_at_ms);
             }
@@ -134,7 +126,6 @@ impl RevocationCache {
     fn oldest_held(&self) -> i64 {
         self.revoked
             .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .values()
             .min()
             .copied()
@@ -150,9 +141,9 @@ impl RevocationCache {
         window: Duration,
     ) {
         let window_ms = window.as_millis() as i64;
-        let mut since = super::now_ms() - window_ms;
+        let mut since = crate::clock::now_ms() - window_ms;
         loop {
-            let now = super::now_ms();
+            let now = crate::clock::now_ms();
             match self.poll(&feed, since, now - window_ms, now).await {
                 Ok(newest) => {
                     since = next_since(newest, now);
@@ -169,10 +160,7 @@ impl RevocationCache {
 
     /// Revoked sessions held.
     pub fn len(&self) -> usize {
-        self.revoked
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        self.revoked.read().len()
     }
 
     /// True when nothing is held.
@@ -241,7 +229,7 @@ mod tests {
         c.fresh_at.store(1_000, Ordering::Release);
         assert_eq!(c.check("s", 2_000), Revocation::Live);
         assert_eq!(c.check("s", 7_001), Revocation::Unknown);
-        c.revoked.write().unwrap().insert("s".into(), 900);
+        c.revoked.write().insert("s".into(), 900);
         assert_eq!(c.check("s", 2_000), Revocation::Revoked);
     }
 
@@ -302,13 +290,13 @@ mod tests {
             Duration::from_millis(20),
             Duration::from_secs(3600),
         ));
-        while c.check("s", super::super::now_ms()) == Revocation::Unknown {
+        while c.check("s", crate::clock::now_ms()) == Revocation::Unknown {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
         // Stamped by a replica whose clock is 2 s behind: still seen.
-        table.revoke("s", super::super::now_ms() - 2_000);
+        table.revoke("s", crate::clock::now_ms() - 2_000);
         let started = std::time::Instant::now();
-        while c.check("s", super::super::now_ms()) != Revocation::Revoked {
+        while c.check("s", crate::clock::now_ms()) != Revocation::Revoked {
             assert!(started.elapsed() < Duration::from_secs(2), "never seen");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -668,13 +668,7 @@ fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(base / 2 + rand::rng().random_range(0..=base / 2))
 }
 
-/// The current time in unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
+pub use crate::clock::now_ms;
 
 /// Remembers the pool's last failure to open a connection, so a pool timeout can say
 /// why ("Connection refused") instead of only "timed out".

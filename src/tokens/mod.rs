@@ -15,13 +15,10 @@ pub use verified::VerifiedCache;
 
 use crate::{
     config::TokenSettings,
-    domain::{AppId, UserId},
+    domain::{AccessToken, AppId, UserId},
 };
 use serde::{Deserialize, Serialize};
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{sync::Arc, time::Duration};
 
 /// The RFC 9068 media type of access tokens (the JOSE `typ`).
 pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
@@ -64,22 +61,14 @@ pub enum TokenError {
 }
 
 /// A freshly issued access token.
+#[derive(Debug)]
 pub struct IssuedToken {
-    /// The compact JWT. Secret: never log it.
-    pub token: String,
+    /// The compact JWT.
+    pub token: AccessToken,
     /// Lifetime in seconds.
     pub expires_in: u64,
     /// The token's `jti`.
     pub jti: String,
-}
-
-impl std::fmt::Debug for IssuedToken {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedToken")
-            .field("token", &"[REDACTED]")
-            .field("expires_in", &self.expires_in)
-            .finish()
-    }
 }
 
 /// Issues access tokens for logged-in users.
@@ -112,7 +101,7 @@ impl TokenIssuer {
             .issue(UserId(1), &app)
             .map_err(|e| TokenError::SelfTest(e.to_string()))?;
         let claims = self
-            .verify(&issued.token)
+            .verify(issued.token.expose())
             .map_err(|e| TokenError::SelfTest(e.to_string()))?;
         if claims.sub != "1" || claims.app_id() != Some("selftest") {
             return Err(TokenError::SelfTest("claims did not round-trip".into()));
@@ -144,10 +133,7 @@ impl TokenIssuer {
         sid: Option<&str>,
         not_after: u64,
     ) -> Result<IssuedToken, TokenError> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::clock::now_secs();
         let jti = uuid::Uuid::now_v7().to_string();
         let exp = now
             .saturating_add(self.ttl.as_secs())
@@ -165,7 +151,7 @@ impl TokenIssuer {
         };
         let token = self.keys.signing().sign(&claims)?;
         Ok(IssuedToken {
-            token,
+            token: AccessToken::new(token),
             expires_in: exp - now,
             jti,
         })
@@ -252,11 +238,11 @@ mod tests {
             let t = iss
                 .issue_for_session(UserId(42), &app, "sid-1", u64::MAX)
                 .unwrap();
-            let header = part(&t.token, 0);
+            let header = part(t.token.expose(), 0);
             assert_eq!(header["typ"], "at+jwt");
             assert_eq!(header["alg"], alg.as_str());
             assert_eq!(header["kid"], iss.keys().signing().kid());
-            let json = part(&t.token, 1);
+            let json = part(t.token.expose(), 1);
             assert_eq!(json["sub"], serde_json::json!("42"));
             assert_eq!(json["client_id"], "wx4f4bc4dec97d474b");
             assert_eq!(json["sid"], "sid-1");
@@ -265,7 +251,7 @@ mod tests {
                 json["exp"].as_u64().unwrap() - json["iat"].as_u64().unwrap(),
                 7200
             );
-            let claims = iss.verify(&t.token).unwrap();
+            let claims = iss.verify(t.token.expose()).unwrap();
             assert_eq!(claims.sub, "42");
             assert_eq!(claims.key_id, iss.keys().signing().kid());
         }
@@ -285,7 +271,8 @@ mod tests {
         let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
         validation.set_audience(&["mp-auth-clients"]);
         validation.set_issuer(&["mp-auth"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(&t.token, &key, &validation).unwrap();
+        let data =
+            jsonwebtoken::decode::<serde_json::Value>(t.token.expose(), &key, &validation).unwrap();
         assert_eq!(data.claims["sub"], "7");
         assert_eq!(data.header.kid.as_deref(), Some(iss.keys().signing().kid()));
     }
@@ -297,21 +284,29 @@ mod tests {
         let b = issuer(Algorithm::Es256);
         let t = b.issue(UserId(1), &app).unwrap();
         assert_eq!(
-            a.verify(&t.token).unwrap_err().to_string(),
+            a.verify(t.token.expose()).unwrap_err().to_string(),
             TokenError::Invalid(VerifyError::KeyUnknown(Some(
                 b.keys().signing().kid().into()
             )))
             .to_string()
         );
         let hs = issuer(Algorithm::Hs256);
-        assert!(a.verify(&hs.issue(UserId(1), &app).unwrap().token).is_err());
+        assert!(
+            a.verify(hs.issue(UserId(1), &app).unwrap().token.expose())
+                .is_err()
+        );
     }
 
     #[test]
     fn a_ring_with_a_retained_key_verifies_both_and_signs_with_the_active_one() {
         let app = AppId::parse("wxa").unwrap();
         let old = issuer(Algorithm::Es256);
-        let old_token = old.issue(UserId(5), &app).unwrap().token;
+        let old_token = old
+            .issue(UserId(5), &app)
+            .unwrap()
+            .token
+            .expose()
+            .to_owned();
         let t = TokenSettings::default();
         let new_signing =
             SigningKey::from_pem(&SigningKey::generate(Algorithm::Es256).unwrap().private_pem)
@@ -320,7 +315,12 @@ mod tests {
         let ring = KeyRing::new(new_signing, vec![retained], &t.issuer, &t.audience, 30).unwrap();
         let new = TokenIssuer::new(&t, Arc::new(ring)).unwrap();
         assert_eq!(new.verify(&old_token).unwrap().sub, "5");
-        let fresh = new.issue(UserId(6), &app).unwrap().token;
+        let fresh = new
+            .issue(UserId(6), &app)
+            .unwrap()
+            .token
+            .expose()
+            .to_owned();
         assert_eq!(part(&fresh, 0)["kid"], new.keys().signing().kid());
         assert_eq!(new.keys().jwks().keys.len(), 2);
     }
@@ -329,7 +329,12 @@ mod tests {
     fn a_cached_token_still_expires_and_a_tampered_copy_is_not_a_hit() {
         let iss = issuer(Algorithm::Es256);
         let app = AppId::parse("wxa").unwrap();
-        let t = iss.issue(UserId(9), &app).unwrap().token;
+        let t = iss
+            .issue(UserId(9), &app)
+            .unwrap()
+            .token
+            .expose()
+            .to_owned();
         assert_eq!(iss.verify(&t).unwrap().sub, "9");
         assert_eq!(
             iss.verify(&t).unwrap().sub,
@@ -365,6 +370,6 @@ mod tests {
         let t = issuer(Algorithm::Es256)
             .issue(UserId(1), &AppId::parse("wxa").unwrap())
             .unwrap();
-        assert!(!format!("{t:?}").contains(&t.token));
+        assert!(!format!("{t:?}").contains(t.token.expose()));
     }
 }

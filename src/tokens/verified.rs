@@ -8,11 +8,9 @@
 //! newer fills, so memory stays under `CAPACITY` entries.
 
 use mp_auth_verifier::Claims;
+use parking_lot::Mutex;
 use ring::digest;
-use std::{
-    collections::HashMap,
-    sync::{Mutex, PoisonError},
-};
+use std::collections::HashMap;
 
 /// Tokens remembered at most (each ~0.75 KiB with its map entry: ~12 MiB at most).
 pub const CAPACITY: usize = 16 * 1024;
@@ -55,10 +53,8 @@ impl VerifiedCache {
         key
     }
 
-    fn shard(&self, key: &TokenKey) -> std::sync::MutexGuard<'_, Shard> {
-        self.shards[usize::from(key[0]) % SHARDS]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+    fn shard(&self, key: &TokenKey) -> parking_lot::MutexGuard<'_, Shard> {
+        self.shards[usize::from(key[0]) % SHARDS].lock()
     }
 
     /// The claims remembered for `key`.
@@ -91,7 +87,7 @@ impl VerifiedCache {
         self.shards
             .iter()
             .map(|s| {
-                let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+                let s = s.lock();
                 s.current.len() + s.previous.len()
             })
             .sum()

@@ -3,13 +3,13 @@
 //! (账号注销). Every deletion and full-phone read is written to the audit log
 //! (`mp_auth::audit` target: who, what, which user id; never the phone).
 
+use crate::clock::now_ms;
 use crate::{
     domain::{FieldError, UserId},
     store::{
         Deletion, RevokeReason, SessionRow, Store, StoreError, Tombstone, UserKey, UserRecord,
     },
 };
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Why a Users call failed. Each variant is one row of the gRPC table.
 #[derive(Debug, thiserror::Error)]
@@ -120,13 +120,6 @@ pub struct DeletionOutcome {
 /// The Users use case.
 pub struct UsersService {
     store: Store,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 impl UsersService {

@@ -8,9 +8,9 @@
 
 use super::error::{Endpoint, WechatError};
 use crate::domain::AppId;
+use parking_lot::Mutex;
 use std::{
     collections::HashMap,
-    sync::{Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -79,7 +79,7 @@ impl UpstreamBudget {
         let Some(state) = self.apps.get(app) else {
             return Ok(());
         };
-        let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut state = state.lock();
         let slot = &mut state.closed_until[endpoint_index(endpoint)];
         if let Some(until) = *slot {
             if now < until {
@@ -117,7 +117,7 @@ impl UpstreamBudget {
             return;
         }
         if let Some(state) = self.apps.get(app) {
-            let mut state = state.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut state = state.lock();
             state.closed_until[endpoint_index(endpoint)] = Some(now + self.limits.cooldown);
             drop(state);
             tracing::warn!(

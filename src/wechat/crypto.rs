@@ -10,7 +10,7 @@ use crate::domain::{AppId, Phone, SessionKey};
 use aes::cipher::{BlockModeDecrypt, KeyIvInit, block_padding::Pkcs7};
 use base64::Engine as _;
 use serde::Deserialize;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 type Aes128CbcDec = cbc::Decryptor<aes::Aes128>;
 
@@ -148,10 +148,7 @@ pub fn decrypt_phone(
     if raw.watermark.appid != app_id.as_str() {
         return Err(DecryptError::WatermarkAppId);
     }
-    let now_secs = now
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    let now_secs = i64::try_from(crate::clock::unix_secs(now)).unwrap_or(i64::MAX);
     let age = now_secs - raw.watermark.timestamp;
     if age.unsigned_abs() > max_age.as_secs() {
         return Err(DecryptError::StaleWatermark {
@@ -173,6 +170,7 @@ mod tests {
     use super::*;
     use aes::cipher::BlockModeEncrypt;
     use proptest::prelude::*;
+    use std::time::UNIX_EPOCH;
 
     type Aes128CbcEnc = cbc::Encryptor<aes::Aes128>;
 

@@ -8,14 +8,12 @@
 
 use super::error::WechatError;
 use crate::domain::AppId;
+use parking_lot::RwLock;
 use secrecy::{ExposeSecret, SecretString};
 use std::{
     collections::HashMap,
     future::Future,
-    sync::{
-        RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 use tokio::time::Instant;
@@ -164,20 +162,15 @@ impl TokenCache {
 }
 
 fn fresh(slot: &Slot, now: Instant) -> Option<SecretString> {
-    let current = slot
-        .current
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let current = slot.current.read();
     current
         .as_ref()
         .filter(|c| now < c.refresh_at)
         .map(|c| c.token.clone())
 }
 
-fn write(slot: &Slot) -> std::sync::RwLockWriteGuard<'_, Option<Cached>> {
-    slot.current
-        .write()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+fn write(slot: &Slot) -> parking_lot::RwLockWriteGuard<'_, Option<Cached>> {
+    slot.current.write()
 }
 
 #[cfg(test)]
