@@ -24,7 +24,10 @@ use std::{convert::Infallible, time::Instant};
 use tonic::{Code, metadata::AsciiMetadataValue};
 
 /// A string field: absent, `null` and `""` are `None`; any other non-string is an error.
-fn string_field(map: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ApiError> {
+pub(super) fn string_field(
+    map: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<String>, ApiError> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),

@@ -5,7 +5,9 @@
 use super::{
     AppState,
     error::ApiError,
-    login::{EdgeContext, FromJsonBody, LoginJson, OptionalJson, forward, no_store_json},
+    login::{
+        EdgeContext, FromJsonBody, LoginJson, OptionalJson, forward, no_store_json, string_field,
+    },
 };
 use crate::proto;
 use axum::{
@@ -59,19 +61,6 @@ impl std::fmt::Debug for LogoutRequest {
             .field("refresh_token", &"[REDACTED]")
             .field("all", &self.all)
             .finish()
-    }
-}
-
-/// A string field: absent, `null` and `""` are `None`; any other non-string is an error.
-fn string_field(map: &Map<String, Value>, name: &'static str) -> Result<Option<String>, ApiError> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ApiError::InvalidField {
-            field: name,
-            problem: "must be a string",
-        }),
     }
 }
 

@@ -227,14 +227,19 @@ fn the_login_command_logs_in_silently_refreshes_and_logs_out() {
         assert!(ok, "{silent}");
         assert_eq!(silent["user_id"], first["user_id"]);
         let token = silent["refresh_token"].as_str().unwrap().to_owned();
-        let (ok, refreshed) = login_command(&dev, &["refresh", "--refresh-token", &token], grpc);
+        // `--refresh-token=<t>`: a token may start with `-`, which clap would take for a flag.
+        let (ok, refreshed) = login_command(
+            &dev,
+            &["refresh", &format!("--refresh-token={token}")],
+            grpc,
+        );
         assert!(ok, "{refreshed}");
         let next = refreshed["refresh_token"].as_str().unwrap().to_owned();
         assert_ne!(next, token);
-        let (ok, out) = login_command(&dev, &["logout", "--refresh-token", &next], grpc);
+        let (ok, out) = login_command(&dev, &["logout", &format!("--refresh-token={next}")], grpc);
         assert!(ok, "{out}");
         assert_eq!(out["sessions_revoked"], 1);
-        let (ok, err) = login_command(&dev, &["refresh", "--refresh-token", &next], grpc);
+        let (ok, err) = login_command(&dev, &["refresh", &format!("--refresh-token={next}")], grpc);
         assert!(!ok);
         assert_eq!(err["reason"], "SESSION_REVOKED", "{err}");
         // --all with the first login's access token ends the rest.

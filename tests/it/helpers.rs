@@ -250,6 +250,18 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Presses the login button for `user` of the default app and logs in at
+    /// the replica listening on `addr` (another server on the same database).
+    pub async fn login_at(&self, addr: SocketAddr, user: &str) -> proto::MiniProgramLoginResponse {
+        AuthClient::connect(format!("http://{addr}"))
+            .await
+            .unwrap()
+            .mini_program_login(pressed_request(self.app_id(), self.press(user).await))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     /// Presses the login button for `user` and logs in with the new flow.
     pub async fn login_with_phone_code(
         &self,
@@ -258,12 +270,7 @@ impl TestApp {
         phone: Option<&str>,
     ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
         let pressed = self.sim_client.press(app_id, user, phone).await.unwrap();
-        self.login_raw(proto::MiniProgramLoginRequest {
-            app_id: app_id.into(),
-            code: pressed.login.code,
-            phone: Some(Phone::PhoneCode(pressed.phone.code)),
-        })
-        .await
+        self.login_raw(pressed_request(app_id, pressed)).await
     }
 
     /// Presses the login button for `user` and logs in with the legacy fields.
@@ -321,6 +328,39 @@ pub async fn start_gateway(settings: &Settings, backend: SocketAddr) -> RunningG
         let _ = stopped.await;
     }));
     RunningGateway { url, _stop: stop }
+}
+
+/// A new-flow request: the `wx.login` code and the phone button's code.
+pub fn phone_code_request(
+    app_id: impl Into<String>,
+    code: impl Into<String>,
+    phone_code: impl Into<String>,
+) -> proto::MiniProgramLoginRequest {
+    proto::MiniProgramLoginRequest {
+        app_id: app_id.into(),
+        code: code.into(),
+        phone: Some(Phone::PhoneCode(phone_code.into())),
+    }
+}
+
+/// The new-flow request of one press of the login button.
+pub fn pressed_request(
+    app_id: impl Into<String>,
+    pressed: Pressed,
+) -> proto::MiniProgramLoginRequest {
+    phone_code_request(app_id, pressed.login.code, pressed.phone.code)
+}
+
+/// A silent login (静默登录): the `wx.login` code alone.
+pub fn silent_request(
+    app_id: impl Into<String>,
+    code: impl Into<String>,
+) -> proto::MiniProgramLoginRequest {
+    proto::MiniProgramLoginRequest {
+        app_id: app_id.into(),
+        code: code.into(),
+        phone: None,
+    }
 }
 
 /// A legacy-flow request.

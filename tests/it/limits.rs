@@ -2,8 +2,7 @@
 //! status (not a crash), and connections are recycled after
 //! `max_connection_age_secs` (GOAWAY, then closed) without clients noticing.
 
-use crate::helpers::{TestApp, TestAppOptions, unique_user};
-use mp_auth::proto::{self, mini_program_login_request::Phone};
+use crate::helpers::{TestApp, TestAppOptions, phone_code_request, pressed_request, unique_user};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
@@ -16,11 +15,11 @@ async fn an_oversized_request_is_refused_with_a_status_and_the_server_keeps_serv
     .await;
     let mut client = app.client().await;
     let err = client
-        .mini_program_login(proto::MiniProgramLoginRequest {
-            app_id: app.app_id().into(),
-            code: "x".repeat(64 * 1024),
-            phone: Some(Phone::PhoneCode("y".repeat(16))),
-        })
+        .mini_program_login(phone_code_request(
+            app.app_id(),
+            "x".repeat(64 * 1024),
+            "y".repeat(16),
+        ))
         .await
         .unwrap_err();
     assert!(
@@ -34,11 +33,11 @@ async fn an_oversized_request_is_refused_with_a_status_and_the_server_keeps_serv
         .expect("the server survived the oversized request");
     assert!(!ok.access_token.is_empty());
     client
-        .mini_program_login(proto::MiniProgramLoginRequest {
-            app_id: app.app_id().into(),
-            code: "not-a-real-code".into(),
-            phone: Some(Phone::PhoneCode("nor-this".into())),
-        })
+        .mini_program_login(phone_code_request(
+            app.app_id(),
+            "not-a-real-code",
+            "nor-this",
+        ))
         .await
         .expect_err("a bogus code is refused by WeChat, over the same connection");
 }
@@ -80,11 +79,7 @@ async fn connections_are_closed_after_max_connection_age_and_clients_reconnect()
     for _ in 0..2 {
         let pressed = app.press(&user).await;
         client
-            .mini_program_login(proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code: pressed.login.code,
-                phone: Some(Phone::PhoneCode(pressed.phone.code)),
-            })
+            .mini_program_login(pressed_request(app.app_id(), pressed))
             .await
             .expect("a login on a recycled connection");
         tokio::time::sleep(Duration::from_millis(1_600)).await;

@@ -62,14 +62,7 @@ async fn app_id_may_be_omitted_when_one_app_is_configured() {
     let app = TestApp::spawn().await;
     let user = unique_user();
     let pressed = app.press(&user).await;
-    let ok = app
-        .login_raw(proto::MiniProgramLoginRequest {
-            app_id: String::new(),
-            code: pressed.login.code,
-            phone: Some(WirePhone::PhoneCode(pressed.phone.code)),
-        })
-        .await
-        .unwrap();
+    let ok = app.login_raw(pressed_request("", pressed)).await.unwrap();
     assert_eq!(ok.app_id, app.app_id());
 }
 
@@ -115,21 +108,21 @@ async fn app_id_is_required_when_several_apps_are_configured_and_unknown_apps_ar
         .unwrap()
         .code;
     let err = app
-        .login_raw(proto::MiniProgramLoginRequest {
-            app_id: String::new(),
-            code: code.clone(),
-            phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
-        })
+        .login_raw(phone_code_request(
+            String::new(),
+            code.clone(),
+            WELL_FORMED_PHONE_CODE,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(reason(&err), "APP_ID_REQUIRED");
     let err = app
-        .login_raw(proto::MiniProgramLoginRequest {
-            app_id: "wx_not_configured".into(),
+        .login_raw(phone_code_request(
+            "wx_not_configured",
             code,
-            phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
-        })
+            WELL_FORMED_PHONE_CODE,
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
@@ -141,19 +134,11 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
     let app = TestApp::spawn().await;
     let cases = [
         (
-            proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code: String::new(),
-                phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
-            },
+            phone_code_request(app.app_id(), String::new(), WELL_FORMED_PHONE_CODE),
             "code",
         ),
         (
-            proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code: WELL_FORMED_CODE.into(),
-                phone: Some(WirePhone::PhoneCode(String::new())),
-            },
+            phone_code_request(app.app_id(), WELL_FORMED_CODE, String::new()),
             "phone_code",
         ),
         (
@@ -175,11 +160,7 @@ async fn missing_and_malformed_fields_are_invalid_argument_naming_the_field() {
             "iv",
         ),
         (
-            proto::MiniProgramLoginRequest {
-                app_id: "wx bad id".into(),
-                code: WELL_FORMED_CODE.into(),
-                phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
-            },
+            phone_code_request("wx bad id", WELL_FORMED_CODE, WELL_FORMED_PHONE_CODE),
             "app_id",
         ),
     ];
@@ -226,33 +207,29 @@ async fn a_replayed_login_code_is_unauthenticated_login_code_used() {
     let app = TestApp::spawn().await;
     let user = unique_user();
     let first = app.press(&user).await;
-    app.login_raw(proto::MiniProgramLoginRequest {
-        app_id: app.app_id().into(),
-        code: first.login.code.clone(),
-        phone: Some(WirePhone::PhoneCode(first.phone.code)),
-    })
+    app.login_raw(phone_code_request(
+        app.app_id(),
+        first.login.code.clone(),
+        first.phone.code,
+    ))
     .await
     .unwrap();
     let p2 = app.sim_client.phone(app.app_id(), &user).await.unwrap();
     let err = app
-        .login_raw(proto::MiniProgramLoginRequest {
-            app_id: app.app_id().into(),
-            code: first.login.code,
-            phone: Some(WirePhone::PhoneCode(p2.code.clone())),
-        })
+        .login_raw(phone_code_request(
+            app.app_id(),
+            first.login.code,
+            p2.code.clone(),
+        ))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
     assert_eq!(reason(&err), "LOGIN_CODE_USED");
     // The phone code of the failed attempt was not spent: it still works.
     let code = app.wx_login(&user).await;
-    app.login_raw(proto::MiniProgramLoginRequest {
-        app_id: app.app_id().into(),
-        code,
-        phone: Some(WirePhone::PhoneCode(p2.code)),
-    })
-    .await
-    .unwrap();
+    app.login_raw(phone_code_request(app.app_id(), code, p2.code))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -367,11 +344,7 @@ async fn phone_codes_are_single_use_and_bound_to_their_user() {
     let bob_phone = app.sim_client.phone(app.app_id(), &bob).await.unwrap();
     let code = app.wx_login(&alice).await;
     let err = app
-        .login_raw(proto::MiniProgramLoginRequest {
-            app_id: app.app_id().into(),
-            code,
-            phone: Some(WirePhone::PhoneCode(bob_phone.code)),
-        })
+        .login_raw(phone_code_request(app.app_id(), code, bob_phone.code))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
@@ -381,11 +354,7 @@ async fn phone_codes_are_single_use_and_bound_to_their_user() {
     for attempt in 0..2 {
         let code = app.wx_login(&alice).await;
         let res = app
-            .login_raw(proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code,
-                phone: Some(WirePhone::PhoneCode(pressed.code.clone())),
-            })
+            .login_raw(phone_code_request(app.app_id(), code, pressed.code.clone()))
             .await;
         if attempt == 0 {
             res.unwrap();
@@ -568,12 +537,8 @@ async fn two_hundred_concurrent_logins_for_one_new_phone_create_one_user() {
     for (code, phone_code) in minted {
         let app = app.clone();
         tasks.push(tokio::spawn(async move {
-            app.login_raw(proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code,
-                phone: Some(WirePhone::PhoneCode(phone_code)),
-            })
-            .await
+            app.login_raw(phone_code_request(app.app_id(), code, phone_code))
+                .await
         }));
     }
     let mut subs = HashSet::new();
@@ -603,12 +568,8 @@ async fn two_hundred_concurrent_logins_for_one_openid_create_one_user_and_one_id
         tasks.push(tokio::spawn(async move {
             // Mix both flows.
             if i % 2 == 0 {
-                app.login_raw(proto::MiniProgramLoginRequest {
-                    app_id: app.app_id().into(),
-                    code,
-                    phone: Some(WirePhone::PhoneCode(pressed.code)),
-                })
-                .await
+                app.login_raw(phone_code_request(app.app_id(), code, pressed.code))
+                    .await
             } else {
                 app.login_raw(encrypted_request(
                     app.app_id(),
@@ -721,11 +682,7 @@ async fn a_double_submitted_code_logs_in_once_and_both_taps_get_the_answer() {
         .await
         .unwrap();
     let before = app.sim_client.stats().await.unwrap();
-    let request = proto::MiniProgramLoginRequest {
-        app_id: app.app_id().into(),
-        code: pressed.login.code,
-        phone: Some(WirePhone::PhoneCode(pressed.phone.code)),
-    };
+    let request = pressed_request(app.app_id(), pressed);
     let (a, b) = tokio::join!(
         app.login_raw(request.clone()),
         app.login_raw(request.clone())
@@ -765,11 +722,7 @@ async fn a_concurrent_request_with_the_same_code_but_another_phone_proof_gets_no
         })
         .await
         .unwrap();
-    let genuine = proto::MiniProgramLoginRequest {
-        app_id: app.app_id().into(),
-        code: code.clone(),
-        phone: Some(WirePhone::PhoneCode(pressed.code)),
-    };
+    let genuine = phone_code_request(app.app_id(), code.clone(), pressed.code);
     let leader = {
         let app = app.clone();
         tokio::spawn(async move { app.login_raw(genuine).await })
@@ -816,21 +769,17 @@ async fn codes_of_shapes_wechat_never_issues_cost_no_wechat_call() {
         "{\"$ne\":null}000000000",
     ] {
         let err = app
-            .login_raw(proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code: code.into(),
-                phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
-            })
+            .login_raw(phone_code_request(
+                app.app_id(),
+                code,
+                WELL_FORMED_PHONE_CODE,
+            ))
             .await
             .unwrap_err();
         assert_eq!(reason(&err), "INVALID_ARGUMENT", "{code}");
     }
     let err = app
-        .login_raw(proto::MiniProgramLoginRequest {
-            app_id: app.app_id().into(),
-            code: WELL_FORMED_CODE.into(),
-            phone: Some(WirePhone::PhoneCode("0000".into())),
-        })
+        .login_raw(phone_code_request(app.app_id(), WELL_FORMED_CODE, "0000"))
         .await
         .unwrap_err();
     assert_eq!(reason(&err), "INVALID_ARGUMENT");
@@ -861,11 +810,11 @@ async fn the_per_app_upstream_budget_bounds_wechat_calls_under_a_garbage_flood()
         tasks.push(tokio::spawn(async move {
             // Well-formed codes WeChat never issued, as a flood from many addresses would send.
             let code = format!("0garbage{i:024}");
-            app.login_raw(proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
+            app.login_raw(phone_code_request(
+                app.app_id(),
                 code,
-                phone: Some(WirePhone::PhoneCode(WELL_FORMED_PHONE_CODE.into())),
-            })
+                WELL_FORMED_PHONE_CODE,
+            ))
             .await
             .unwrap_err()
         }));

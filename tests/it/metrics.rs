@@ -115,15 +115,11 @@ async fn padded_or_unknown_app_ids_add_no_metric_series() {
             format!("{id}{}", "\t".repeat(k)),
         ] {
             let status = app
-                .login_raw(mp_auth::proto::MiniProgramLoginRequest {
-                    app_id: padded,
-                    code: WELL_FORMED_CODE.into(),
-                    phone: Some(
-                        mp_auth::proto::mini_program_login_request::Phone::PhoneCode(
-                            WELL_FORMED_PHONE_CODE.into(),
-                        ),
-                    ),
-                })
+                .login_raw(phone_code_request(
+                    padded,
+                    WELL_FORMED_CODE,
+                    WELL_FORMED_PHONE_CODE,
+                ))
                 .await
                 .unwrap_err();
             assert_eq!(status.code(), tonic::Code::InvalidArgument);
@@ -131,15 +127,11 @@ async fn padded_or_unknown_app_ids_add_no_metric_series() {
         }
         // A well-formed id that is not configured is labelled with nothing either.
         let status = app
-            .login_raw(mp_auth::proto::MiniProgramLoginRequest {
-                app_id: format!("wxunknown{k:07}"),
-                code: WELL_FORMED_CODE.into(),
-                phone: Some(
-                    mp_auth::proto::mini_program_login_request::Phone::PhoneCode(
-                        WELL_FORMED_PHONE_CODE.into(),
-                    ),
-                ),
-            })
+            .login_raw(phone_code_request(
+                format!("wxunknown{k:07}"),
+                WELL_FORMED_CODE,
+                WELL_FORMED_PHONE_CODE,
+            ))
             .await
             .unwrap_err();
         assert_eq!(reason(&status), "UNKNOWN_APP");

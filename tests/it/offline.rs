@@ -368,19 +368,5 @@ async fn replica(
 
 /// Logs a new user in at the replica `addr`; its access token.
 async fn login_at(app: &TestApp, addr: std::net::SocketAddr) -> String {
-    let user = unique_user();
-    let code = app.wx_login(&user).await;
-    let phone = app.sim_client.phone(app.app_id(), &user).await.unwrap();
-    mp_auth::proto::auth_client::AuthClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap()
-        .mini_program_login(mp_auth::proto::MiniProgramLoginRequest {
-            app_id: app.app_id().into(),
-            code,
-            phone: Some(mp_auth::proto::mini_program_login_request::Phone::PhoneCode(phone.code)),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token
+    app.login_at(addr, &unique_user()).await.access_token
 }

@@ -33,12 +33,7 @@ async fn silent(
     user: &str,
 ) -> Result<proto::MiniProgramLoginResponse, tonic::Status> {
     let code = app.sim_client.login(app_id, user, None).await.unwrap().code;
-    app.login_raw(proto::MiniProgramLoginRequest {
-        app_id: app_id.into(),
-        code,
-        phone: None,
-    })
-    .await
+    app.login_raw(silent_request(app_id, code)).await
 }
 
 fn sid_of(access_token: &str, app: &TestApp) -> String {
@@ -417,14 +412,8 @@ async fn a_login_whose_caller_hangs_up_still_completes_and_is_recorded() {
     let caller = {
         let app = app.clone();
         tokio::spawn(async move {
-            app.login_raw(proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code,
-                phone: Some(proto::mini_program_login_request::Phone::PhoneCode(
-                    pressed.code,
-                )),
-            })
-            .await
+            app.login_raw(phone_code_request(app.app_id(), code, pressed.code))
+                .await
         })
     };
     // The request reaches the service (and WeChat, which holds it), then the caller leaves.

@@ -5,11 +5,14 @@
 use crate::{
     db::TestDb,
     health::{check, health_client, wait_for},
-    helpers::{TEST_TOKEN_SECRET, TEST_VAULT_KEY, init_test_log, unique_app_id, unique_user},
+    helpers::{
+        TEST_TOKEN_SECRET, TEST_VAULT_KEY, init_test_log, pressed_request, unique_app_id,
+        unique_user,
+    },
 };
 use mp_auth::{
     api::health::HEALTH_AUTH,
-    proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
+    proto::{self, auth_client::AuthClient},
 };
 use secrecy::SecretString;
 use std::{
@@ -195,11 +198,7 @@ filter = "info"
                 .press(&self.app_id, &user, None)
                 .await
                 .unwrap();
-            let request = proto::MiniProgramLoginRequest {
-                app_id: self.app_id.clone(),
-                code: pressed.login.code,
-                phone: Some(Phone::PhoneCode(pressed.phone.code)),
-            };
+            let request = pressed_request(self.app_id.clone(), pressed);
             let mut client = AuthClient::connect(format!("http://{}", self.addr))
                 .await
                 .unwrap();

@@ -430,22 +430,7 @@ async fn a_logout_on_one_serve_process_is_seen_by_verify_token_on_another_within
     );
     let mut logins = Vec::new();
     for _ in 0..5 {
-        let user = unique_user();
-        let code = app.wx_login(&user).await;
-        let phone = app.sim_client.phone(app.app_id(), &user).await.unwrap();
-        let login = AuthClient::connect(format!("http://{}", a.addr))
-            .await
-            .unwrap()
-            .mini_program_login(proto::MiniProgramLoginRequest {
-                app_id: app.app_id().into(),
-                code,
-                phone: Some(proto::mini_program_login_request::Phone::PhoneCode(
-                    phone.code,
-                )),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let login = app.login_at(a.addr, &unique_user()).await;
         // B vouches for it (after its first revocation poll).
         eventually(b.addr, &verifier, &login.access_token, None).await;
         logins.push(login);
