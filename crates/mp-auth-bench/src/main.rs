@@ -85,12 +85,13 @@ pub struct BenchArgs {
     /// Where the load goes.
     #[arg(long, value_enum, default_value = "grpc")]
     pub target: TargetKind,
-    /// The gRPC service's URL.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub grpc: String,
-    /// The HTTP gateway's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub gateway: String,
+    /// The gRPC service's URL. Several, comma-separated (replicas), share the load:
+    /// the connections go to them in turn, and so do the workers.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:50051")]
+    pub grpc: Vec<String>,
+    /// The HTTP gateway's base URL. Several, comma-separated, share the load by worker.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub gateway: Vec<String>,
     /// The WeChat simulator the service talks to (codes are minted there).
     #[arg(long, default_value = "http://127.0.0.1:9400")]
     pub simulator: String,

@@ -29,37 +29,45 @@ pub enum Target {
         /// Sent as `app_id`.
         app_id: String,
     },
-    /// `POST /auth/mp_login` on the gateway.
+    /// `POST /auth/mp_login` on the gateway(s).
     Http {
         /// Pooled HTTP/1.1 keep-alive connections.
         client: reqwest::Client,
-        /// The full login URL.
-        url: String,
+        /// The full login URL of each gateway; worker `lane` uses `urls[lane % len]`.
+        urls: Vec<String>,
         /// Sent as `appId`.
         app_id: String,
     },
 }
 
 impl Target {
-    /// Opens `connections` HTTP/2 connections to the gRPC service at `url`.
+    /// Opens `connections` HTTP/2 connections to the gRPC service at `urls`
+    /// (several replicas: rounded up to a multiple of their number, handed out in
+    /// turn, so worker `lane` talks to replica `lane % urls.len()`).
     pub async fn grpc(
-        url: &str,
+        urls: &[String],
         app_id: &str,
         connections: usize,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        let endpoint = Endpoint::from_shared(url.to_owned())
-            .with_context(|| format!("bad gRPC URL {url}"))?
-            .tcp_nodelay(true)
-            .timeout(timeout)
-            .connect_timeout(Duration::from_secs(5));
+        anyhow::ensure!(!urls.is_empty(), "no gRPC URL");
+        let mut endpoints = Vec::with_capacity(urls.len());
+        for url in urls {
+            endpoints.push(
+                Endpoint::from_shared(url.clone())
+                    .with_context(|| format!("bad gRPC URL {url}"))?
+                    .tcp_nodelay(true)
+                    .timeout(timeout)
+                    .connect_timeout(Duration::from_secs(5)),
+            );
+        }
+        let connections = connections.max(1).div_ceil(urls.len()) * urls.len();
         let mut clients = Vec::with_capacity(connections);
-        for _ in 0..connections.max(1) {
+        for k in 0..connections {
             // Each `connect` opens its own connection; clones of one channel share it.
-            let channel = endpoint
-                .connect()
-                .await
-                .with_context(|| format!("connecting to the gRPC service at {url}"))?;
+            let channel = endpoints[k % urls.len()].connect().await.with_context(|| {
+                format!("connecting to the gRPC service at {}", urls[k % urls.len()])
+            })?;
             clients.push(AuthClient::new(channel));
         }
         Ok(Self::Grpc {
@@ -68,13 +76,14 @@ impl Target {
         })
     }
 
-    /// A pooled HTTP client of the gateway at `base_url`.
+    /// A pooled HTTP client of the gateway(s) at `base_urls`.
     pub fn http(
-        base_url: &str,
+        base_urls: &[String],
         app_id: &str,
         pool: usize,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!base_urls.is_empty(), "no gateway URL");
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
@@ -84,7 +93,10 @@ impl Target {
             .context("building the HTTP client")?;
         Ok(Self::Http {
             client,
-            url: format!("{}/auth/mp_login", base_url.trim_end_matches('/')),
+            urls: base_urls
+                .iter()
+                .map(|base| format!("{}/auth/mp_login", base.trim_end_matches('/')))
+                .collect(),
             app_id: app_id.to_owned(),
         })
     }
@@ -118,9 +130,10 @@ impl Target {
             }
             Self::Http {
                 client,
-                url,
+                urls,
                 app_id,
             } => {
+                let url = &urls[lane % urls.len()];
                 let (phone_code, encrypted_data, iv) = match &item.proof {
                     Proof::Code(c) => (Some(c.clone()), None, None),
                     Proof::Encrypted { data, iv } => (None, Some(data.clone()), Some(iv.clone())),
