@@ -120,6 +120,9 @@ pub struct Store {
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
     verify_window: mysql::VerifyWindow,
+    /// The server is a MariaDB Galera node (`wsrep_on`): the login transaction runs
+    /// statement by statement (see `galera::record_login`).
+    galera: bool,
     /// Health checks' own connection, outside the pool and the gate.
     probe: Arc<health::Probe>,
 }
@@ -260,6 +263,7 @@ impl Store {
             acquire_timeout,
             last_connect_error,
             verify_window,
+            galera: galera_node,
             probe: Arc::new(health::Probe::new(
                 secret_url,
                 backend,
@@ -369,7 +373,11 @@ impl Store {
             let result = match &self.inner {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
-                    mysql::record_login(&mut conn, login).await
+                    if self.galera {
+                        galera::record_login(&mut conn, login).await
+                    } else {
+                        mysql::record_login(&mut conn, login).await
+                    }
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;

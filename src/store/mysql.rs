@@ -120,7 +120,7 @@ pub(super) fn manager(
 /// prepare, execute and close it on each call: two round trips and a close packet per
 /// statement, and a parse in the server each time. Constant SQL is safe to cache (the
 /// cache key is the SQL text and bind types), which makes each statement one round trip.
-struct Cached<Q>(Q);
+pub(super) struct Cached<Q>(pub(super) Q);
 
 impl<Q: QueryFragment<Mysql>> QueryFragment<Mysql> for Cached<Q> {
     fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
