@@ -1,5 +1,8 @@
 //! Micro-benchmarks of the CPU work inside one login: legacy phone decryption,
-//! JWT sign and verify, phone normalisation and masking, session-key vault seal/open.
+//! JWT sign and verify (ES256, EdDSA, HS256; the signature check alone, which
+//! is what `mp-auth-verifier` does offline, and `TokenIssuer::verify` as
+//! `VerifyToken` runs it, with its cache), the revocation lookup, phone
+//! normalisation and masking, session-key vault seal/open.
 //! `cargo bench --bench micro` (about 20 s).
 
 #![allow(clippy::unwrap_used)]
@@ -9,10 +12,9 @@ use mp_auth::{
     config::TokenSettings,
     domain::{AppId, OpenId, Phone, SessionKey, UserId},
     login::SessionVault,
-    tokens::{Hs256Signer, TokenIssuer},
+    tokens::{Algorithm, KeyRing, SigningKey, TokenIssuer},
     wechat::crypto::decrypt_phone,
 };
-use secrecy::SecretString;
 use std::{
     hint::black_box,
     time::{Duration, UNIX_EPOCH},
@@ -36,20 +38,81 @@ fn legacy_decryption(c: &mut Criterion) {
     });
 }
 
-fn jwt(c: &mut Criterion) {
-    let secret = SecretString::from("bench-signing-secret-0123456789-abcdefghijklmnop");
-    let issuer = TokenIssuer::new(
-        &TokenSettings::default(),
-        Box::new(Hs256Signer::new(&secret).unwrap()),
+/// A token issuer signing with a fresh key of `alg`.
+pub fn issuer(alg: Algorithm) -> TokenIssuer {
+    let settings = TokenSettings::default();
+    let signing = match alg {
+        Algorithm::Hs256 => {
+            SigningKey::hs256(b"bench-signing-secret-0123456789-abcdefghijklmnop").unwrap()
+        }
+        _ => SigningKey::from_pem(&SigningKey::generate(alg).unwrap().private_pem).unwrap(),
+    };
+    let ring = KeyRing::new(
+        signing,
+        Vec::new(),
+        &settings.issuer,
+        &settings.audience,
+        30,
     )
     .unwrap();
+    TokenIssuer::new(&settings, std::sync::Arc::new(ring)).unwrap()
+}
+
+fn jwt(c: &mut Criterion) {
     let app = AppId::parse(APP).unwrap();
-    c.bench_function("jwt sign (HS256)", |b| {
-        b.iter(|| issuer.issue(black_box(UserId(42)), &app))
-    });
-    let token = issuer.issue(UserId(42), &app).unwrap().token;
-    c.bench_function("jwt verify (HS256)", |b| {
-        b.iter(|| issuer.verify(black_box(&token)))
+    for alg in [Algorithm::Es256, Algorithm::EdDsa, Algorithm::Hs256] {
+        let issuer = issuer(alg);
+        c.bench_function(&format!("jwt sign ({alg})"), |b| {
+            b.iter(|| issuer.issue_for_session(black_box(UserId(42)), &app, "sid", u64::MAX))
+        });
+        let token = issuer
+            .issue_for_session(UserId(42), &app, "sid", u64::MAX)
+            .unwrap()
+            .token;
+        let verifier = issuer.keys().verifier().clone();
+        c.bench_function(&format!("jwt verify ({alg}, signature checked)"), |b| {
+            b.iter(|| verifier.verify(black_box(&token)))
+        });
+        c.bench_function(
+            &format!("jwt verify ({alg}, VerifyToken path, cached)"),
+            |b| b.iter(|| issuer.verify(black_box(&token))),
+        );
+    }
+}
+
+/// A revocation feed of `n` revoked sessions.
+struct Revoked(Vec<mp_auth::store::RevokedSession>);
+
+impl mp_auth::sessions::RevocationFeed for Revoked {
+    fn revoked_since(
+        &self,
+        _since_ms: i64,
+    ) -> impl std::future::Future<
+        Output = Result<Vec<mp_auth::store::RevokedSession>, mp_auth::store::StoreError>,
+    > + Send {
+        std::future::ready(Ok(self.0.clone()))
+    }
+}
+
+fn revocation(c: &mut Criterion) {
+    use mp_auth::sessions::{RevocationCache, now_ms};
+    let now = now_ms();
+    let feed = Revoked(
+        (0..100_000)
+            .map(|i| mp_auth::store::RevokedSession {
+                sid: format!("revoked-session-{i:06}"),
+                user_id: UserId(i),
+                revoked_at_ms: now - i,
+            })
+            .collect(),
+    );
+    let cache = RevocationCache::new(Duration::from_secs(60));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    rt.block_on(cache.poll(&feed, 0, 0, now)).unwrap();
+    c.bench_function("revocation check (100k revoked sessions)", |b| {
+        b.iter(|| cache.check(black_box("live-session-abcdefghijkl"), now))
     });
 }
 
@@ -86,6 +149,6 @@ fn quick() -> Criterion {
 criterion_group! {
     name = micro;
     config = quick();
-    targets = legacy_decryption, jwt, phone, vault
+    targets = legacy_decryption, jwt, revocation, phone, vault
 }
 criterion_main!(micro);

@@ -11,6 +11,9 @@
 #
 # Knobs (environment): RUNS (3), REQUESTS per run (20000), WARMUP (1000),
 # CONCURRENCIES ("16 64 256"), FLOWS ("legacy code"), TARGETS ("grpc http"),
+# VERIFY_CONCURRENCIES ("16 64 256"), VERIFY_REQUESTS (100000) and VERIFY_TOKENS (distinct users, 1000)
+# for the VerifyToken rows (more than 16384 tokens defeat its cache of verified signatures),
+# REFRESH_CONCURRENCIES ("64"; the session-refresh rows, "" to skip them),
 # POOL_SIZE (server and limit-run pool; default: the server's default),
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
@@ -21,9 +24,13 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 REQUESTS=${REQUESTS:-20000}
 WARMUP=${WARMUP:-1000}
-CONCURRENCIES=${CONCURRENCIES:-"16 64 256"}
+CONCURRENCIES=${CONCURRENCIES-"16 64 256"}
+VERIFY_CONCURRENCIES=${VERIFY_CONCURRENCIES-"16 64 256"}
+VERIFY_REQUESTS=${VERIFY_REQUESTS:-100000}
+VERIFY_TOKENS=${VERIFY_TOKENS:-1000}
+REFRESH_CONCURRENCIES=${REFRESH_CONCURRENCIES-64}
 FLOWS=${FLOWS:-"legacy code"}
-TARGETS=${TARGETS:-"grpc http"}
+TARGETS=${TARGETS-"grpc http"}
 SIM_PORT=${SIM_PORT:-19400}
 GRPC_PORT=${GRPC_PORT:-15051}
 GATEWAY_PORT=${GATEWAY_PORT:-18080}
@@ -97,11 +104,21 @@ wait_port "$SIM_PORT"
 export DATABASE_URL
 export MP_AUTH_APPS="[{app_id=\"$APP_ID\",app_secret=\"$APP_SECRET\"}]"
 export MP_AUTH_WECHAT__BASE_URL="http://127.0.0.1:$SIM_PORT"
-export MP_AUTH_TOKEN__HS256_SECRET="bench-signing-secret-0123456789-abcdefghijklmnop"
+# Production-like tokens: ES256 with a key made for this run.
+"$BIN" keys generate --out "$OUT/signing-key" >/dev/null
+export MP_AUTH_TOKEN__SIGNING_KEY_FILE="$OUT/signing-key.pem"
+# The VerifyToken rows' caller: an API key with tokens:verify (the server keeps its SHA-256).
+BENCH_API_KEY="mpk_$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+export BENCH_API_KEY
+BENCH_KEY_SHA256=$(printf %s "$BENCH_API_KEY" | sha256sum | cut -d' ' -f1)
+export MP_AUTH_CALLERS="[{name=\"bench\",key_sha256=\"$BENCH_KEY_SHA256\",permissions=[\"tokens:verify\"]}]"
 export MP_AUTH_SESSION_KEYS__ENCRYPTION_KEY="AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8="
 if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; fi
 
 # Production-like: JSON logs at info (one line per login) and Prometheus metrics on.
+# The per-session refresh limit is off: the refresh rows rotate each of their few
+# hundred sessions many times a minute (a real client refreshes every ~2 hours).
+MP_AUTH_SESSIONS__REFRESHES_PER_MINUTE=0 \
 MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
     "$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
@@ -133,6 +150,7 @@ COMMON=(--simulator "http://127.0.0.1:$SIM_PORT" --grpc "http://127.0.0.1:$GRPC_
 RUN=(--requests "$REQUESTS" --no-seed)
 TABLE=$OUT/results.md
 LIMIT_TABLE=$OUT/limit.md
+VERIFY_TABLE=$OUT/verify.md
 
 log "seeding $POPULATION returning users"
 "$BENCH" "${COMMON[@]}" --requests 0 --concurrency 64 >"$OUT/seed.txt"
@@ -146,6 +164,16 @@ for target in $TARGETS; do
             "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow "$flow" \
                 --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
         done
+    done
+done
+
+# --- session refresh: one conditional UPDATE per rotation ---------------------------
+for target in $TARGETS; do
+    for c in $REFRESH_CONCURRENCIES; do
+        name=$target-refresh-c$c
+        log "$name"
+        "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow refresh \
+            --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
     done
 done
 
@@ -173,13 +201,18 @@ for c in $CONCURRENCIES; do
         --concurrency "$c" --json "$OUT/$name.json" --table "$LIMIT_TABLE" >"$OUT/$name.txt"
 done
 
-echo
-echo "## Service (median of $RUNS runs, $REQUESTS requests each, half returning users)"
-echo
-cat "$TABLE"
-echo
-echo "## Limit run: Store::record_login alone (median of $RUNS runs)"
-echo
-cat "$LIMIT_TABLE"
+# --- VerifyToken: online verification with revocation checking ---
+for c in $VERIFY_CONCURRENCIES; do
+    name=verify-c$c
+    log "$name"
+    "$BENCH" "${COMMON[@]}" "${WATCH[@]}" --verify-run --tokens "$VERIFY_TOKENS" --requests "$VERIFY_REQUESTS" \
+        --no-seed --concurrency "$c" --json "$OUT/$name.json" --table "$VERIFY_TABLE" \
+        >"$OUT/$name.txt"
+done
+
+show() { if [ -f "$2" ]; then echo; echo "## $1"; echo; cat "$2"; fi; }
+show "Service (median of $RUNS runs, $REQUESTS requests each, half returning users)" "$TABLE"
+show "Limit run: Store::record_login alone (median of $RUNS runs)" "$LIMIT_TABLE"
+show "VerifyToken (median of $RUNS runs, $VERIFY_REQUESTS verifications each; the logins/s column is verifications/s)" "$VERIFY_TABLE"
 echo
 echo "Details: $OUT"

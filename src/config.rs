@@ -34,7 +34,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(
+pub(crate) fn invalid(
     setting: impl Into<String>,
     problem: impl Into<String>,
     fix: impl Into<String>,
@@ -208,23 +208,33 @@ pub struct AdminSettings {
     pub metrics_listen: Option<SocketAddr>,
 }
 
+/// Access tokens: who signs them with which key, and for how long they live.
+/// Keys: exactly one active signing key (`signing_key[_file]`, or an HS256
+/// secret for a single-service setup), plus retired keys that still verify
+/// (`verification_keys`, `verification_key_files`) until every token they
+/// signed has expired. See the README's key rotation procedure.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TokenSettings {
     pub issuer: String,
     pub audience: String,
     pub ttl_secs: u64,
-    /// HS256 signing secret, at least 32 bytes (single-service setups; ES256 is recommended).
-    #[serde(serialize_with = "ser_secret_opt")]
-    pub hs256_secret: Option<SecretString>,
-    pub hs256_secret_file: Option<PathBuf>,
-    /// ES256 signing key: a PKCS#8 PEM P-256 private key (`mp-auth keys generate`).
-    /// When set, tokens are ES256 and the JWKS publishes the public keys.
+    /// The active signing key: a PKCS#8 PEM private key (`BEGIN PRIVATE KEY`),
+    /// P-256 for ES256 (recommended) or Ed25519 for EdDSA (`mp-auth keys generate`).
+    /// When set, the JWKS publishes its public key.
     #[serde(serialize_with = "ser_secret_opt")]
     pub signing_key: Option<SecretString>,
     pub signing_key_file: Option<PathBuf>,
-    /// Previous keys (private or public PEM) that still verify until removed.
+    /// Previous keys (PEM, public or private) that still verify until removed,
+    /// published in the JWKS: inline, or one file each.
+    #[serde(serialize_with = "ser_secret_vec")]
+    pub verification_keys: Vec<SecretString>,
     pub verification_key_files: Vec<PathBuf>,
+    /// HS256 secret (at least 32 bytes): signs when no `signing_key` is set
+    /// (single-service setups); beside a signing key it only verifies (migration).
+    #[serde(serialize_with = "ser_secret_opt")]
+    pub hs256_secret: Option<SecretString>,
+    pub hs256_secret_file: Option<PathBuf>,
     /// Clock skew tolerated on `exp`/`nbf`/`iat` when verifying.
     pub leeway_secs: u64,
 }
@@ -300,6 +310,10 @@ pub struct SimulatorSettings {
     pub session_refresh_secs: u64,
     /// Lifetime of a stable access_token.
     pub token_ttl_secs: u64,
+}
+
+fn ser_secret_vec<S: serde::Serializer>(v: &[SecretString], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|_| "[REDACTED]"))
 }
 
 fn ser_secret_opt<S: serde::Serializer>(v: &Option<SecretString>, s: S) -> Result<S::Ok, S::Error> {
@@ -381,11 +395,12 @@ impl Default for TokenSettings {
             issuer: "mp-auth".into(),
             audience: "mp-auth-clients".into(),
             ttl_secs: 7_200,
-            hs256_secret: None,
-            hs256_secret_file: None,
             signing_key: None,
             signing_key_file: None,
+            verification_keys: Vec::new(),
             verification_key_files: Vec::new(),
+            hs256_secret: None,
+            hs256_secret_file: None,
             leeway_secs: 30,
         }
     }
@@ -532,7 +547,6 @@ impl Settings {
         })
     }
 
-    /// The HS256 token secret: at least 32 bytes.
     /// Every configured internal caller: `callers` plus the entries of `callers_file`.
     pub fn caller_entries(&self) -> Result<Vec<CallerSettings>, ConfigError> {
         let mut entries = self.callers.clone();
@@ -556,28 +570,6 @@ impl Settings {
             entries.extend(file.callers);
         }
         Ok(entries)
-    }
-
-    pub fn token_secret(&self) -> Result<SecretString, ConfigError> {
-        let fix = "generate one with `openssl rand -base64 48` (or `head -c 48 /dev/urandom | base64`) \
-                   and set MP_AUTH_TOKEN__HS256_SECRET or MP_AUTH_TOKEN__HS256_SECRET_FILE";
-        let secret = resolve_secret(
-            "token.hs256_secret",
-            &self.token.hs256_secret,
-            &self.token.hs256_secret_file,
-        )?
-        .ok_or_else(|| invalid("token.hs256_secret", "no signing secret is configured", fix))?;
-        if secret.expose_secret().len() < 32 {
-            return Err(invalid(
-                "token.hs256_secret",
-                format!(
-                    "the secret is {} bytes; HS256 needs at least 32",
-                    secret.expose_secret().len()
-                ),
-                fix,
-            ));
-        }
-        Ok(secret)
     }
 
     /// The at-rest key for stored session_keys: base64 of exactly 32 bytes.
@@ -736,6 +728,12 @@ impl Settings {
                 10 * 60_000,
                 "use e.g. 10000",
             ),
+            (
+                "token.leeway_secs",
+                self.token.leeway_secs,
+                300,
+                "use e.g. 30",
+            ),
         ] {
             if value > max {
                 return Err(invalid(
@@ -798,6 +796,10 @@ mod tests {
     fn secrets_never_show_in_debug() {
         let mut s = Settings::default();
         s.token.hs256_secret = Some(SecretString::from("super-secret-signing-key-0123456789"));
+        s.token.signing_key = Some(SecretString::from(
+            "-----BEGIN PRIVATE KEY-----super-secret",
+        ));
+        s.token.verification_keys = vec![SecretString::from("super-secret-old-key")];
         s.apps.push(AppSettings {
             app_id: "wx1".into(),
             app_secret: Some(SecretString::from("app-secret-xyz")),
@@ -809,12 +811,11 @@ mod tests {
     }
 
     #[test]
-    fn short_token_secret_is_refused_with_a_fix() {
+    fn an_absurd_leeway_is_refused() {
         let mut s = Settings::default();
-        s.token.hs256_secret = Some(SecretString::from("short"));
-        let err = s.token_secret().unwrap_err().to_string();
-        assert!(err.contains("at least 32"), "{err}");
-        assert!(err.contains("openssl rand"), "{err}");
+        s.token.leeway_secs = 3600;
+        let err = s.validate_common().unwrap_err().to_string();
+        assert!(err.contains("token.leeway_secs"), "{err}");
     }
 
     #[test]
@@ -831,10 +832,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("secret");
         std::fs::write(&path, "0123456789abcdef0123456789abcdef-file\n").unwrap();
-        let mut s = Settings::default();
-        s.token.hs256_secret_file = Some(path);
+        let secret = resolve_secret("token.hs256_secret", &None, &Some(path)).unwrap();
         assert_eq!(
-            s.token_secret().unwrap().expose_secret(),
+            secret.unwrap().expose_secret(),
             "0123456789abcdef0123456789abcdef-file"
         );
     }

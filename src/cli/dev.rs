@@ -54,7 +54,6 @@ pub struct DevArgs {
 #[derive(Serialize, Deserialize)]
 pub struct DevSecrets {
     pub app_secret: String,
-    pub token_secret: String,
     pub session_key_encryption_key: String,
 }
 
@@ -70,7 +69,6 @@ impl DevSecrets {
         };
         Ok(Self {
             app_secret: random(16)?,
-            token_secret: random(48)?,
             session_key_encryption_key: random(32)?,
         })
     }
@@ -136,8 +134,9 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     let _ = std::fs::remove_file(args.data_dir.join("endpoints.json"));
     let secrets = DevSecrets::load_or_create(&args.data_dir)?;
     eprintln!(
-        "\n  !!! DEV MODE: using DEV-ONLY secrets generated in {} !!!\n  !!! Never use dev mode or these secrets in production.  !!!\n",
-        args.data_dir.join("dev-secrets.json").display()
+        "\n  !!! DEV MODE: using DEV-ONLY secrets generated in {} and {} !!!\n  !!! Never use dev mode or these secrets in production.  !!!\n",
+        args.data_dir.join("dev-secrets.json").display(),
+        args.data_dir.join("dev-signing-key.pem").display()
     );
 
     // The simulator plays WeChat for the demo app.
@@ -172,14 +171,14 @@ pub async fn run(mut settings: Settings, args: DevArgs) -> anyhow::Result<ExitCo
     // Faults injected into the simulator act one call at a time: no breaker
     // pause after an injected 45011 (production keeps the default cool-down).
     settings.wechat.rate_limit_cooldown_secs = 0;
-    settings.token.hs256_secret = Some(SecretString::from(secrets.token_secret.clone()));
     // ES256 as recommended for production: a dev key pair, made once per data directory.
     let signing_key = dev_file(&args.data_dir, "dev-signing-key.pem", || {
-        crate::tokens::Es256Signer::generate()
-            .map(|(private, _)| private)
+        crate::tokens::SigningKey::generate(crate::tokens::Algorithm::Es256)
+            .map(|key| key.private_pem)
             .map_err(anyhow::Error::from)
     })?;
     settings.token.signing_key = Some(SecretString::from(signing_key));
+    settings.token.signing_key_file = None;
     // A dev API key with every permission, for the Users API and VerifyToken.
     let caller_key = dev_file(&args.data_dir, "dev-caller-key", || {
         Ok(crate::callers::generate_key())
@@ -323,7 +322,8 @@ Internal services (Users API, VerifyToken) need an API key; dev mode made one wi
   grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{{"user_id":"1"}}' {grpc} mpauth.v1.Users/GetUser
   grpcurl -plaintext -H "authorization: Bearer $KEY" -d '{{"access_token":"..."}}' {grpc} mpauth.v1.Auth/VerifyToken
 
-Tokens are ES256; the public keys: {gw}/.well-known/jwks.json
+Tokens are ES256; the public keys (JWKS): {gw}/.well-known/jwks.json
+  discovery: {gw}/.well-known/openid-configuration
 
 OpenAPI document: {gw}/openapi.json
 "#,

@@ -62,9 +62,8 @@ pub enum Command {
     Login(login::LoginArgs),
     /// Run the HTTP+JSON gateway for mini-programs (`POST /auth/mp_login`), a client of `serve`.
     Gateway(gateway::GatewayArgs),
-    /// Token signing keys: `keys generate` writes a new ES256 key pair.
-    #[command(subcommand)]
-    Keys(keys::KeysCommand),
+    /// Token signing keys: `keys generate` writes a new key pair, `keys show` names a key.
+    Keys(keys::KeysArgs),
     /// Internal callers: `callers new-key` makes an API key and its config entry.
     #[command(subcommand)]
     Callers(callers::CallersCommand),
@@ -94,7 +93,7 @@ pub fn main() -> ExitCode {
         #[cfg(feature = "dev")]
         Command::Login(args) => run_async(login::run(args)),
         Command::Gateway(args) => run_async(gateway::run(settings, args)),
-        Command::Keys(command) => keys::run(command),
+        Command::Keys(args) => keys::run(args),
         Command::Callers(command) => callers::run(command),
     };
     match result {

@@ -373,21 +373,22 @@ impl proto::auth_server::Auth for AuthService {
         &self,
         _request: Request<proto::GetJwksRequest>,
     ) -> Result<Response<proto::GetJwksResponse>, Status> {
-        let text = |v: &serde_json::Value, k: &str| v[k].as_str().unwrap_or_default().to_owned();
+        let text = |v: &Option<String>| v.clone().unwrap_or_default();
         let keys = self
             .login
             .sessions()
             .tokens()
             .jwks()
+            .keys
             .iter()
             .map(|k| proto::Jwk {
-                kty: text(k, "kty"),
-                crv: text(k, "crv"),
-                x: text(k, "x"),
-                y: text(k, "y"),
-                kid: text(k, "kid"),
-                alg: text(k, "alg"),
-                r#use: text(k, "use"),
+                kty: k.kty.clone(),
+                crv: text(&k.crv),
+                x: text(&k.x),
+                y: text(&k.y),
+                kid: text(&k.kid),
+                alg: text(&k.alg),
+                r#use: text(&k.key_use),
             })
             .collect();
         Ok(Response::new(proto::GetJwksResponse { keys }))
@@ -409,11 +410,12 @@ impl AuthService {
                     .increment(1);
                 Ok(Response::new(proto::VerifyTokenResponse {
                     user_id: c.sub,
-                    app_id: c.client_id,
+                    app_id: c.client_id.unwrap_or_default(),
                     session_id: c.sid.unwrap_or_default(),
-                    expires_at: c.exp as i64,
-                    issued_at: c.iat as i64,
-                    jti: c.jti,
+                    expires_at: c.exp,
+                    issued_at: c.iat,
+                    jti: c.jti.unwrap_or_default(),
+                    key_id: c.key_id,
                 }))
             }
             Err(err) => {

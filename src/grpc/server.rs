@@ -15,7 +15,7 @@ use crate::{
     login::{LoginService, SessionVault},
     proto::auth_server::AuthServer,
     store::Store,
-    tokens::TokenIssuer,
+    tokens::{KeyRing, TokenIssuer},
     wechat::WechatClient,
 };
 use anyhow::Context as _;
@@ -38,8 +38,14 @@ pub const HEALTH_AUTH: &str = "mpauth.v1.Auth";
 pub async fn build_login_service(settings: &Settings) -> anyhow::Result<Arc<LoginService>> {
     settings.validate_common()?;
     let apps = settings.app_credentials()?;
-    let signer = crate::tokens::signer_from_settings(settings)?;
-    let tokens = Arc::new(TokenIssuer::new(&settings.token, signer)?);
+    let keys = Arc::new(KeyRing::from_settings(&settings.token)?);
+    tracing::info!(
+        alg = %keys.signing().algorithm(),
+        kid = keys.signing().kid(),
+        verification_kids = ?keys.kids(),
+        "token keys loaded"
+    );
+    let tokens = Arc::new(TokenIssuer::new(&settings.token, keys)?);
     let master_key = settings.session_key_encryption_key()?;
     let vault = SessionVault::new(&master_key);
     let wechat =

@@ -31,13 +31,13 @@ mod revocations;
 
 pub use limiter::KeyedLimiter;
 pub use refresh_token::{ParsedRefreshToken, RefreshCodec, RefreshTokenError};
-pub use revocations::{Revocation, RevocationCache};
+pub use revocations::{Revocation, RevocationCache, RevocationFeed};
 
 use crate::{
     config::SessionSettings,
     domain::{AppId, UserId},
     store::{NewSession, RevokeReason, Rotation, Store, StoreError},
-    tokens::{AccessClaims, TokenError, TokenIssuer},
+    tokens::{Claims, TokenError, TokenIssuer},
 };
 use base64::Engine as _;
 use secrecy::SecretString;
@@ -140,7 +140,7 @@ pub enum VerifyError {
 /// The claims of a token that passed online verification.
 #[derive(Debug, Clone)]
 pub struct VerifiedToken {
-    pub claims: AccessClaims,
+    pub claims: Claims,
 }
 
 /// The tokens of a session after a login or a refresh.
@@ -259,10 +259,11 @@ impl SessionService {
     /// Online verification: signature, pinned alg, typ, iss, aud, exp/nbf with
     /// leeway, and revocation of the token's session (one hash lookup).
     pub fn verify_online(&self, token: &str) -> Result<VerifiedToken, VerifyError> {
+        use crate::tokens::VerifyError as Refused;
         let claims = self.tokens.verify(token).map_err(|e| match e {
-            TokenError::Expired => VerifyError::Expired,
-            TokenError::NotYetValid => VerifyError::NotYetValid,
-            TokenError::KeyUnknown => VerifyError::KeyUnknown,
+            TokenError::Invalid(Refused::Expired) => VerifyError::Expired,
+            TokenError::Invalid(Refused::NotYetValid) => VerifyError::NotYetValid,
+            TokenError::Invalid(Refused::KeyUnknown(_)) => VerifyError::KeyUnknown,
             other => VerifyError::Invalid(other.to_string()),
         })?;
         if let Some(sid) = &claims.sid {
@@ -427,7 +428,7 @@ impl SessionService {
     }
 
     /// Verifies an access token's signature and claims (not revocation).
-    pub fn verify_access_token(&self, token: &str) -> Result<AccessClaims, SessionError> {
+    pub fn verify_access_token(&self, token: &str) -> Result<Claims, SessionError> {
         self.tokens
             .verify(token)
             .map_err(|_| SessionError::AccessTokenInvalid)

@@ -1,21 +1,20 @@
 //! MariaDB Galera Cluster: recognising a Galera node, asking it whether it may
 //! serve (ready, in the Primary component, Synced), the session setting that
-//! gives reads after another replica's write the causality a single server has,
-//! and the login transaction in a form whose aborts Galera reports.
+//! gives reads after another replica's write the causality a single server has.
+//!
+//! Transactions on a Galera node must go statement by statement (as every store
+//! transaction does): Galera aborts a local transaction that conflicts with a write
+//! replicated from another node (a brute-force abort) and reports it on the next
+//! command (deadlock 1213, retried), but not inside a multi-statement request,
+//! where the rest of the request runs on in autocommit mode and its `COMMIT`
+//! succeeds (pinned by a test in `tests/it/cluster.rs`).
 //!
 //! On a plain MariaDB, MySQL or TiDB server none of this runs: `wsrep_on` is OFF
 //! or absent, and the store behaves as on a single server.
 
-use super::{
-    LoginOutcome, LoginRecord,
-    mysql::{Cached, Conn, INSERT_SESSION},
-};
-use crate::domain::UserId;
-use diesel::{
-    QueryResult, QueryableByName,
-    sql_types::{BigInt, Binary, Nullable, Text},
-};
-use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+use super::mysql::Conn;
+use diesel::{QueryResult, QueryableByName, sql_types::Text};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
 
 /// `wsrep_sync_wait` for every pooled connection to a Galera node: 1 (reads and
 /// `BEGIN`) + 2 (`UPDATE`, `DELETE`). A node applies other nodes' write sets
@@ -50,96 +49,6 @@ pub(super) async fn is_galera(conn: &mut Conn) -> QueryResult<bool> {
 pub(super) async fn set_up_session(conn: &mut Conn) -> QueryResult<()> {
     conn.batch_execute(&format!("SET SESSION wsrep_sync_wait = {SYNC_WAIT}"))
         .await
-}
-
-const UPSERT_USER: &str = "INSERT INTO users \
-     (phone, country_code, login_count, created_at, updated_at, last_login_at) \
-     VALUES (?, ?, 1, ?, ?, ?) \
-     ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id), login_count = login_count + 1, \
-     updated_at = VALUES(updated_at), last_login_at = VALUES(last_login_at)";
-
-const LAST_ID: &str = "SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id";
-
-const UPSERT_IDENTITY: &str = "INSERT INTO wechat_identities \
-     (app_id, openid, user_id, unionid, session_key, session_key_expires_at, created_at, updated_at) \
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
-     ON DUPLICATE KEY UPDATE user_id = VALUES(user_id), \
-     unionid = COALESCE(VALUES(unionid), unionid), session_key = VALUES(session_key), \
-     session_key_expires_at = VALUES(session_key_expires_at), updated_at = VALUES(updated_at)";
-
-#[derive(QueryableByName)]
-struct InsertId {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-}
-
-/// One attempt of the login transaction on a Galera node: the statements of the
-/// multi-statement batch of `mysql::record_login`, one per round trip inside
-/// `BEGIN` … `COMMIT` (prepared: user upsert, `LAST_INSERT_ID()`, identity upsert,
-/// session insert).
-///
-/// Not the batch, because of how Galera aborts a local transaction that conflicts
-/// with a write set replicated from another node (a brute-force abort): between two
-/// round trips the node reports the abort on the next command (deadlock 1213, and
-/// the caller retries), but inside one multi-statement request it does not. The
-/// statement that was running ends early without an error, the rest of the request
-/// runs in autocommit mode and the closing `COMMIT` succeeds, so the login would be
-/// answered as done while its transaction was rolled back and its later statements
-/// (the session row) committed or lost on their own. Seen with MariaDB 10.11 and
-/// Galera 4 (26.4): a successful login of the cluster test had no session row.
-pub(super) async fn record_login(
-    conn: &mut Conn,
-    login: &LoginRecord<'_>,
-) -> QueryResult<LoginOutcome> {
-    let phone = login.phone.e164();
-    let phone = phone.as_str();
-    conn.transaction(async |conn| {
-        // Affected rows: 1 inserted, 2 updated (`login_count + 1` always changes the row).
-        let affected = Cached(
-            diesel::sql_query(UPSERT_USER)
-                .bind::<Text, _>(phone)
-                .bind::<Text, _>(login.phone.country_code())
-                .bind::<BigInt, _>(login.now_ms)
-                .bind::<BigInt, _>(login.now_ms)
-                .bind::<BigInt, _>(login.now_ms),
-        )
-        .execute(conn)
-        .await?;
-        let InsertId { id } = Cached(diesel::sql_query(LAST_ID)).get_result(conn).await?;
-        Cached(
-            diesel::sql_query(UPSERT_IDENTITY)
-                .bind::<Text, _>(login.app_id.as_str())
-                .bind::<Text, _>(login.openid.as_str())
-                .bind::<BigInt, _>(id)
-                .bind::<Nullable<Text>, _>(login.unionid.map(|u| u.as_str()))
-                .bind::<Binary, _>(login.sealed_session_key)
-                .bind::<BigInt, _>(login.session_key_expires_at_ms)
-                .bind::<BigInt, _>(login.now_ms)
-                .bind::<BigInt, _>(login.now_ms),
-        )
-        .execute(conn)
-        .await?;
-        if let Some(session) = login.session {
-            Cached(
-                diesel::sql_query(INSERT_SESSION)
-                    .bind::<Text, _>(session.id.as_str())
-                    .bind::<BigInt, _>(id)
-                    .bind::<Text, _>(login.app_id.as_str())
-                    .bind::<Text, _>(login.openid.as_str())
-                    .bind::<BigInt, _>(session.created_at_ms)
-                    .bind::<BigInt, _>(session.created_at_ms)
-                    .bind::<BigInt, _>(session.idle_expires_at_ms)
-                    .bind::<BigInt, _>(session.expires_at_ms),
-            )
-            .execute(conn)
-            .await?;
-        }
-        Ok(LoginOutcome {
-            user_id: UserId(id),
-            is_new_user: affected == 1,
-        })
-    })
-    .await
 }
 
 /// What a Galera node says about itself.

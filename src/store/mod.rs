@@ -120,9 +120,8 @@ pub struct Store {
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
     verify_window: mysql::VerifyWindow,
-    /// The server is a MariaDB Galera node (`wsrep_on`): the login transaction runs
-    /// statement by statement (see `galera::record_login`).
-    galera: bool,
+    /// MySQL-protocol server supports `INSERT ... RETURNING` (MariaDB >= 10.5).
+    returning: bool,
     /// Health checks' own connection, outside the pool and the gate.
     probe: Arc<health::Probe>,
 }
@@ -207,6 +206,7 @@ impl Store {
         let password = url_password(url);
         let pool_size = settings.pool_size.max(1);
         let mut galera_node = false;
+        let mut returning = false;
         let inner = if url.starts_with("mysql://") {
             let mut first = mysql::establish(url, acquire_timeout)
                 .await
@@ -222,6 +222,7 @@ impl Store {
                     "the database is a Galera node: causal reads on, health follows its cluster state"
                 );
             }
+            returning = mysql::supports_returning(&mut first).await;
             let pool = bb8::Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(acquire_timeout)
@@ -263,13 +264,13 @@ impl Store {
             acquire_timeout,
             last_connect_error,
             verify_window,
-            galera: galera_node,
             probe: Arc::new(health::Probe::new(
                 secret_url,
                 backend,
                 acquire_timeout,
                 galera_node,
             )),
+            returning,
         })
     }
 
@@ -277,6 +278,13 @@ impl Store {
     /// connection of its own (never queued behind logins in the pool).
     pub async fn health(&self) -> Result<Health, StoreError> {
         self.probe.check().await
+    }
+
+    /// Uses the portable MySQL statements (upsert, then `SELECT LAST_INSERT_ID()`) even
+    /// on MariaDB, as on MySQL and TiDB; lets tests cover both paths on one server.
+    pub fn with_portable_sql(mut self) -> Store {
+        self.returning = false;
+        self
     }
 
     /// The database kind.
@@ -373,11 +381,7 @@ impl Store {
             let result = match &self.inner {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
-                    if self.galera {
-                        galera::record_login(&mut conn, login).await
-                    } else {
-                        mysql::record_login(&mut conn, login).await
-                    }
+                    mysql::record_login(&mut conn, login, self.returning).await
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;

@@ -12,10 +12,10 @@ use diesel::{
     ConnectionError, ConnectionResult, QueryResult, QueryableByName,
     mysql::Mysql,
     query_builder::{AstPass, Query, QueryFragment, QueryId},
-    sql_types::{BigInt, Binary, Text},
+    sql_types::{BigInt, Binary, Nullable, Text},
 };
 use diesel_async::{
-    AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection,
+    AsyncConnection, AsyncMysqlConnection, RunQueryDsl,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
 };
 use futures::{FutureExt, future::BoxFuture};
@@ -120,7 +120,7 @@ pub(super) fn manager(
 /// prepare, execute and close it on each call: two round trips and a close packet per
 /// statement, and a parse in the server each time. Constant SQL is safe to cache (the
 /// cache key is the SQL text and bind types), which makes each statement one round trip.
-pub(super) struct Cached<Q>(pub(super) Q);
+struct Cached<Q>(Q);
 
 impl<Q: QueryFragment<Mysql>> QueryFragment<Mysql> for Cached<Q> {
     fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Mysql>) -> QueryResult<()> {
@@ -141,6 +141,75 @@ impl<Q: Query> Query for Cached<Q> {
     type SqlType = Q::SqlType;
 }
 
+#[derive(QueryableByName)]
+struct InsertId {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+}
+
+/// `id = LAST_INSERT_ID(id)` makes `LAST_INSERT_ID()` return the existing row's id when
+/// the phone is taken. `login_count + 1` makes the update always change the row, so
+/// affected rows are 1 for an insert and 2 for an update (diesel-async connects with
+/// CLIENT_FOUND_ROWS, under which an unchanged row would also count 1). An upsert that
+/// updates still consumes an AUTO_INCREMENT value: ids have gaps, which is harmless.
+/// (`VALUES(col)` is deprecated in MySQL 8.0.20+ but works there and in MariaDB.)
+const UPSERT_USER: &str = "INSERT INTO users \
+     (phone, country_code, login_count, created_at, updated_at, last_login_at) \
+     VALUES (?, ?, 1, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id), login_count = login_count + 1, \
+     updated_at = VALUES(updated_at), last_login_at = VALUES(last_login_at)";
+
+const LAST_ID: &str = "SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id";
+
+/// MariaDB (>= 10.5) returns the row from the upsert itself: the existing row's id on a
+/// duplicate phone, and `login_count` after the update (1 = this login created the user).
+/// One round trip fewer than `UPSERT_USER` + `LAST_ID`.
+const UPSERT_USER_RETURNING: &str = "INSERT INTO users \
+     (phone, country_code, login_count, created_at, updated_at, last_login_at) \
+     VALUES (?, ?, 1, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE login_count = login_count + 1, \
+     updated_at = VALUES(updated_at), last_login_at = VALUES(last_login_at) \
+     RETURNING id, login_count";
+
+#[derive(QueryableByName)]
+struct Upserted {
+    #[diesel(sql_type = BigInt)]
+    id: i64,
+    #[diesel(sql_type = BigInt)]
+    login_count: i64,
+}
+
+/// Whether the server supports `INSERT ... RETURNING` (MariaDB 10.5 and later; MySQL
+/// and TiDB do not). Asked once, on the first connection.
+pub(super) async fn supports_returning(conn: &mut Conn) -> bool {
+    #[derive(QueryableByName)]
+    struct Version {
+        #[diesel(sql_type = Text)]
+        v: String,
+    }
+    let Ok(Version { v }) = diesel::sql_query("SELECT VERSION() AS v")
+        .get_result::<Version>(conn)
+        .await
+    else {
+        return false;
+    };
+    if !v.contains("MariaDB") {
+        return false;
+    }
+    let mut parts = v
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    matches!((parts.next(), parts.next()), (Some(major), Some(minor)) if (major, minor) >= (10, 5))
+}
+
+/// Links (or moves) the identity to the user; a login without unionid keeps the stored one.
+const UPSERT_IDENTITY: &str = "INSERT INTO wechat_identities \
+     (app_id, openid, user_id, unionid, session_key, session_key_expires_at, created_at, updated_at) \
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?) \
+     ON DUPLICATE KEY UPDATE user_id = VALUES(user_id), \
+     unionid = COALESCE(VALUES(unionid), unionid), session_key = VALUES(session_key), \
+     session_key_expires_at = VALUES(session_key_expires_at), updated_at = VALUES(updated_at)";
+
 /// The session a login starts (generation 1 of its refresh token).
 pub(super) const INSERT_SESSION: &str = "INSERT INTO sessions \
      (id, user_id, app_id, openid, generation, created_at, last_used_at, idle_expires_at, expires_at) \
@@ -152,110 +221,91 @@ const UPSERT_SESSION_KEY: &str = "INSERT INTO wechat_identities \
      ON DUPLICATE KEY UPDATE session_key = VALUES(session_key), \
      session_key_expires_at = VALUES(session_key_expires_at), updated_at = VALUES(updated_at)";
 
-/// One attempt of the login transaction, in **two round trips** on every
-/// MySQL-family server (MariaDB, MySQL, TiDB):
+/// One attempt of the login transaction.
 ///
-/// 1. one multi-statement request: `BEGIN`; the user upsert (by phone; `id =
-///    LAST_INSERT_ID(id)` makes a returning user's id the "last insert id");
-///    `SET @mp_uid = LAST_INSERT_ID(), @mp_rc = ROW_COUNT()` (1: inserted, 2:
-///    updated, since `login_count + 1` always changes the row); the identity
-///    upsert and the session insert, both using `@mp_uid`; `COMMIT`;
-/// 2. `SELECT @mp_uid, @mp_rc` (connection variables: no table is read).
-///
-/// Values are inlined as literals so the batch is one packet: every string as a
-/// hex literal (`X'..'`, nothing to escape, no injection possible), numbers as
-/// decimals. If any statement fails (deadlock, certification failure at
-/// COMMIT, lost connection) the server stops the batch; the open transaction is
-/// rolled back (one more round trip, failure path only) and the caller retries
-/// as before. No SELECT-then-INSERT: concurrent logins of one new phone queue on
-/// the unique key's row lock and all see one id.
+/// Round trips, the same for a new and a returning user: on MariaDB >= 10.5, BEGIN,
+/// upsert user `RETURNING id`, upsert identity, insert session, COMMIT = 5; on MySQL/TiDB,
+/// BEGIN, upsert user, read LAST_INSERT_ID(), upsert identity, insert session, COMMIT = 6
+/// (diesel-async does not expose
+/// the insert id of the OK packet, hence the SELECT). No SELECT-then-INSERT: concurrent
+/// logins of one new phone queue on the unique key's row lock and all see one id.
 pub(super) async fn record_login(
     conn: &mut Conn,
     login: &LoginRecord<'_>,
+    returning: bool,
 ) -> QueryResult<LoginOutcome> {
-    let batch = login_batch(login);
-    if let Err(err) = conn.batch_execute(&batch).await {
-        // The batch stopped at the failing statement, inside the transaction.
-        let _ = conn.batch_execute("ROLLBACK").await;
-        return Err(err);
-    }
-    let LoginVars { id, rc } = Cached(diesel::sql_query(READ_LOGIN_VARS))
-        .get_result(conn)
-        .await?;
-    Ok(LoginOutcome {
-        user_id: UserId(id),
-        is_new_user: rc == 1,
-    })
-}
-
-const READ_LOGIN_VARS: &str = "SELECT CAST(@mp_uid AS SIGNED) AS id, CAST(@mp_rc AS SIGNED) AS rc";
-
-#[derive(QueryableByName)]
-struct LoginVars {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = BigInt)]
-    rc: i64,
-}
-
-/// A string as a MySQL hex literal (`X'..'`), or `NULL`.
-fn hex(value: Option<&[u8]>) -> String {
-    use std::fmt::Write as _;
-    match value {
-        None => "NULL".to_owned(),
-        Some([]) => "''".to_owned(),
-        Some(bytes) => {
-            let mut out = String::with_capacity(bytes.len() * 2 + 3);
-            out.push_str("X'");
-            for b in bytes {
-                let _ = write!(out, "{b:02x}");
-            }
-            out.push('\'');
-            out
-        }
-    }
-}
-
-/// The multi-statement login transaction (see [`record_login`]).
-pub(super) fn login_batch(login: &LoginRecord<'_>) -> String {
     let phone = login.phone.e164();
-    let now = login.now_ms;
-    let mut sql = format!(
-        "BEGIN; \
-         INSERT INTO users (phone, country_code, login_count, created_at, updated_at, last_login_at) \
-         VALUES ({phone}, {cc}, 1, {now}, {now}, {now}) \
-         ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id), login_count = login_count + 1, \
-         updated_at = VALUES(updated_at), last_login_at = VALUES(last_login_at); \
-         SET @mp_uid = LAST_INSERT_ID(), @mp_rc = ROW_COUNT(); \
-         INSERT INTO wechat_identities \
-         (app_id, openid, user_id, unionid, session_key, session_key_expires_at, created_at, updated_at) \
-         VALUES ({app}, {openid}, @mp_uid, {unionid}, {key}, {key_exp}, {now}, {now}) \
-         ON DUPLICATE KEY UPDATE user_id = VALUES(user_id), \
-         unionid = COALESCE(VALUES(unionid), unionid), session_key = VALUES(session_key), \
-         session_key_expires_at = VALUES(session_key_expires_at), updated_at = VALUES(updated_at);",
-        phone = hex(Some(phone.as_bytes())),
-        cc = hex(Some(login.phone.country_code().as_bytes())),
-        app = hex(Some(login.app_id.as_str().as_bytes())),
-        openid = hex(Some(login.openid.as_str().as_bytes())),
-        unionid = hex(login.unionid.map(|u| u.as_str().as_bytes())),
-        key = hex(Some(login.sealed_session_key)),
-        key_exp = login.session_key_expires_at_ms,
-    );
-    if let Some(session) = login.session {
-        sql.push_str(&format!(
-            " INSERT INTO sessions \
-             (id, user_id, app_id, openid, generation, created_at, last_used_at, idle_expires_at, expires_at) \
-             VALUES ({id}, @mp_uid, {app}, {openid}, 1, {created}, {created}, {idle}, {expires});",
-            id = hex(Some(session.id.as_bytes())),
-            app = hex(Some(login.app_id.as_str().as_bytes())),
-            openid = hex(Some(login.openid.as_str().as_bytes())),
-            created = session.created_at_ms,
-            idle = session.idle_expires_at_ms,
-            expires = session.expires_at_ms,
-        ));
-    }
-    sql.push_str(" COMMIT");
-    sql
+    let phone = phone.as_str();
+    conn.transaction(async |conn| {
+        let (id, is_new_user) = if returning {
+            let Upserted { id, login_count } = Cached(
+                diesel::sql_query(UPSERT_USER_RETURNING)
+                    .bind::<Text, _>(phone)
+                    .bind::<Text, _>(login.phone.country_code())
+                    .bind::<BigInt, _>(login.now_ms)
+                    .bind::<BigInt, _>(login.now_ms)
+                    .bind::<BigInt, _>(login.now_ms),
+            )
+            .get_result(conn)
+            .await?;
+            (id, login_count == 1)
+        } else {
+            upsert_user_then_read_id(conn, login, phone).await?
+        };
+        Cached(
+            diesel::sql_query(UPSERT_IDENTITY)
+                .bind::<Text, _>(login.app_id.as_str())
+                .bind::<Text, _>(login.openid.as_str())
+                .bind::<BigInt, _>(id)
+                .bind::<Nullable<Text>, _>(login.unionid.map(|u| u.as_str()))
+                .bind::<Binary, _>(login.sealed_session_key)
+                .bind::<BigInt, _>(login.session_key_expires_at_ms)
+                .bind::<BigInt, _>(login.now_ms)
+                .bind::<BigInt, _>(login.now_ms),
+        )
+        .execute(conn)
+        .await?;
+        if let Some(session) = login.session {
+            Cached(
+                diesel::sql_query(INSERT_SESSION)
+                    .bind::<Text, _>(session.id.as_str())
+                    .bind::<BigInt, _>(id)
+                    .bind::<Text, _>(login.app_id.as_str())
+                    .bind::<Text, _>(login.openid.as_str())
+                    .bind::<BigInt, _>(session.created_at_ms)
+                    .bind::<BigInt, _>(session.created_at_ms)
+                    .bind::<BigInt, _>(session.idle_expires_at_ms)
+                    .bind::<BigInt, _>(session.expires_at_ms),
+            )
+            .execute(conn)
+            .await?;
+        }
+        Ok(LoginOutcome {
+            user_id: UserId(id),
+            is_new_user,
+        })
+    })
+    .await
+}
+
+/// The portable user upsert (MySQL, TiDB): upsert, then read `LAST_INSERT_ID()`.
+async fn upsert_user_then_read_id(
+    conn: &mut Conn,
+    login: &LoginRecord<'_>,
+    phone: &str,
+) -> QueryResult<(i64, bool)> {
+    let affected = Cached(
+        diesel::sql_query(UPSERT_USER)
+            .bind::<Text, _>(phone)
+            .bind::<Text, _>(login.phone.country_code())
+            .bind::<BigInt, _>(login.now_ms)
+            .bind::<BigInt, _>(login.now_ms)
+            .bind::<BigInt, _>(login.now_ms),
+    )
+    .execute(conn)
+    .await?;
+    let InsertId { id } = Cached(diesel::sql_query(LAST_ID)).get_result(conn).await?;
+    Ok((id, affected == 1))
 }
 
 pub(super) async fn save_session_key(

@@ -1,22 +1,30 @@
 //! Access tokens: RFC 9068 JWTs (`typ: at+jwt`) whose `sub` is the user id as a
-//! string. Signing sits behind [`TokenSigner`] so asymmetric keys and a JWKS
-//! endpoint can be added without touching the login use case.
+//! string, signed with the active key of the [`KeyRing`] (ES256 by default,
+//! EdDSA, or HS256 for a single-service setup) and naming it in `kid`.
+//! Verification (here and in `mp-auth-verifier`) accepts every key of the ring.
 
-mod es256;
-mod hs256;
+pub mod keygen;
+mod keys;
+mod signing;
+mod verified;
 
-pub use es256::Es256Signer;
-pub use hs256::Hs256Signer;
-
-/// The RFC 9068 media type of access tokens.
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+pub use keys::KeyRing;
+pub use mp_auth_verifier::{Algorithm, Claims, VerifyError};
+pub use signing::{GeneratedKey, SigningKey};
+pub use verified::VerifiedCache;
 
 use crate::{
     config::TokenSettings,
     domain::{AppId, UserId},
 };
 use serde::{Deserialize, Serialize};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+/// The RFC 9068 media type of access tokens (the JOSE `typ`).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,92 +52,15 @@ pub struct AccessClaims {
 /// Why a token could not be issued or verified.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenError {
-    /// The signing key is unusable (weak, malformed): refuse to start.
-    #[error("token signing key is unusable: {0}")]
-    BadKey(String),
     /// The start-up sign-and-verify self-test failed.
     #[error("token self-test failed: {0}")]
     SelfTest(String),
-    /// A token failed verification (signature, algorithm, typ, claims).
+    /// A token failed verification (see the reason of the [`VerifyError`]).
     #[error("token is invalid: {0}")]
-    Invalid(String),
-    /// The token's `exp` has passed (beyond the leeway).
-    #[error("token has expired")]
-    Expired,
-    /// The token's `nbf` is still in the future (beyond the leeway).
-    #[error("token is not valid yet")]
-    NotYetValid,
-    /// The token names a `kid` this service does not (or no longer) verify with.
-    #[error("token was signed by an unknown key")]
-    KeyUnknown,
+    Invalid(#[from] VerifyError),
     /// Signing failed unexpectedly.
     #[error("token signing failed: {0}")]
     Unexpected(String),
-}
-
-/// Signs and verifies JWTs with one key. Implementations must reject tokens
-/// with another algorithm (including `none`) or another key.
-pub trait TokenSigner: Send + Sync + 'static {
-    /// The JWS `alg` this signer produces.
-    fn algorithm(&self) -> &'static str;
-    /// Signs `claims` with header `typ: at+jwt`.
-    fn sign(&self, claims: &AccessClaims) -> Result<String, TokenError>;
-    /// Verifies signature, algorithm, `typ`, `iss`, `aud` and expiry (with
-    /// `leeway_secs` of clock skew).
-    fn verify(
-        &self,
-        token: &str,
-        issuer: &str,
-        audience: &str,
-        leeway_secs: u64,
-    ) -> Result<AccessClaims, TokenError>;
-    /// The public verification keys as JWKs (empty for a symmetric key).
-    fn jwks(&self) -> Vec<serde_json::Value> {
-        Vec::new()
-    }
-}
-
-/// Maps a jsonwebtoken failure to the reason a verifier reports.
-pub(crate) fn map_jwt_error(e: jsonwebtoken::errors::Error) -> TokenError {
-    use jsonwebtoken::errors::ErrorKind;
-    match e.kind() {
-        ErrorKind::ExpiredSignature => TokenError::Expired,
-        ErrorKind::ImmatureSignature => TokenError::NotYetValid,
-        _ => TokenError::Invalid(e.to_string()),
-    }
-}
-
-/// The signer `settings` describe: ES256 when `token.signing_key[_file]` is
-/// set (recommended), HS256 with `token.hs256_secret[_file]` otherwise.
-pub fn signer_from_settings(
-    settings: &crate::config::Settings,
-) -> anyhow::Result<Box<dyn TokenSigner>> {
-    use secrecy::ExposeSecret as _;
-    let t = &settings.token;
-    let signing =
-        crate::config::resolve_secret("token.signing_key", &t.signing_key, &t.signing_key_file)?;
-    match signing {
-        Some(pem) => {
-            let mut retained = Vec::new();
-            for path in &t.verification_key_files {
-                retained.push(std::fs::read_to_string(path).map_err(|e| {
-                    anyhow::anyhow!(
-                        "token.verification_key_files: cannot read {}: {e}",
-                        path.display()
-                    )
-                })?);
-            }
-            let signer = Es256Signer::new(pem.expose_secret(), &retained)
-                .map_err(|e| anyhow::anyhow!("token.signing_key: {e}"))?;
-            tracing::info!(
-                kid = signer.kid(),
-                retained = retained.len(),
-                "ES256 signing key loaded"
-            );
-            Ok(Box::new(signer))
-        }
-        None => Ok(Box::new(Hs256Signer::new(&settings.token_secret()?)?)),
-    }
 }
 
 /// A freshly issued access token.
@@ -153,23 +84,23 @@ impl std::fmt::Debug for IssuedToken {
 
 /// Issues access tokens for logged-in users.
 pub struct TokenIssuer {
-    signer: Box<dyn TokenSigner>,
+    keys: Arc<KeyRing>,
     issuer: String,
     audience: String,
     ttl: Duration,
-    leeway_secs: u64,
+    verified: VerifiedCache,
 }
 
 impl TokenIssuer {
-    /// Builds the issuer and runs a sign-and-verify self-test, so a broken crypto
-    /// backend or key fails at start-up rather than on the first login.
-    pub fn new(settings: &TokenSettings, signer: Box<dyn TokenSigner>) -> Result<Self, TokenError> {
+    /// Builds the issuer and runs a sign-and-verify self-test, so a broken key
+    /// fails at start-up rather than on the first login.
+    pub fn new(settings: &TokenSettings, keys: Arc<KeyRing>) -> Result<Self, TokenError> {
         let issuer = Self {
-            signer,
+            keys,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
             ttl: Duration::from_secs(settings.ttl_secs),
-            leeway_secs: settings.leeway_secs,
+            verified: VerifiedCache::default(),
         };
         issuer.self_test()?;
         Ok(issuer)
@@ -183,7 +114,7 @@ impl TokenIssuer {
         let claims = self
             .verify(&issued.token)
             .map_err(|e| TokenError::SelfTest(e.to_string()))?;
-        if claims.sub != "1" || claims.client_id != "selftest" {
+        if claims.sub != "1" || claims.app_id() != Some("selftest") {
             return Err(TokenError::SelfTest("claims did not round-trip".into()));
         }
         Ok(())
@@ -232,7 +163,7 @@ impl TokenIssuer {
             client_id: app.as_str().to_owned(),
             sid: sid.map(str::to_owned),
         };
-        let token = self.signer.sign(&claims)?;
+        let token = self.keys.signing().sign(&claims)?;
         Ok(IssuedToken {
             token,
             expires_in: exp - now,
@@ -240,16 +171,33 @@ impl TokenIssuer {
         })
     }
 
-    /// Verifies a token issued by this service (signature, alg, typ, iss,
-    /// aud, exp/nbf with the configured leeway; not revocation).
-    pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        self.signer
-            .verify(token, &self.issuer, &self.audience, self.leeway_secs)
+    /// Verifies a token issued by this service with any key of the ring
+    /// (signature, algorithm, `typ`, `iss`, `aud`, times; not revocation).
+    /// A token seen before skips the signature check (see [`VerifiedCache`]);
+    /// the times are checked on every call.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let verifier = self.keys.verifier();
+        let key = VerifiedCache::key(token);
+        let claims = match self.verified.get(&key) {
+            Some(claims) => claims,
+            None => {
+                let claims = verifier.authenticate(token)?;
+                self.verified.insert(key, claims.clone());
+                claims
+            }
+        };
+        verifier.check_time(&claims, mp_auth_verifier::now_secs())?;
+        Ok(claims)
     }
 
-    /// The public verification keys (JWKS `keys`).
-    pub fn jwks(&self) -> Vec<serde_json::Value> {
-        self.signer.jwks()
+    /// The key ring (signing key, verifier, JWKS).
+    pub fn keys(&self) -> &Arc<KeyRing> {
+        &self.keys
+    }
+
+    /// The public verification keys (JWKS), active first.
+    pub fn jwks(&self) -> &mp_auth_verifier::JwkSet {
+        self.keys.jwks()
     }
 
     /// The issuer (`iss`) and audience (`aud`) of every token.
@@ -262,8 +210,161 @@ impl TokenIssuer {
         self.ttl
     }
 
-    /// The signing algorithm (e.g. `HS256`).
-    pub fn algorithm(&self) -> &'static str {
-        self.signer.algorithm()
+    /// The signing algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.keys.signing().algorithm()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use mp_auth_verifier::VerifyingKey;
+
+    fn ring(alg: Algorithm) -> Arc<KeyRing> {
+        let signing = match alg {
+            Algorithm::Hs256 => {
+                SigningKey::hs256(b"0123456789abcdef0123456789abcdef-test").unwrap()
+            }
+            _ => SigningKey::from_pem(&SigningKey::generate(alg).unwrap().private_pem).unwrap(),
+        };
+        let t = TokenSettings::default();
+        Arc::new(KeyRing::new(signing, Vec::new(), &t.issuer, &t.audience, 30).unwrap())
+    }
+
+    fn issuer(alg: Algorithm) -> TokenIssuer {
+        TokenIssuer::new(&TokenSettings::default(), ring(alg)).unwrap()
+    }
+
+    fn part(token: &str, i: usize) -> serde_json::Value {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').nth(i).unwrap())
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[test]
+    fn issued_tokens_have_the_rfc9068_header_with_kid_and_a_string_sub() {
+        for alg in [Algorithm::Es256, Algorithm::EdDsa, Algorithm::Hs256] {
+            let iss = issuer(alg);
+            let app = AppId::parse("wx4f4bc4dec97d474b").unwrap();
+            let t = iss
+                .issue_for_session(UserId(42), &app, "sid-1", u64::MAX)
+                .unwrap();
+            let header = part(&t.token, 0);
+            assert_eq!(header["typ"], "at+jwt");
+            assert_eq!(header["alg"], alg.as_str());
+            assert_eq!(header["kid"], iss.keys().signing().kid());
+            let json = part(&t.token, 1);
+            assert_eq!(json["sub"], serde_json::json!("42"));
+            assert_eq!(json["client_id"], "wx4f4bc4dec97d474b");
+            assert_eq!(json["sid"], "sid-1");
+            assert!(json["jti"].as_str().unwrap().len() >= 32);
+            assert_eq!(
+                json["exp"].as_u64().unwrap() - json["iat"].as_u64().unwrap(),
+                7200
+            );
+            let claims = iss.verify(&t.token).unwrap();
+            assert_eq!(claims.sub, "42");
+            assert_eq!(claims.key_id, iss.keys().signing().kid());
+        }
+    }
+
+    #[test]
+    fn es256_tokens_verify_with_an_independent_implementation() {
+        // jsonwebtoken (RustCrypto) checks what ring signed, from the published JWK.
+        let iss = issuer(Algorithm::Es256);
+        let t = iss.issue(UserId(7), &AppId::parse("wxa").unwrap()).unwrap();
+        let jwk = iss.keys().jwks().keys[0].clone();
+        let key = jsonwebtoken::DecodingKey::from_ec_components(
+            jwk.x.as_deref().unwrap(),
+            jwk.y.as_deref().unwrap(),
+        )
+        .unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_audience(&["mp-auth-clients"]);
+        validation.set_issuer(&["mp-auth"]);
+        let data = jsonwebtoken::decode::<serde_json::Value>(&t.token, &key, &validation).unwrap();
+        assert_eq!(data.claims["sub"], "7");
+        assert_eq!(data.header.kid.as_deref(), Some(iss.keys().signing().kid()));
+    }
+
+    #[test]
+    fn tokens_of_another_key_or_algorithm_do_not_verify() {
+        let app = AppId::parse("wxa").unwrap();
+        let a = issuer(Algorithm::Es256);
+        let b = issuer(Algorithm::Es256);
+        let t = b.issue(UserId(1), &app).unwrap();
+        assert_eq!(
+            a.verify(&t.token).unwrap_err().to_string(),
+            TokenError::Invalid(VerifyError::KeyUnknown(Some(
+                b.keys().signing().kid().into()
+            )))
+            .to_string()
+        );
+        let hs = issuer(Algorithm::Hs256);
+        assert!(a.verify(&hs.issue(UserId(1), &app).unwrap().token).is_err());
+    }
+
+    #[test]
+    fn a_ring_with_a_retained_key_verifies_both_and_signs_with_the_active_one() {
+        let app = AppId::parse("wxa").unwrap();
+        let old = issuer(Algorithm::Es256);
+        let old_token = old.issue(UserId(5), &app).unwrap().token;
+        let t = TokenSettings::default();
+        let new_signing =
+            SigningKey::from_pem(&SigningKey::generate(Algorithm::Es256).unwrap().private_pem)
+                .unwrap();
+        let retained: VerifyingKey = old.keys().signing().verifying_key().clone();
+        let ring = KeyRing::new(new_signing, vec![retained], &t.issuer, &t.audience, 30).unwrap();
+        let new = TokenIssuer::new(&t, Arc::new(ring)).unwrap();
+        assert_eq!(new.verify(&old_token).unwrap().sub, "5");
+        let fresh = new.issue(UserId(6), &app).unwrap().token;
+        assert_eq!(part(&fresh, 0)["kid"], new.keys().signing().kid());
+        assert_eq!(new.keys().jwks().keys.len(), 2);
+    }
+
+    #[test]
+    fn a_cached_token_still_expires_and_a_tampered_copy_is_not_a_hit() {
+        let iss = issuer(Algorithm::Es256);
+        let app = AppId::parse("wxa").unwrap();
+        let t = iss.issue(UserId(9), &app).unwrap().token;
+        assert_eq!(iss.verify(&t).unwrap().sub, "9");
+        assert_eq!(
+            iss.verify(&t).unwrap().sub,
+            "9",
+            "second time from the cache"
+        );
+        let mut tampered = t.clone();
+        tampered.pop();
+        tampered.push(if t.ends_with('A') { 'B' } else { 'A' });
+        assert!(iss.verify(&tampered).is_err());
+        // The cache keeps what does not depend on the clock: an expired token
+        // is authentic (and remembered) but refused on every call.
+        let mut claims = iss.verify(&t).unwrap();
+        claims.iat -= 7200;
+        claims.exp = claims.iat + 60;
+        let expired = iss.keys().signing().sign(&claims).unwrap();
+        let held = iss.verified.len();
+        for _ in 0..2 {
+            assert!(matches!(
+                iss.verify(&expired),
+                Err(TokenError::Invalid(VerifyError::Expired))
+            ));
+        }
+        assert_eq!(
+            iss.verified.len(),
+            held + 1,
+            "remembered once, refused twice"
+        );
+    }
+
+    #[test]
+    fn debug_of_issued_token_is_redacted() {
+        let t = issuer(Algorithm::Es256)
+            .issue(UserId(1), &AppId::parse("wxa").unwrap())
+            .unwrap();
+        assert!(!format!("{t:?}").contains(&t.token));
     }
 }

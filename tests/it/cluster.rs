@@ -18,7 +18,7 @@ use mp_auth::{
     grpc::{GrpcServer, HEALTH_AUTH},
     proto::{self, auth_client::AuthClient},
     store::{RevokedSession, Store},
-    tokens::Es256Signer,
+    tokens::{Algorithm, SigningKey},
 };
 use secrecy::SecretString;
 use serde_json::{Value, json};
@@ -338,7 +338,7 @@ async fn verify_on(d: &Deployment, replica: usize, key: &str, token: &str) -> Re
 async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave_one_consistent_outcome()
  {
     // Every replica signs with the same ES256 key and lets one internal caller verify.
-    let (signing_key, _) = Es256Signer::generate().unwrap();
+    let signing_key = SigningKey::generate(Algorithm::Es256).unwrap().private_pem;
     let verifier = generate_key();
     let verifier_hash = key_hash_hex(&verifier);
     let d = Deployment::start(move |s| {

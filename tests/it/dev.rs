@@ -177,12 +177,73 @@ fn dev_mode_logs_users_in_and_keeps_them_across_restarts() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let mode = std::fs::metadata(dir.path().join("dev-secrets.json"))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o077, 0, "dev-secrets.json is owner-only: {mode:o}");
+        for file in ["dev-secrets.json", "dev-signing-key.pem", "dev-caller-key"] {
+            let mode = std::fs::metadata(dir.path().join(file))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{file} is owner-only: {mode:o}");
+        }
     }
+}
+
+/// Runs `mp-auth login <args> --json` against `dev`: (exit success, JSON answer).
+fn login_command(dev: &DevProcess, args: &[&str], grpc: bool) -> (bool, serde_json::Value) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mp-auth"));
+    command
+        .arg("login")
+        .args(args)
+        .args(["--json", "--gateway", &dev.endpoint("gateway")]);
+    if grpc {
+        command.args(["--grpc", &format!("http://{}", dev.endpoint("grpc"))]);
+    }
+    let out = command
+        .args(["--simulator", &dev.endpoint("simulator")])
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (out.status.success(), json)
+}
+
+#[test]
+fn the_login_command_logs_in_silently_refreshes_and_logs_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let dev = DevProcess::start(dir.path());
+    for grpc in [false, true] {
+        let user = format!("cli-sessions-{grpc}-{}", std::process::id());
+        // Unknown yet: the silent form answers PHONE_REQUIRED and fails.
+        let (ok, answer) = login_command(&dev, &["--user", &user, "--silent"], grpc);
+        assert!(!ok);
+        assert_eq!(answer["reason"], "PHONE_REQUIRED", "{answer}");
+        let (ok, first) = login_command(&dev, &["--user", &user], grpc);
+        assert!(ok, "{first}");
+        let (ok, silent) = login_command(&dev, &["--user", &user, "--silent"], grpc);
+        assert!(ok, "{silent}");
+        assert_eq!(silent["user_id"], first["user_id"]);
+        let token = silent["refresh_token"].as_str().unwrap().to_owned();
+        let (ok, refreshed) = login_command(&dev, &["refresh", "--refresh-token", &token], grpc);
+        assert!(ok, "{refreshed}");
+        let next = refreshed["refresh_token"].as_str().unwrap().to_owned();
+        assert_ne!(next, token);
+        let (ok, out) = login_command(&dev, &["logout", "--refresh-token", &next], grpc);
+        assert!(ok, "{out}");
+        assert_eq!(out["sessions_revoked"], 1);
+        let (ok, err) = login_command(&dev, &["refresh", "--refresh-token", &next], grpc);
+        assert!(!ok);
+        assert_eq!(err["reason"], "SESSION_REVOKED", "{err}");
+        // --all with the first login's access token ends the rest.
+        let access = first["access_token"].as_str().unwrap();
+        let (ok, out) = login_command(&dev, &["logout", "--access-token", access, "--all"], grpc);
+        assert!(ok, "{out}");
+        assert_eq!(out["sessions_revoked"], 1, "{out}");
+    }
+    dev.stop();
 }
 
 #[test]

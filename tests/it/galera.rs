@@ -445,6 +445,9 @@ impl GaleraCluster {
         install
             .arg("--no-defaults")
             .arg(format!("--datadir={}", node.data().display()))
+            // Its own temporary directory: bootstraps of parallel tests must not
+            // share (and clean up) each other's temporary tables in /tmp.
+            .arg(format!("--tmpdir={}", node.data().display()))
             .args(["--auth-root-authentication-method=normal", "--skip-test-db"]);
         if running_as_root() {
             install.arg("--user=mysql");

@@ -10,23 +10,16 @@ use std::time::Duration;
 pub(crate) struct Stack {
     pub(crate) app: TestApp,
     pub(crate) gateway: String,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _running: RunningGateway,
 }
 
 pub(crate) async fn stack(opts: TestAppOptions) -> Stack {
     let app = TestApp::spawn_with(opts).await;
-    let mut settings = app.settings.clone();
-    settings.gateway.backend_url = format!("http://{}", app.grpc_addr);
-    let gateway = Gateway::build(&settings).await.unwrap();
-    let url = format!("http://{}", gateway.local_addr());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(gateway.run_until(async {
-        let _ = stopped.await;
-    }));
+    let running = start_gateway(&app.settings, app.grpc_addr).await;
     Stack {
         app,
-        gateway: url,
-        _stop: stop,
+        gateway: running.url.clone(),
+        _running: running,
     }
 }
 
@@ -220,15 +213,10 @@ async fn a_user_deletes_its_own_account_with_a_valid_token_only() {
     let mut claims = s.app.token_issuer().verify(&login.access_token).unwrap();
     claims.exp = claims.iat - 3600;
     claims.iat -= 7200;
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
-    header.typ = Some("at+jwt".into());
-    header.kid = Some("hs256".into());
-    let expired = jsonwebtoken::encode(
-        &header,
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(TEST_TOKEN_SECRET.as_bytes()),
-    )
-    .unwrap();
+    let expired = mp_auth::tokens::SigningKey::from_pem(TEST_SIGNING_KEY)
+        .unwrap()
+        .sign(&claims)
+        .unwrap();
     let (status, body) = delete(expired).await;
     assert_eq!(
         (status, body["reason"].as_str()),

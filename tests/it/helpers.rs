@@ -10,15 +10,22 @@ use mp_auth::{
     grpc::GrpcServer,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
     store::Backend,
-    tokens::{Hs256Signer, TokenIssuer},
+    tokens::{KeyRing, TokenIssuer},
 };
 use secrecy::SecretString;
 use std::{net::SocketAddr, time::Duration};
 use tonic::transport::Channel;
 use wechat_sim::{Pressed, RunningSimulator, SimApp, SimClient, Simulator, SimulatorConfig};
 
-/// The HS256 secret every test server signs with.
+/// An HS256 secret, for tests of the single-service (HS256) setup.
 pub const TEST_TOKEN_SECRET: &str = "test-signing-secret-0123456789-abcdefghijklmnop";
+/// The ES256 key every test server signs with (`openssl genpkey`, test only).
+pub const TEST_SIGNING_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgLUyojo+uCPDvu8ly
+l4Bhok+P2JEBdN75FdFOnIxOT1ihRANCAATrdpTullnp2xdb++KsvpMm/WA0MmaN
+TNd29croydamb1kNX2eTD5mVHM9888Snnc5w+8uArhA677FzHv29PFx6
+-----END PRIVATE KEY-----
+";
 /// The session-key vault key of every test server (base64 of 32 bytes).
 pub const TEST_VAULT_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
@@ -149,7 +156,7 @@ pub fn test_settings(apps: &[(String, String)], sim_url: &str, db_url: &str) -> 
     s.wechat.rate_limit_cooldown_secs = 0;
     s.database.url = Some(SecretString::from(db_url.to_owned()));
     s.database.acquire_timeout_ms = 10_000;
-    s.token.hs256_secret = Some(SecretString::from(TEST_TOKEN_SECRET));
+    s.token.signing_key = Some(SecretString::from(TEST_SIGNING_KEY));
     s.session_keys.encryption_key = Some(SecretString::from(TEST_VAULT_KEY));
     s.grpc.listen = ([127, 0, 0, 1], 0).into();
     s.grpc.health_check_interval_ms = 200;
@@ -201,10 +208,10 @@ impl TestApp {
             .unwrap()
     }
 
-    /// A token issuer with the server's key, to verify tokens.
+    /// A token issuer with the server's keys, to mint and verify tokens.
     pub fn token_issuer(&self) -> TokenIssuer {
-        let signer = Hs256Signer::new(&SecretString::from(TEST_TOKEN_SECRET)).unwrap();
-        TokenIssuer::new(&self.settings.token, Box::new(signer)).unwrap()
+        let keys = KeyRing::from_settings(&self.settings.token).unwrap();
+        TokenIssuer::new(&self.settings.token, std::sync::Arc::new(keys)).unwrap()
     }
 
     /// Calls `MiniProgramLogin` with a raw request.
@@ -287,6 +294,27 @@ impl Drop for TestApp {
             let _ = stop.send(());
         }
     }
+}
+
+/// An HTTP gateway in front of a gRPC backend, stopped when dropped.
+pub struct RunningGateway {
+    /// `http://127.0.0.1:<port>`.
+    pub url: String,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts a gateway with `settings` (on a free port) forwarding to `backend`.
+pub async fn start_gateway(settings: &Settings, backend: SocketAddr) -> RunningGateway {
+    let mut settings = settings.clone();
+    settings.gateway.listen = ([127, 0, 0, 1], 0).into();
+    settings.gateway.backend_url = format!("http://{backend}");
+    let gateway = mp_auth::gateway::Gateway::build(&settings).await.unwrap();
+    let url = format!("http://{}", gateway.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(gateway.run_until(async {
+        let _ = stopped.await;
+    }));
+    RunningGateway { url, _stop: stop }
 }
 
 /// A legacy-flow request.

@@ -672,12 +672,19 @@ async fn the_token_verifies_independently_with_the_configured_key() {
         .unwrap();
     let header = jsonwebtoken::decode_header(&ok.access_token).unwrap();
     assert_eq!(header.typ.as_deref(), Some("at+jwt"));
-    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+    assert!(header.kid.is_some());
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     validation.set_issuer(&["mp-auth"]);
     validation.set_audience(&["mp-auth-clients"]);
+    let public = mp_auth::tokens::SigningKey::from_pem(TEST_SIGNING_KEY)
+        .unwrap()
+        .verifying_key()
+        .to_public_pem()
+        .unwrap();
     let data = jsonwebtoken::decode::<serde_json::Value>(
         &ok.access_token,
-        &jsonwebtoken::DecodingKey::from_secret(TEST_TOKEN_SECRET.as_bytes()),
+        &jsonwebtoken::DecodingKey::from_ec_pem(public.as_bytes()).unwrap(),
         &validation,
     )
     .unwrap();
@@ -690,9 +697,10 @@ async fn the_token_verifies_independently_with_the_configured_key() {
         serde_json::Value::String(app.app_id().into())
     );
     assert!(data.claims["jti"].is_string());
+    let another = mp_auth::tokens::SigningKey::generate(mp_auth::tokens::Algorithm::Es256).unwrap();
     let wrong = jsonwebtoken::decode::<serde_json::Value>(
         &ok.access_token,
-        &jsonwebtoken::DecodingKey::from_secret(b"another-key-another-key-another-key!!"),
+        &jsonwebtoken::DecodingKey::from_ec_pem(another.public_pem.as_bytes()).unwrap(),
         &validation,
     );
     assert!(wrong.is_err());

@@ -17,6 +17,7 @@ mod limits;
 mod log_leaks;
 mod login;
 mod metrics;
+mod offline;
 mod private_db;
 mod sessions;
 mod sessions_gateway;

@@ -1,14 +1,17 @@
-//! `mp-auth-bench`: a reproducible load generator for the login. Codes and phone
-//! payloads are minted through the simulator before the clock starts; requests go to
-//! the gRPC service or the HTTP gateway in a closed or open loop; the report has
-//! throughput, latency percentiles, errors by reason, CPU and peak RSS per process,
-//! and a duplicate-user check. `--limit-run` measures the database transaction alone.
+//! `mp-auth-bench`: a reproducible load generator for the login, the session
+//! refresh and token verification. Codes and phone payloads are minted through the
+//! simulator before the clock starts (`--flow refresh`: sessions are opened by logins
+//! before it starts); requests go to the gRPC service or the HTTP gateway in a closed
+//! or open loop; the report has throughput, latency percentiles, errors by reason,
+//! CPU and peak RSS per process, and a duplicate-user check. `--limit-run` measures
+//! the database transaction alone; `--verify-run` measures `Auth.VerifyToken`.
 //!
 //! Layout:
 //! - [`workload`]: returning and new users, minting through the simulator.
 //! - [`target`]: the gRPC and HTTP clients.
 //! - [`driver`]: closed and open loops, latency histograms.
 //! - [`limit`]: the database-only limit run.
+//! - [`verify`]: the `VerifyToken` run.
 //! - [`procstat`]: CPU and RSS from `/proc`.
 //! - [`report`]: table, JSON, medians.
 
@@ -21,6 +24,7 @@ mod limit;
 mod procstat;
 mod report;
 mod target;
+mod verify;
 mod workload;
 
 use anyhow::Context as _;
@@ -149,6 +153,15 @@ pub struct BenchArgs {
     /// Measure `Store::record_login` alone at the same concurrency and mix (no gRPC, HTTP or WeChat).
     #[arg(long)]
     pub limit_run: bool,
+    /// Measure `Auth.VerifyToken` instead of logins (needs `--api-key`).
+    #[arg(long, conflicts_with = "limit_run")]
+    pub verify_run: bool,
+    /// Verify run: the API key of a caller with `tokens:verify`.
+    #[arg(long, env = "BENCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Verify run: distinct users (and tokens) verified round robin.
+    #[arg(long, default_value_t = 1_000)]
+    pub tokens: usize,
     /// Limit run: connections in the store's pool (default: `database.pool_size`, like the server).
     #[arg(long)]
     pub pool_size: Option<u32>,
@@ -182,18 +195,20 @@ impl BenchArgs {
         }
         let edge = match (self.limit_run, self.target) {
             (true, _) => "limit",
+            _ if self.verify_run => "VerifyToken",
             (false, TargetKind::Grpc) => "grpc",
             (false, TargetKind::Http) => "gateway",
         };
         let flow = match self.flow {
             Flow::Legacy => "legacy",
             Flow::Code => "code",
+            Flow::Refresh => "refresh",
         };
         let pace = match self.rate {
             Some(rate) => format!("rate={rate}/s"),
             None => format!("c={}", self.concurrency),
         };
-        if self.limit_run {
+        if self.limit_run || self.verify_run {
             format!("{edge} {pace}")
         } else {
             format!("{edge} {flow} {pace}")
@@ -231,7 +246,29 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
     let mut new_users = NewUsers::new();
     let mut runs = Vec::new();
 
-    let runner = if args.limit_run {
+    let runner = if args.verify_run {
+        let api_key = args
+            .api_key
+            .as_deref()
+            .context("--verify-run needs --api-key (a caller with tokens:verify)")?;
+        let lanes = match args.rate {
+            Some(_) => args.max_in_flight.min(256),
+            None => args.concurrency,
+        };
+        eprintln!("logging {} users in for their tokens...", args.tokens);
+        let target = verify::VerifyTarget::prepare(
+            &args.grpc,
+            &SimClient::new(&args.simulator),
+            app_id.as_str(),
+            api_key,
+            args.tokens.max(1),
+            lanes.div_ceil(args.tasks_per_connection.max(1)),
+            Duration::from_millis(args.timeout_ms),
+            args.mint_parallel,
+        )
+        .await?;
+        Runner::Verify(target)
+    } else if args.limit_run {
         let url = args
             .database_url
             .as_ref()
@@ -287,12 +324,40 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
                 );
             }
         }
-        Runner::Service {
-            sim,
-            target,
-            app_id: app_id.as_str().to_owned(),
-            flow: args.flow,
-            mint_parallel: args.mint_parallel,
+        if args.flow == Flow::Refresh {
+            // Four sessions per worker: refreshes of one session are serialised (a
+            // token is presented once), so workers rarely wait for each other.
+            let count = args.concurrency.max(1) * 4;
+            eprintln!("opening {count} sessions to refresh...");
+            let users: Vec<User> = (0..count).map(workload::returning_user).collect();
+            let items = workload::mint(
+                &sim,
+                app_id.as_str(),
+                Flow::Code,
+                &users,
+                args.mint_parallel,
+            )
+            .await?;
+            let mut tokens = Vec::with_capacity(items.len());
+            for (lane, item) in items.iter().enumerate() {
+                let token = target
+                    .open_session(lane, item)
+                    .await
+                    .map_err(|reason| anyhow::anyhow!("opening a session failed: {reason}"))?;
+                tokens.push(tokio::sync::Mutex::new(token));
+            }
+            Runner::Refresh {
+                target,
+                sessions: Arc::new(tokens),
+            }
+        } else {
+            Runner::Service {
+                sim,
+                target,
+                app_id: app_id.as_str().to_owned(),
+                flow: args.flow,
+                mint_parallel: args.mint_parallel,
+            }
         }
     };
 
@@ -411,6 +476,15 @@ enum Prepared {
         warmup: Vec<User>,
         run: Vec<User>,
     },
+    /// Verifications need nothing per run: the tokens are ready.
+    Verify {
+        warmup: usize,
+        run: usize,
+    },
+    Refresh {
+        warmup: usize,
+        run: usize,
+    },
 }
 
 /// How logins are issued: through the service, or the database transaction alone.
@@ -425,6 +499,13 @@ enum Runner {
     Limit {
         store: Store,
         app_id: AppId,
+    },
+    Verify(verify::VerifyTarget),
+    /// Refreshes of sessions opened before the clock started.
+    Refresh {
+        target: Target,
+        /// Each session's current refresh token (one refresh at a time per session).
+        sessions: Arc<Vec<tokio::sync::Mutex<String>>>,
     },
 }
 
@@ -448,6 +529,14 @@ impl Runner {
                 })
             }
             Self::Limit { .. } => Ok(Prepared::Limit { warmup, run }),
+            Self::Verify(_) => Ok(Prepared::Verify {
+                warmup: warmup.len(),
+                run: run.len(),
+            }),
+            Self::Refresh { .. } => Ok(Prepared::Refresh {
+                warmup: warmup.len(),
+                run: run.len(),
+            }),
         }
     }
 
@@ -467,6 +556,25 @@ impl Runner {
             (Self::Limit { store, app_id }, Prepared::Limit { warmup: w, run }) => {
                 let users = if warmup { w } else { run };
                 limit::run(store.clone(), app_id.clone(), users, pace, deadline).await
+            }
+            (Self::Verify(target), Prepared::Verify { warmup: w, run }) => Ok(target
+                .run(if warmup { *w } else { *run }, pace, deadline)
+                .await),
+            (Self::Refresh { target, sessions }, Prepared::Refresh { warmup: w, run }) => {
+                let count = if warmup { *w } else { *run };
+                let (target, sessions) = (target.clone(), sessions.clone());
+                Ok(driver::drive(count, pace, deadline, move |lane, i| {
+                    let (target, sessions) = (target.clone(), sessions.clone());
+                    async move {
+                        let mut token = sessions[i % sessions.len()].lock().await;
+                        let (outcome, next) = target.refresh(lane, &token).await;
+                        if let Some(next) = next {
+                            *token = next;
+                        }
+                        outcome
+                    }
+                })
+                .await)
             }
             _ => anyhow::bail!("prepared requests do not match the runner"),
         }

@@ -29,49 +29,34 @@ pub enum Target {
         /// Sent as `app_id`.
         app_id: String,
     },
-    /// `POST /auth/mp_login` on the gateway(s).
+    /// `POST /auth/mp_login` (and `/auth/refresh`) on the gateway(s).
     Http {
         /// Pooled HTTP/1.1 keep-alive connections.
         client: reqwest::Client,
         /// The full login URL of each gateway; worker `lane` uses `urls[lane % len]`.
         urls: Vec<String>,
+        /// The full refresh URL of each gateway, in the same order.
+        refresh_urls: Vec<String>,
         /// Sent as `appId`.
         app_id: String,
     },
 }
 
 impl Target {
-    /// Opens `connections` HTTP/2 connections to the gRPC service at `urls`
-    /// (several replicas: rounded up to a multiple of their number, handed out in
-    /// turn, so worker `lane` talks to replica `lane % urls.len()`).
+    /// Opens `connections` HTTP/2 connections to the gRPC service at `urls` (several
+    /// replicas: see [`channels`]).
     pub async fn grpc(
         urls: &[String],
         app_id: &str,
         connections: usize,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
-        anyhow::ensure!(!urls.is_empty(), "no gRPC URL");
-        let mut endpoints = Vec::with_capacity(urls.len());
-        for url in urls {
-            endpoints.push(
-                Endpoint::from_shared(url.clone())
-                    .with_context(|| format!("bad gRPC URL {url}"))?
-                    .tcp_nodelay(true)
-                    .timeout(timeout)
-                    .connect_timeout(Duration::from_secs(5)),
-            );
-        }
-        let connections = connections.max(1).div_ceil(urls.len()) * urls.len();
-        let mut clients = Vec::with_capacity(connections);
-        for k in 0..connections {
-            // Each `connect` opens its own connection; clones of one channel share it.
-            let channel = endpoints[k % urls.len()].connect().await.with_context(|| {
-                format!("connecting to the gRPC service at {}", urls[k % urls.len()])
-            })?;
-            clients.push(AuthClient::new(channel));
-        }
         Ok(Self::Grpc {
-            clients,
+            clients: channels(urls, connections, timeout)
+                .await?
+                .into_iter()
+                .map(AuthClient::new)
+                .collect(),
             app_id: app_id.to_owned(),
         })
     }
@@ -97,12 +82,62 @@ impl Target {
                 .iter()
                 .map(|base| format!("{}/auth/mp_login", base.trim_end_matches('/')))
                 .collect(),
+            refresh_urls: base_urls
+                .iter()
+                .map(|base| format!("{}/auth/refresh", base.trim_end_matches('/')))
+                .collect(),
             app_id: app_id.to_owned(),
         })
     }
 
     /// Sends one login on connection `lane` (modulo the pool).
     pub async fn login(&self, lane: usize, item: &Item) -> Outcome {
+        match self.login_answer(lane, item).await {
+            Ok((new_user, _)) => Outcome::Ok { new_user },
+            Err(reason) => Outcome::Err(reason),
+        }
+    }
+
+    /// Logs in and returns the new session's refresh token (to prepare refreshes).
+    pub async fn open_session(&self, lane: usize, item: &Item) -> Result<String, String> {
+        self.login_answer(lane, item).await.map(|(_, token)| token)
+    }
+
+    /// Refreshes `token` on connection `lane`; the outcome and the next token.
+    pub async fn refresh(&self, lane: usize, token: &str) -> (Outcome, Option<String>) {
+        let ok = |next: String| (Outcome::Ok { new_user: false }, Some(next));
+        match self {
+            Self::Grpc { clients, app_id } => {
+                let mut client = clients[lane % clients.len()].clone();
+                let request = proto::RefreshSessionRequest {
+                    refresh_token: token.to_owned(),
+                    app_id: app_id.clone(),
+                };
+                match client.refresh_session(request).await {
+                    Ok(response) => ok(response.into_inner().refresh_token),
+                    Err(status) => (Outcome::Err(grpc_reason(&status)), None),
+                }
+            }
+            Self::Http {
+                client,
+                refresh_urls,
+                app_id,
+                ..
+            } => {
+                let body = serde_json::json!({"refreshToken": token, "appId": app_id});
+                match post(client, &refresh_urls[lane % refresh_urls.len()], &body).await {
+                    Ok(answer) => match answer["refresh_token"].as_str() {
+                        Some(next) => ok(next.to_owned()),
+                        None => (Outcome::Err("http:malformed_response".into()), None),
+                    },
+                    Err(reason) => (Outcome::Err(reason), None),
+                }
+            }
+        }
+    }
+
+    /// One login: (created the user, the session's refresh token), or the reason.
+    async fn login_answer(&self, lane: usize, item: &Item) -> Result<(bool, String), String> {
         match self {
             Self::Grpc { clients, app_id } => {
                 let mut client = clients[lane % clients.len()].clone();
@@ -119,19 +154,18 @@ impl Target {
                     phone: Some(phone),
                 };
                 match client.mini_program_login(request).await {
-                    Ok(response) => Outcome::Ok {
-                        new_user: response.get_ref().is_new_user,
-                    },
-                    Err(status) => Outcome::Err(
-                        mp_auth::grpc::error::reason_of(&status)
-                            .unwrap_or_else(|| format!("grpc:{:?}", status.code())),
-                    ),
+                    Ok(response) => {
+                        let r = response.into_inner();
+                        Ok((r.is_new_user, r.refresh_token))
+                    }
+                    Err(status) => Err(grpc_reason(&status)),
                 }
             }
             Self::Http {
                 client,
                 urls,
                 app_id,
+                ..
             } => {
                 let url = &urls[lane % urls.len()];
                 let (phone_code, encrypted_data, iv) = match &item.proof {
@@ -145,32 +179,77 @@ impl Target {
                     iv,
                     app_id: Some(app_id.clone()),
                 };
-                let response = match client.post(url).json(&body).send().await {
-                    Ok(r) => r,
-                    Err(e) if e.is_timeout() => return Outcome::Err("http:timeout".into()),
-                    Err(e) if e.is_connect() => return Outcome::Err("http:connect".into()),
-                    Err(_) => return Outcome::Err("http:transport".into()),
-                };
-                let status = response.status();
-                let Ok(bytes) = response.bytes().await else {
-                    return Outcome::Err("http:transport".into());
-                };
-                if status.is_success() {
-                    match serde_json::from_slice::<mp_auth::gateway::LoginResponse>(&bytes) {
-                        Ok(ok) => Outcome::Ok {
-                            new_user: ok.is_new_user,
-                        },
-                        Err(_) => Outcome::Err("http:malformed_response".into()),
-                    }
-                } else {
-                    Outcome::Err(
-                        serde_json::from_slice::<serde_json::Value>(&bytes)
-                            .ok()
-                            .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
-                            .unwrap_or_else(|| format!("http:{}", status.as_u16())),
-                    )
+                let answer = post(client, url, &body).await?;
+                match serde_json::from_value::<mp_auth::gateway::LoginResponse>(answer) {
+                    Ok(ok) => Ok((ok.is_new_user, ok.refresh_token)),
+                    Err(_) => Err("http:malformed_response".into()),
                 }
             }
         }
+    }
+}
+
+/// `connections` separate HTTP/2 connections to the gRPC service at `urls`. With
+/// several URLs (replicas) the count is rounded up to a multiple of their number and
+/// connection `k` goes to `urls[k % len]`, so worker `lane` (which uses connection
+/// `lane % connections`) talks to replica `lane % len`.
+pub async fn channels(
+    urls: &[String],
+    connections: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Channel>> {
+    anyhow::ensure!(!urls.is_empty(), "no gRPC URL");
+    let mut endpoints = Vec::with_capacity(urls.len());
+    for url in urls {
+        endpoints.push(
+            Endpoint::from_shared(url.clone())
+                .with_context(|| format!("bad gRPC URL {url}"))?
+                .tcp_nodelay(true)
+                .timeout(timeout)
+                .connect_timeout(Duration::from_secs(5)),
+        );
+    }
+    let connections = connections.max(1).div_ceil(urls.len()) * urls.len();
+    let mut channels = Vec::with_capacity(connections);
+    for k in 0..connections {
+        let url = &urls[k % urls.len()];
+        // Each `connect` opens its own connection; clones of one channel share it.
+        channels.push(
+            endpoints[k % urls.len()]
+                .connect()
+                .await
+                .with_context(|| format!("connecting to the gRPC service at {url}"))?,
+        );
+    }
+    Ok(channels)
+}
+
+fn grpc_reason(status: &tonic::Status) -> String {
+    mp_auth::grpc::error::reason_of(status).unwrap_or_else(|| format!("grpc:{:?}", status.code()))
+}
+
+/// POSTs `body` as JSON: the answer's JSON on a 2xx, else the error reason.
+async fn post(
+    client: &reqwest::Client,
+    url: &str,
+    body: &impl serde::Serialize,
+) -> Result<serde_json::Value, String> {
+    let response = match client.post(url).json(body).send().await {
+        Ok(r) => r,
+        Err(e) if e.is_timeout() => return Err("http:timeout".into()),
+        Err(e) if e.is_connect() => return Err("http:connect".into()),
+        Err(_) => return Err("http:transport".into()),
+    };
+    let status = response.status();
+    let Ok(bytes) = response.bytes().await else {
+        return Err("http:transport".into());
+    };
+    let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+    if status.is_success() {
+        json.ok_or_else(|| "http:malformed_response".into())
+    } else {
+        Err(json
+            .and_then(|v| v.get("reason")?.as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("http:{}", status.as_u16())))
     }
 }

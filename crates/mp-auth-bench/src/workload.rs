@@ -5,7 +5,7 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use rand::{Rng as _, seq::SliceRandom as _};
 use wechat_sim::{Pressed, SimClient};
 
-/// Which phone proof the requests carry.
+/// Which phone proof the requests carry, or refreshes instead of logins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Flow {
@@ -13,6 +13,9 @@ pub enum Flow {
     Legacy,
     /// The new flow's phone code, exchanged with WeChat's getuserphonenumber.
     Code,
+    /// Session refreshes: each request rotates the refresh token of one of the
+    /// sessions opened (by phone-code logins) before the clock starts.
+    Refresh,
 }
 
 /// A simulated WeChat user: the simulator's handle and the phone it owns (CN digits).
@@ -127,7 +130,8 @@ pub async fn mint(
             let Pressed { login, phone } =
                 sim.press(app_id, &user.handle, Some(&user.phone)).await?;
             let proof = match flow {
-                Flow::Code => Proof::Code(phone.code),
+                // Sessions to refresh are opened by phone-code logins.
+                Flow::Code | Flow::Refresh => Proof::Code(phone.code),
                 Flow::Legacy => Proof::Encrypted {
                     data: phone.encrypted_data,
                     iv: phone.iv,
