@@ -9,7 +9,7 @@
 use crate::{
     galera::GaleraCluster,
     health::{check, health_client},
-    helpers::{init_test_log, new_apps, start_simulator, test_settings, unique_phone, unique_user},
+    helpers::{init_test_log, new_apps, start_simulator, test_settings, unique_user},
 };
 use mp_auth::{
     callers::{generate_key, key_hash_hex},
@@ -31,6 +31,22 @@ use std::{
 use tokio::sync::{Barrier, oneshot};
 use tonic_health::pb::health_check_response::ServingStatus;
 use wechat_sim::{RunningSimulator, SimClient};
+
+/// A CN mobile number no other login of this test binary uses. `unique_phone`
+/// draws from 10^8 numbers at random: among the thousands of logins of the load
+/// test two would share a phone (and so a user) in a sizeable share of runs.
+fn next_phone() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        use rand::Rng as _;
+        AtomicU64::new(rand::rng().random_range(0..90_000_000))
+    });
+    format!(
+        "139{:08}",
+        next.fetch_add(1, Ordering::Relaxed) % 100_000_000
+    )
+}
 
 /// One `serve` replica and the gateway in front of it.
 struct Replica {
@@ -363,7 +379,7 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
     for wave in 0..GROUPS / WAVE {
         let mut prepared = Vec::new();
         for g in 0..WAVE {
-            let phone = unique_phone();
+            let phone = next_phone();
             let users = [unique_user(), unique_user()];
             for j in 0..PER_GROUP {
                 let user = users[j % 2].clone();
@@ -530,7 +546,7 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
     // A session created on one replica is refreshed and logged out at once on the
     // others (causal reads: the other nodes apply the login before they answer).
     for round in 0..6 {
-        let (user, phone) = (unique_user(), unique_phone());
+        let (user, phone) = (unique_user(), next_phone());
         let (code, phone_code) = d.codes(&user, &phone).await;
         let login = d.login(round % 3, &code, &phone_code).await;
         assert_eq!(login.status, 200, "{}", login.body);
@@ -559,7 +575,7 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
 
     // A logout on one replica is seen by verification on the others: each
     // replica's revocation cache polls the revocation feed of its own node.
-    let (user, phone) = (unique_user(), unique_phone());
+    let (user, phone) = (unique_user(), next_phone());
     let (code, phone_code) = d.codes(&user, &phone).await;
     let login = d.login(0, &code, &phone_code).await;
     assert_eq!(login.status, 200, "{}", login.body);
@@ -591,7 +607,7 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
     );
 
     // The revocation feed itself, read through another node, carries a logout.
-    let (user, phone) = (unique_user(), unique_phone());
+    let (user, phone) = (unique_user(), next_phone());
     let (code, phone_code) = d.codes(&user, &phone).await;
     let login = d.login(0, &code, &phone_code).await;
     assert_eq!(login.status, 200, "{}", login.body);
@@ -626,7 +642,7 @@ fn start_load(
             tasks.push(tokio::spawn(async move {
                 let mut attempts = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let (user, phone) = (unique_user(), unique_phone());
+                    let (user, phone) = (unique_user(), next_phone());
                     let (code, phone_code) = d.codes(&user, &phone).await;
                     let at = started.elapsed();
                     let answer = d.login(replica, &code, &phone_code).await;
@@ -1012,7 +1028,7 @@ async fn a_galera_transaction_aborted_midway_is_reported_statement_by_statement_
         AppId::parse("wxgalera0001").unwrap(),
         OpenId::parse("o-galera").unwrap(),
     );
-    let digits = unique_phone();
+    let digits = next_phone();
     let phone = Phone::new("86", &digits).unwrap();
     let now = mp_auth::sessions::now_ms();
     let session = |id: &str| NewSession {
