@@ -17,6 +17,9 @@ pub enum Outcome {
     },
     /// An error, by its machine-readable reason (`LOGIN_CODE_USED`, `grpc:Unavailable`, ...).
     Err(String),
+    /// The client hung up before the answer (the disconnect row): the service should
+    /// still finish and record the login.
+    Abandoned,
 }
 
 /// A client of the service under test. Cheap to clone.
@@ -96,6 +99,15 @@ impl Target {
             Ok((new_user, _)) => Outcome::Ok { new_user },
             Err(reason) => Outcome::Err(reason),
         }
+    }
+
+    /// Sends one login and hangs up `after` it was sent unless it was answered by
+    /// then: the gRPC stream is reset (dropping a tonic call cancels it), the gateway's
+    /// HTTP/1.1 connection is closed (dropping a reqwest request closes it).
+    pub async fn login_then_hang_up(&self, lane: usize, item: &Item, after: Duration) -> Outcome {
+        tokio::time::timeout(after, self.login(lane, item))
+            .await
+            .unwrap_or(Outcome::Abandoned)
     }
 
     /// Logs in and returns the new session's refresh token (to prepare refreshes).
