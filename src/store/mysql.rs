@@ -299,8 +299,7 @@ async fn record_login_batched(
     })
 }
 
-const READ_LOGIN_VARS: &str =
-    "SELECT CAST(@mp_uid AS SIGNED) AS id, CAST(@mp_rc AS SIGNED) AS rc";
+const READ_LOGIN_VARS: &str = "SELECT CAST(@mp_uid AS SIGNED) AS id, CAST(@mp_rc AS SIGNED) AS rc";
 
 #[derive(QueryableByName)]
 struct LoginVars {
@@ -393,7 +392,7 @@ pub(super) fn login_batch(login: &LoginRecord<'_>) -> String {
 /// The login transaction statement by statement (Galera nodes).
 ///
 /// Round trips, the same for a new and a returning user: with `RETURNING` (MariaDB
-/// >= 10.5), BEGIN, upsert user `RETURNING id`, upsert identity, insert session,
+/// 10.5 and later), BEGIN, upsert user `RETURNING id`, upsert identity, insert session,
 /// COMMIT = 5; without, BEGIN, upsert user, read LAST_INSERT_ID(), upsert identity,
 /// insert session, COMMIT = 6 (diesel-async does not expose the insert id of the OK
 /// packet, hence the SELECT).

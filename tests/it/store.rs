@@ -516,7 +516,11 @@ async fn migrations_also_run_on_a_current_thread_runtime() {
 async fn every_form_of_the_login_transaction_creates_one_user_under_a_burst_and_sees_returning_users()
  {
     let db = TestDb::new(Backend::Mysql).await;
-    assert_eq!(db.store.login_sql(), LoginSql::Batch, "plain MariaDB batches");
+    assert_eq!(
+        db.store.login_sql(),
+        LoginSql::Batch,
+        "plain MariaDB batches"
+    );
     let a = app("wxapp1");
     for (n, form) in [LoginSql::Batch, LoginSql::Returning, LoginSql::Portable]
         .into_iter()
