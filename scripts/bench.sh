@@ -20,7 +20,8 @@
 # POOL_SIZE (server and limit-run pool; default: the server's default),
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
-# MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306).
+# MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306),
+# SERVER_THREADS / GATEWAY_THREADS (the processes' tokio worker threads; default: one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -126,7 +127,7 @@ if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; 
 # hundred sessions many times a minute (a real client refreshes every ~2 hours).
 MP_AUTH_SESSIONS__REFRESHES_PER_MINUTE=0 \
 MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
-    "$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
+    env ${SERVER_THREADS:+TOKIO_WORKER_THREADS=$SERVER_THREADS} "$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_port "$GRPC_PORT"
@@ -140,7 +141,7 @@ if "$BIN" --help | grep -qE '^\s+gateway\b'; then
     MP_AUTH_GATEWAY__BACKEND_URL="http://127.0.0.1:$GRPC_PORT" \
     MP_AUTH_GATEWAY__RATE_LIMIT_PER_SEC=0 \
     MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$((METRICS_PORT + 1))" \
-        "$BIN" gateway >"$OUT/gateway.log" 2>&1 &
+        env ${GATEWAY_THREADS:+TOKIO_WORKER_THREADS=$GATEWAY_THREADS} "$BIN" gateway >"$OUT/gateway.log" 2>&1 &
     GATEWAY_PID=$!
     PIDS+=("$GATEWAY_PID")
     wait_port "$GATEWAY_PORT"
