@@ -14,10 +14,14 @@
 # VERIFY_CONCURRENCIES ("16 64 256"), VERIFY_REQUESTS (100000) and VERIFY_TOKENS (distinct users, 1000)
 # for the VerifyToken rows (more than 16384 tokens defeat its cache of verified signatures),
 # REFRESH_CONCURRENCIES ("64"; the session-refresh rows, "" to skip them),
+# HANG_UP_EVERY (2: the disconnect rows, c=64, where every 2nd client hangs up
+# HANG_UP_AFTER_MS (5) after sending its login; "" to skip them), SLOW_WECHAT (1: the
+# "WeChat +20 ms" rows; 0 to skip them),
 # POOL_SIZE (server and limit-run pool; default: the server's default),
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
-# MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306).
+# MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306),
+# SERVER_THREADS / GATEWAY_THREADS (the processes' tokio worker threads; default: one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +33,9 @@ VERIFY_CONCURRENCIES=${VERIFY_CONCURRENCIES-"16 64 256"}
 VERIFY_REQUESTS=${VERIFY_REQUESTS:-100000}
 VERIFY_TOKENS=${VERIFY_TOKENS:-1000}
 REFRESH_CONCURRENCIES=${REFRESH_CONCURRENCIES-64}
+HANG_UP_EVERY=${HANG_UP_EVERY-2}
+HANG_UP_AFTER_MS=${HANG_UP_AFTER_MS:-5}
+SLOW_WECHAT=${SLOW_WECHAT:-1}
 FLOWS=${FLOWS:-"legacy code"}
 TARGETS=${TARGETS-"grpc http"}
 SIM_PORT=${SIM_PORT:-19400}
@@ -120,7 +127,7 @@ if [ -n "${POOL_SIZE:-}" ]; then export MP_AUTH_DATABASE__POOL_SIZE=$POOL_SIZE; 
 # hundred sessions many times a minute (a real client refreshes every ~2 hours).
 MP_AUTH_SESSIONS__REFRESHES_PER_MINUTE=0 \
 MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$METRICS_PORT" \
-    "$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
+    env ${SERVER_THREADS:+TOKIO_WORKER_THREADS=$SERVER_THREADS} "$BIN" serve --listen "127.0.0.1:$GRPC_PORT" --migrate >"$OUT/server.log" 2>&1 &
 SERVER_PID=$!
 PIDS+=("$SERVER_PID")
 wait_port "$GRPC_PORT"
@@ -134,7 +141,7 @@ if "$BIN" --help | grep -qE '^\s+gateway\b'; then
     MP_AUTH_GATEWAY__BACKEND_URL="http://127.0.0.1:$GRPC_PORT" \
     MP_AUTH_GATEWAY__RATE_LIMIT_PER_SEC=0 \
     MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$((METRICS_PORT + 1))" \
-        "$BIN" gateway >"$OUT/gateway.log" 2>&1 &
+        env ${GATEWAY_THREADS:+TOKIO_WORKER_THREADS=$GATEWAY_THREADS} "$BIN" gateway >"$OUT/gateway.log" 2>&1 &
     GATEWAY_PID=$!
     PIDS+=("$GATEWAY_PID")
     wait_port "$GATEWAY_PORT"
@@ -177,9 +184,25 @@ for target in $TARGETS; do
     done
 done
 
+# --- clients that hang up mid-request: every login must still be recorded ------------
+# The check (in mp-auth-bench): once the server is quiet, the successful logins it
+# counted (mp_auth_logins_total) all have their session row; the row's errors cell
+# says how many clients hung up and how many logins finished after their caller left.
+for every in $HANG_UP_EVERY; do
+    for target in $TARGETS; do
+        name=$target-legacy-c64-hangup
+        log "$name"
+        "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow legacy \
+            --concurrency 64 --hang-up-every "$every" --hang-up-after-ms "$HANG_UP_AFTER_MS" \
+            --metrics "http://127.0.0.1:$METRICS_PORT/metrics" \
+            --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
+    done
+done
+
 # --- WeChat 20 ms slower, c=256 ----------------------------------------------------
 fault() { curl -fsS -X "$1" "http://127.0.0.1:$SIM_PORT/_sim/faults" "${@:2}" >/dev/null; }
-for target in $TARGETS; do
+[ "$SLOW_WECHAT" = 1 ] || TARGETS_SLOW=""
+for target in ${TARGETS_SLOW-$TARGETS}; do
     name=$target-legacy-c256-wechat20ms
     log "$name"
     fault POST -H 'content-type: application/json' \

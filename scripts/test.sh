@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README, `.ci/run`): prepares what the tests need on a fresh
-# machine (MariaDB, tools) idempotently, then runs formatting, lints and every test.
+# machine (MariaDB, Galera, tools) idempotently, then runs formatting, lints and every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

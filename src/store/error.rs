@@ -43,6 +43,9 @@ const RETRY_MARKERS: &[&str] = &[
     // certification at COMMIT or was aborted by a replicated write (brute force).
     "Deadlock found",
     "try restarting transaction",
+    // MySQL Group Replication (InnoDB Cluster) 3101: the transaction lost the group's
+    // conflict check at COMMIT.
+    "Plugin instructed the server to rollback the current transaction",
     // TiDB optimistic transactions: 9007 "Write conflict, txnStartTS=... [try again
     // later]" and 8005 "Write Conflict, txnStartTS is stale" (both retryable).
     "Write conflict",
@@ -68,6 +71,10 @@ const NOT_SERVING_MARKERS: &[&str] = &[
     // sibling "WSREP replication failed. Check your wsrep connection state ...").
     "Not connected to Primary Component",
     "WSREP replication failed",
+    // 1290 on a read-only server: a replica or a former primary during a failover
+    // (InnoDB Cluster, a proxy that has not switched yet).
+    "--read-only option",
+    "--super-read-only option",
 ];
 
 const UNAVAILABLE_MARKERS: &[&str] = &[
@@ -195,6 +202,20 @@ mod tests {
             Class::Retry
         );
         assert_eq!(classify_message("database is locked"), Class::Retry);
+    }
+
+    #[test]
+    fn a_group_replication_conflict_is_retried_and_a_read_only_server_is_unavailable() {
+        assert_eq!(
+            classify_message("Plugin instructed the server to rollback the current transaction."),
+            Class::Retry
+        );
+        for message in [
+            "The MySQL server is running with the --super-read-only option so it cannot execute this statement",
+            "The MariaDB server is running with the --read-only option so it cannot execute this statement",
+        ] {
+            assert_eq!(classify_message(message), Class::NotServing, "{message}");
+        }
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! MariaDB Galera Cluster: recognising a Galera node, asking it whether it may
-//! serve (ready, in the Primary component, Synced), and the session setting that
+//! serve (ready, in the Primary component, Synced), the session setting that
 //! gives reads after another replica's write the causality a single server has.
+//!
+//! Transactions on a Galera node must go statement by statement (as every store
+//! transaction does): Galera aborts a local transaction that conflicts with a write
+//! replicated from another node (a brute-force abort) and reports it on the next
+//! command (deadlock 1213, retried), but not inside a multi-statement request,
+//! where the rest of the request runs on in autocommit mode and its `COMMIT`
+//! succeeds (pinned by a test in `tests/it/cluster.rs`).
 //!
 //! On a plain MariaDB, MySQL or TiDB server none of this runs: `wsrep_on` is OFF
 //! or absent, and the store behaves as on a single server.

@@ -13,6 +13,7 @@ mod sqlite;
 pub use error::StoreError;
 pub use galera::NodeState;
 pub use health::Health;
+pub use mysql::LoginSql;
 
 use crate::{
     config::DatabaseSettings,
@@ -120,8 +121,8 @@ pub struct Store {
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
     verify_window: mysql::VerifyWindow,
-    /// MySQL-protocol server supports `INSERT ... RETURNING` (MariaDB >= 10.5).
-    returning: bool,
+    /// The login transaction's form on this server (unused on SQLite).
+    login_sql: LoginSql,
     /// Health checks' own connection, outside the pool and the gate.
     probe: Arc<health::Probe>,
 }
@@ -222,7 +223,8 @@ impl Store {
                     "the database is a Galera node: causal reads on, health follows its cluster state"
                 );
             }
-            returning = mysql::supports_returning(&mut first).await;
+            // Only the statement-by-statement form of Galera nodes needs to know.
+            returning = galera_node && mysql::supports_returning(&mut first).await;
             let pool = bb8::Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(acquire_timeout)
@@ -270,7 +272,7 @@ impl Store {
                 acquire_timeout,
                 galera_node,
             )),
-            returning,
+            login_sql: mysql::LoginSql::for_server(galera_node, returning),
         })
     }
 
@@ -280,11 +282,16 @@ impl Store {
         self.probe.check().await
     }
 
-    /// Uses the portable MySQL statements (upsert, then `SELECT LAST_INSERT_ID()`) even
-    /// on MariaDB, as on MySQL and TiDB; lets tests cover both paths on one server.
-    pub fn with_portable_sql(mut self) -> Store {
-        self.returning = false;
+    /// Runs the login transaction in the given form instead of the one chosen for this
+    /// server (lets tests cover every form on one MariaDB server).
+    pub fn with_login_sql(mut self, sql: LoginSql) -> Store {
+        self.login_sql = sql;
         self
+    }
+
+    /// How the login transaction talks to this server.
+    pub fn login_sql(&self) -> LoginSql {
+        self.login_sql
     }
 
     /// The database kind.
@@ -381,7 +388,7 @@ impl Store {
             let result = match &self.inner {
                 Inner::Mysql(pool) => {
                     let mut conn = self.checkout(pool).await?;
-                    mysql::record_login(&mut conn, login, self.returning).await
+                    mysql::record_login(&mut conn, login, self.login_sql).await
                 }
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;

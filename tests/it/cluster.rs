@@ -9,7 +9,7 @@
 use crate::{
     galera::GaleraCluster,
     health::{check, health_client},
-    helpers::{init_test_log, new_apps, start_simulator, test_settings, unique_phone, unique_user},
+    helpers::{init_test_log, new_apps, start_simulator, test_settings, unique_user},
 };
 use mp_auth::{
     api::health::HEALTH_AUTH,
@@ -32,6 +32,22 @@ use tokio::sync::{Barrier, oneshot};
 use tonic_health::pb::health_check_response::ServingStatus;
 use wechat_sim::{RunningSimulator, SimClient};
 
+/// A CN mobile number no other login of this test binary uses. `unique_phone`
+/// draws from 10^8 numbers at random: among the thousands of logins of the load
+/// test two would share a phone (and so a user) in a sizeable share of runs.
+fn next_phone() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: std::sync::OnceLock<AtomicU64> = std::sync::OnceLock::new();
+    let next = NEXT.get_or_init(|| {
+        use rand::Rng as _;
+        AtomicU64::new(rand::rng().random_range(0..90_000_000))
+    });
+    format!(
+        "139{:08}",
+        next.fetch_add(1, Ordering::Relaxed) % 100_000_000
+    )
+}
+
 /// One `serve` replica and the gateway in front of it.
 struct Replica {
     grpc_addr: SocketAddr,
@@ -39,16 +55,17 @@ struct Replica {
     _stop: Vec<oneshot::Sender<()>>,
 }
 
-/// The cluster, the simulator and the replicas (replica `i` on node `i`).
+/// The cluster, the simulator and the replicas (replica `i` on node `i`). Fields
+/// drop in order: the replicas stop before the nodes are killed.
 struct Deployment {
-    cluster: GaleraCluster,
+    replicas: Vec<Replica>,
     _sim: RunningSimulator,
     sim: SimClient,
     app_id: String,
     /// The database's URL on node 0.
     db_url: String,
-    replicas: Vec<Replica>,
     http: reqwest::Client,
+    cluster: GaleraCluster,
 }
 
 /// What one request through a gateway answered.
@@ -364,7 +381,7 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
     for wave in 0..GROUPS / WAVE {
         let mut prepared = Vec::new();
         for g in 0..WAVE {
-            let phone = unique_phone();
+            let phone = next_phone();
             let users = [unique_user(), unique_user()];
             for j in 0..PER_GROUP {
                 let user = users[j % 2].clone();
@@ -531,7 +548,7 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
     // A session created on one replica is refreshed and logged out at once on the
     // others (causal reads: the other nodes apply the login before they answer).
     for round in 0..6 {
-        let (user, phone) = (unique_user(), unique_phone());
+        let (user, phone) = (unique_user(), next_phone());
         let (code, phone_code) = d.codes(&user, &phone).await;
         let login = d.login(round % 3, &code, &phone_code).await;
         assert_eq!(login.status, 200, "{}", login.body);
@@ -560,7 +577,7 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
 
     // A logout on one replica is seen by verification on the others: each
     // replica's revocation cache polls the revocation feed of its own node.
-    let (user, phone) = (unique_user(), unique_phone());
+    let (user, phone) = (unique_user(), next_phone());
     let (code, phone_code) = d.codes(&user, &phone).await;
     let login = d.login(0, &code, &phone_code).await;
     assert_eq!(login.status, 200, "{}", login.body);
@@ -592,7 +609,7 @@ async fn concurrent_logins_and_refreshes_spread_over_three_galera_replicas_leave
     );
 
     // The revocation feed itself, read through another node, carries a logout.
-    let (user, phone) = (unique_user(), unique_phone());
+    let (user, phone) = (unique_user(), next_phone());
     let (code, phone_code) = d.codes(&user, &phone).await;
     let login = d.login(0, &code, &phone_code).await;
     assert_eq!(login.status, 200, "{}", login.body);
@@ -627,7 +644,7 @@ fn start_load(
             tasks.push(tokio::spawn(async move {
                 let mut attempts = Vec::new();
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    let (user, phone) = (unique_user(), unique_phone());
+                    let (user, phone) = (unique_user(), next_phone());
                     let (code, phone_code) = d.codes(&user, &phone).await;
                     let at = started.elapsed();
                     let answer = d.login(replica, &code, &phone_code).await;
@@ -656,6 +673,9 @@ async fn a_galera_node_that_fails_under_load_takes_only_its_replica_out_until_it
         Deployment::start(|s| {
             s.database.acquire_timeout_ms = 1_000;
             s.grpc.health_check_interval_ms = 200;
+            // Commits on every node wait ~6 s while the cluster decides that a node is
+            // gone (evs.suspect_timeout); those logins must succeed, not time out.
+            s.gateway.backend_timeout_ms = 20_000;
         })
         .await,
     );
@@ -837,7 +857,7 @@ async fn a_galera_node_that_fails_under_load_takes_only_its_replica_out_until_it
         "a login failing on a NOT_SERVING replica took {slowest_not_serving:?}"
     );
     assert!(
-        slowest_in_flight < Duration::from_secs(12),
+        slowest_in_flight < Duration::from_secs(15),
         "a login in flight when its node failed took {slowest_in_flight:?}"
     );
     assert!(
@@ -907,4 +927,187 @@ async fn a_galera_node_that_fails_under_load_takes_only_its_replica_out_until_it
         }
     }
     d.assert_nodes_agree().await;
+}
+
+/// Galera aborts a local transaction that conflicts with a write set replicated
+/// from another node (a brute-force abort). Sent statement by statement, the abort
+/// is reported (deadlock) and the store retries; inside one multi-statement request
+/// it is not: the rest of the request runs in autocommit mode and the closing
+/// COMMIT succeeds. Hence logins on Galera run statement by statement.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_galera_transaction_aborted_midway_is_reported_statement_by_statement_but_not_inside_a_batch_so_logins_there_are_retried()
+ {
+    use diesel_async::{AsyncConnection, AsyncMysqlConnection, SimpleAsyncConnection};
+    use mp_auth::{
+        domain::{AppId, OpenId, Phone},
+        store::{LoginRecord, NewSession},
+    };
+    init_test_log();
+    let cluster = GaleraCluster::start(2).await;
+    let url = cluster.create_database().await;
+    let database = url.rsplit('/').next().unwrap().to_owned();
+    let bf_aborts = || async {
+        cluster
+            .status(0, "wsrep_local_bf_aborts")
+            .await
+            .parse::<u64>()
+            .unwrap()
+    };
+
+    // 1. The server's behaviour: one multi-statement request on node 0, whose
+    //    transaction node 1's update aborts while it sleeps.
+    cluster
+        .sql(
+            0,
+            &format!(
+                "USE `{database}`; CREATE TABLE counter (id INT PRIMARY KEY, v INT NOT NULL); \
+                 CREATE TABLE notes (id INT AUTO_INCREMENT PRIMARY KEY, note VARCHAR(16) NOT NULL); \
+                 INSERT INTO counter VALUES (1, 0)"
+            ),
+        )
+        .await;
+    let aborts_before = bf_aborts().await;
+    let batch = {
+        let url = url.clone();
+        tokio::spawn(async move {
+            let mut conn = AsyncMysqlConnection::establish(&url).await.unwrap();
+            conn.batch_execute(
+                "BEGIN; UPDATE counter SET v = v + 100 WHERE id = 1; DO SLEEP(2); \
+                 INSERT INTO notes (note) VALUES ('after'); COMMIT",
+            )
+            .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    cluster
+        .sql(
+            1,
+            &format!("UPDATE `{database}`.counter SET v = v + 1 WHERE id = 1"),
+        )
+        .await;
+    let answered = batch.await.unwrap();
+    assert!(
+        bf_aborts().await > aborts_before,
+        "node 1's update did not abort the batch's transaction"
+    );
+    let held = cluster
+        .sql(
+            0,
+            &format!(
+                "SET SESSION wsrep_sync_wait = 1; USE `{database}`; \
+                 SELECT v FROM counter; SELECT COUNT(*) FROM notes"
+            ),
+        )
+        .await;
+    let held: Vec<u64> = held.lines().map(|l| l.parse().unwrap()).collect();
+    // The request answered success, the UPDATE of its transaction is gone (v = 1:
+    // only node 1's +1), and the INSERT after it was committed anyway (outside the
+    // transaction; on MariaDB 10.11 even twice). If Galera starts reporting the
+    // abort here, logins on Galera could use the batch again.
+    assert!(
+        answered.is_ok() && held[0] == 1 && held[1] >= 1,
+        "batch answered {answered:?}; counter v = {}, notes = {}",
+        held[0],
+        held[1]
+    );
+    eprintln!(
+        "galera batch: answered {answered:?}, its UPDATE lost (v = {}), its later INSERT committed {} time(s)",
+        held[0], held[1]
+    );
+
+    // 2. The login transaction on Galera: node 0 takes 2 s over each session insert,
+    //    with the user row locked by the login's upsert; node 1 updates that row
+    //    meanwhile. The abort is reported, the login is retried, and its answer is
+    //    what the cluster holds.
+    let store = Store::connect(
+        &SecretString::from(url.clone()),
+        &crate::db::test_settings(),
+    )
+    .await
+    .unwrap();
+    store.migrate().await.unwrap();
+    let (app, openid) = (
+        AppId::parse("wxgalera0001").unwrap(),
+        OpenId::parse("o-galera").unwrap(),
+    );
+    let digits = next_phone();
+    let phone = Phone::new("86", &digits).unwrap();
+    let now = mp_auth::sessions::now_ms();
+    let session = |id: &str| NewSession {
+        id: id.to_owned(),
+        created_at_ms: now,
+        idle_expires_at_ms: now + 3_600_000,
+        expires_at_ms: now + 7_200_000,
+    };
+    let login = |store: Store, session: NewSession| {
+        let (app, openid, phone) = (app.clone(), openid.clone(), phone.clone());
+        tokio::spawn(async move {
+            store
+                .record_login(&LoginRecord {
+                    app_id: &app,
+                    openid: &openid,
+                    unionid: None,
+                    phone: &phone,
+                    sealed_session_key: b"sealed-key-bytes",
+                    session_key_expires_at_ms: now + 3_600_000,
+                    session: Some(&session),
+                    now_ms: now,
+                })
+                .await
+        })
+    };
+    let created = login(store.clone(), session("galera-session-1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(created.is_new_user);
+    cluster
+        .sql(
+            0,
+            &format!(
+                "USE `{database}`; CREATE TRIGGER slow_session AFTER INSERT ON sessions \
+                 FOR EACH ROW DO SLEEP(2)"
+            ),
+        )
+        .await;
+    let aborts_before = bf_aborts().await;
+    let second = login(store.clone(), session("galera-session-2"));
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    cluster
+        .sql(
+            1,
+            &format!(
+                "UPDATE `{database}`.users SET login_count = login_count + 1 \
+                 WHERE phone = '+86{digits}'"
+            ),
+        )
+        .await;
+    let outcome = second
+        .await
+        .unwrap()
+        .expect("the aborted login is retried and succeeds");
+    assert!(
+        bf_aborts().await > aborts_before,
+        "node 1's write did not abort the login on node 0"
+    );
+    assert_eq!(outcome.user_id, created.user_id);
+    assert!(!outcome.is_new_user);
+    // Both logins and node 1's update are counted; both sessions exist; on both nodes.
+    for node in 0..2 {
+        let rows = cluster
+            .sql(
+                node,
+                &format!(
+                    "SET SESSION wsrep_sync_wait = 1; USE `{database}`; \
+                     SELECT login_count FROM users WHERE phone = '+86{digits}'; \
+                     SELECT id FROM sessions ORDER BY id"
+                ),
+            )
+            .await;
+        assert_eq!(
+            rows.lines().collect::<Vec<_>>(),
+            ["3", "galera-session-1", "galera-session-2"],
+            "node {node}"
+        );
+    }
 }

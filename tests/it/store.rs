@@ -5,7 +5,7 @@ use crate::db::{TestDb, mysql_server_url, test_settings};
 use mp_auth::{
     config::DatabaseSettings,
     domain::{AppId, OpenId, Phone, UnionId},
-    store::{Backend, LoginOutcome, LoginRecord, Store, StoreError},
+    store::{Backend, LoginOutcome, LoginRecord, LoginSql, Store, StoreError},
 };
 use secrecy::SecretString;
 use std::time::{Duration, Instant};
@@ -508,34 +508,51 @@ async fn migrations_also_run_on_a_current_thread_runtime() {
     assert!(db.store.migrate().await.unwrap() >= 1);
 }
 
-/// MySQL and TiDB have no `INSERT ... RETURNING`: the portable statements (upsert, then
-/// `SELECT LAST_INSERT_ID()`) must give the same answers under the same races.
+/// Every form of the login transaction (the two-round-trip batch of plain MySQL-family
+/// servers, and the statement-by-statement forms of Galera nodes with and without
+/// `RETURNING`) gives one user and one "new" answer under a burst on one phone, and
+/// sees the returning user afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_portable_mysql_statements_create_one_user_under_a_burst_and_see_returning_users() {
+async fn every_form_of_the_login_transaction_creates_one_user_under_a_burst_and_sees_returning_users()
+ {
     let db = TestDb::new(Backend::Mysql).await;
-    let store = db.store.clone().with_portable_sql();
+    assert_eq!(
+        db.store.login_sql(),
+        LoginSql::Batch,
+        "plain MariaDB batches"
+    );
     let a = app("wxapp1");
-    let p = phone("13580006666");
-    let tasks: Vec<_> = (0..100)
-        .map(|i| {
-            let (store, a, p) = (store.clone(), a.clone(), p.clone());
-            tokio::spawn(async move {
-                login(&store, &a, &openid(&format!("o-portable-{i}")), &p, None).await
+    for (n, form) in [LoginSql::Batch, LoginSql::Returning, LoginSql::Portable]
+        .into_iter()
+        .enumerate()
+    {
+        let store = db.store.clone().with_login_sql(form);
+        let p = phone(&format!("1358000666{n}"));
+        let tasks: Vec<_> = (0..100)
+            .map(|i| {
+                let (store, a, p) = (store.clone(), a.clone(), p.clone());
+                tokio::spawn(async move {
+                    login(&store, &a, &openid(&format!("o-{n}-{i}")), &p, None).await
+                })
             })
-        })
-        .collect();
-    let mut outcomes = Vec::new();
-    for t in tasks {
-        outcomes.push(t.await.unwrap().unwrap());
+            .collect();
+        let mut outcomes = Vec::new();
+        for t in tasks {
+            outcomes.push(t.await.unwrap().unwrap());
+        }
+        let id = outcomes[0].user_id;
+        assert!(outcomes.iter().all(|o| o.user_id == id), "{form:?}");
+        assert_eq!(
+            outcomes.iter().filter(|o| o.is_new_user).count(),
+            1,
+            "{form:?}"
+        );
+        let again = login(&store, &a, &openid(&format!("o-{n}-0")), &p, None)
+            .await
+            .unwrap();
+        assert_eq!((again.user_id, again.is_new_user), (id, false), "{form:?}");
+        assert_eq!(store.user_count().await.unwrap(), n as i64 + 1, "{form:?}");
     }
-    let id = outcomes[0].user_id;
-    assert!(outcomes.iter().all(|o| o.user_id == id));
-    assert_eq!(outcomes.iter().filter(|o| o.is_new_user).count(), 1);
-    let again = login(&store, &a, &openid("o-portable-0"), &p, None)
-        .await
-        .unwrap();
-    assert_eq!((again.user_id, again.is_new_user), (id, false));
-    assert_eq!(store.user_count().await.unwrap(), 1);
 }
 
 /// A TCP proxy to MariaDB that, once armed, forwards the next `COMMIT` to the
@@ -572,7 +589,10 @@ impl CommitDropper {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
                         };
-                        let is_commit = buf[..n].windows(7).any(|w| w == b"\x03COMMIT");
+                        // A COM_QUERY packet that commits: `COMMIT` alone or at the end of
+                        // the login's multi-statement batch.
+                        let is_commit =
+                            n > 4 && buf[4] == 0x03 && buf[..n].windows(6).any(|w| w == b"COMMIT");
                         if is_commit && flag.swap(false, Ordering::SeqCst) {
                             // Stop relaying answers (the client has had every earlier
                             // one: it waits for each), let the server commit, then cut.
@@ -643,4 +663,30 @@ async fn a_new_user_whose_commit_acknowledgement_was_lost_is_still_reported_new(
         .unwrap();
     assert!(!again.is_new_user);
     assert_eq!(again.user_id, outcome.user_id);
+}
+
+/// Values reach the login batch as hex literals: quotes, backslashes and comment
+/// markers in an openid are stored as they are, never interpreted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_characters_in_login_values_are_stored_verbatim() {
+    let db = TestDb::new(Backend::Mysql).await;
+    let hostile = r#"o'");DROP_TABLE_users;--\x"#;
+    let out = login(
+        &db.store,
+        &app("wxapp1"),
+        &openid(hostile),
+        &phone("13580007777"),
+        None,
+    )
+    .await
+    .unwrap();
+    assert!(out.is_new_user);
+    let row = db
+        .store
+        .identity(&app("wxapp1"), &openid(hostile))
+        .await
+        .unwrap()
+        .expect("the identity is stored under its exact openid");
+    assert_eq!(row.openid, hostile);
+    assert_eq!(db.store.user_count().await.unwrap(), 1);
 }

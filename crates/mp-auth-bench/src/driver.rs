@@ -28,6 +28,8 @@ pub struct Tally {
     pub new_users: u64,
     /// Errors by reason.
     pub errors: BTreeMap<String, u64>,
+    /// Requests whose client hung up before the answer (not in the latency histogram).
+    pub abandoned: u64,
     /// Wall time of the phase.
     pub elapsed: Duration,
 }
@@ -39,11 +41,16 @@ impl Tally {
             ok: 0,
             new_users: 0,
             errors: BTreeMap::new(),
+            abandoned: 0,
             elapsed: Duration::ZERO,
         }
     }
 
     fn record(&mut self, latency: Duration, outcome: Outcome) {
+        if outcome == Outcome::Abandoned {
+            self.abandoned += 1;
+            return;
+        }
         let us = u64::try_from(latency.as_micros())
             .unwrap_or(u64::MAX)
             .clamp(1, MAX_LATENCY_US);
@@ -54,6 +61,7 @@ impl Tally {
                 self.new_users += u64::from(new_user);
             }
             Outcome::Err(reason) => *self.errors.entry(reason).or_default() += 1,
+            Outcome::Abandoned => {}
         }
     }
 
@@ -61,6 +69,7 @@ impl Tally {
         let _ = self.latency_us.add(&other.latency_us);
         self.ok += other.ok;
         self.new_users += other.new_users;
+        self.abandoned += other.abandoned;
         for (reason, n) in other.errors {
             *self.errors.entry(reason).or_default() += n;
         }
@@ -186,6 +195,8 @@ mod tests {
             |_, i| async move {
                 if i % 10 == 0 {
                     Outcome::Err("BOOM".into())
+                } else if i % 10 == 5 {
+                    Outcome::Abandoned
                 } else {
                     Outcome::Ok {
                         new_user: i % 2 == 1,
@@ -194,10 +205,12 @@ mod tests {
             },
         )
         .await;
-        assert_eq!(tally.ok, 90);
+        assert_eq!(tally.ok, 80);
         assert_eq!(tally.errors.get("BOOM"), Some(&10));
-        assert_eq!(tally.new_users, 50);
-        assert_eq!(tally.latency_us.len(), 100);
+        assert_eq!(tally.abandoned, 10);
+        assert_eq!(tally.new_users, 40);
+        // Abandoned requests have no answer, hence no latency.
+        assert_eq!(tally.latency_us.len(), 90);
     }
 
     #[tokio::test]

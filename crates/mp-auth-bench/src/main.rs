@@ -12,6 +12,7 @@
 //! - [`driver`]: closed and open loops, latency histograms.
 //! - [`limit`]: the database-only limit run.
 //! - [`verify`]: the `VerifyToken` run.
+//! - [`disconnect`]: the disconnect row's check (what the service recorded).
 //! - [`procstat`]: CPU and RSS from `/proc`.
 //! - [`report`]: table, JSON, medians.
 
@@ -19,6 +20,7 @@
 //! Run it through `scripts/bench.sh` (starts everything and runs the matrix);
 //! settings (e.g. `MP_AUTH_DATABASE__POOL_SIZE`) load as in `mp-auth`.
 
+mod disconnect;
 mod driver;
 mod limit;
 mod procstat;
@@ -89,12 +91,13 @@ pub struct BenchArgs {
     /// Where the load goes.
     #[arg(long, value_enum, default_value = "grpc")]
     pub target: TargetKind,
-    /// The gRPC service's URL.
-    #[arg(long, default_value = "http://127.0.0.1:50051")]
-    pub grpc: String,
-    /// The HTTP gateway's base URL.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    pub gateway: String,
+    /// The gRPC service's URL. Several, comma-separated (replicas), share the load:
+    /// the connections go to them in turn, and so do the workers.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:50051")]
+    pub grpc: Vec<String>,
+    /// The HTTP gateway's base URL. Several, comma-separated, share the load by worker.
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8080")]
+    pub gateway: Vec<String>,
     /// The WeChat simulator the service talks to (codes are minted there).
     #[arg(long, default_value = "http://127.0.0.1:9400")]
     pub simulator: String,
@@ -137,6 +140,17 @@ pub struct BenchArgs {
     /// gRPC: workers sharing one HTTP/2 connection.
     #[arg(long, default_value_t = 32)]
     pub tasks_per_connection: usize,
+    /// The disconnect row: the client of every Nth login hangs up `--hang-up-after-ms`
+    /// after sending it (0: never). Needs `--database-url` and `--metrics` for its check.
+    #[arg(long, default_value_t = 0)]
+    pub hang_up_every: usize,
+    /// The disconnect row: how long after sending a login its client hangs up.
+    #[arg(long, default_value_t = 5)]
+    pub hang_up_after_ms: u64,
+    /// The service replicas' Prometheus endpoints (comma-separated), read by the
+    /// disconnect row's check (`mp_auth_logins_total`).
+    #[arg(long, value_delimiter = ',')]
+    pub metrics: Vec<String>,
     /// Per-request timeout.
     #[arg(long, default_value_t = 10_000)]
     pub timeout_ms: u64,
@@ -209,9 +223,23 @@ impl BenchArgs {
         };
         if self.limit_run || self.verify_run {
             format!("{edge} {pace}")
+        } else if self.hang_up_every > 0 {
+            format!(
+                "{edge} {flow} {pace}, every {} hangs up after {} ms",
+                ordinal(self.hang_up_every),
+                self.hang_up_after_ms
+            )
         } else {
             format!("{edge} {flow} {pace}")
         }
+    }
+
+    /// Which logins hang up, and when.
+    fn hang_up(&self) -> Option<HangUp> {
+        (self.hang_up_every > 0).then(|| HangUp {
+            every: self.hang_up_every,
+            after: Duration::from_millis(self.hang_up_after_ms),
+        })
     }
 
     fn population(&self) -> usize {
@@ -222,6 +250,29 @@ impl BenchArgs {
             ((self.requests as f64) * self.returning_ratio.clamp(0.0, 1.0)).round() as usize
         })
     }
+}
+
+/// "2nd", "3rd", "10th".
+fn ordinal(n: usize) -> String {
+    let suffix = match (n % 10, n % 100) {
+        (_, 11..=13) => "th",
+        (1, _) => "st",
+        (2, _) => "nd",
+        (3, _) => "rd",
+        _ => "th",
+    };
+    if n == 1 {
+        "login".into()
+    } else {
+        format!("{n}{suffix} login")
+    }
+}
+
+/// The disconnect row's clients: every `every`th login hangs up `after` sending.
+#[derive(Debug, Clone, Copy)]
+struct HangUp {
+    every: usize,
+    after: Duration,
 }
 
 /// Runs the benchmark; exits non-zero when a run leaves duplicate users.
@@ -314,7 +365,7 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
             let closed = Pace::Closed {
                 concurrency: args.concurrency,
             };
-            let tally = send_all(target.clone(), Arc::new(items), closed, None).await;
+            let tally = send_all(target.clone(), Arc::new(items), closed, None, None).await;
             if tally.error_count() > 0 {
                 anyhow::bail!(
                     "seeding failed: {:?} (is the service configured for app {} and this simulator?)",
@@ -378,11 +429,16 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
         let prepared = runner.prepare(warmup, users).await?;
         if args.warmup > 0 {
-            runner.go(&prepared, true, args.pace(), None).await?;
+            runner.go(&prepared, true, args.pace(), None, None).await?;
         }
+        let hang_up = args.hang_up();
+        let disconnect_before = match hang_up {
+            Some(_) => Some(disconnect::Counts::read(&args).await?),
+            None => None,
+        };
         let (before, busy_before) = (samples(&watched), procstat::machine_busy());
         let tally = runner
-            .go(&prepared, false, args.pace(), args.duration)
+            .go(&prepared, false, args.pace(), args.duration, hang_up)
             .await?;
         let (after, busy_after) = (samples(&watched), procstat::machine_busy());
         let procs: Vec<_> = watched
@@ -394,6 +450,9 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
             .zip(busy_before)
             .map(|(a, b)| a.saturating_sub(b));
         let mut report = RunReport::new(&label, &tally, &procs, busy);
+        if let Some(before) = &disconnect_before {
+            report.disconnect = Some(disconnect::check(&args, before).await?);
+        }
         if let Some(url) = &args.database_url {
             let (users, dups) = count_users(url).await?;
             report.users = Some(users);
@@ -430,6 +489,14 @@ async fn run(settings: Settings, args: BenchArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(0);
     if dups > 0 {
         eprintln!("FAIL: {dups} phone(s) belong to more than one user");
+        return Ok(ExitCode::FAILURE);
+    }
+    let lost: u64 = runs
+        .iter()
+        .filter_map(|r| r.disconnect.map(|d| d.lost()))
+        .sum();
+    if lost > 0 {
+        eprintln!("FAIL: {lost} successful login(s) left no session row");
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
@@ -546,11 +613,12 @@ impl Runner {
         warmup: bool,
         pace: Pace,
         deadline: Option<Duration>,
+        hang_up: Option<HangUp>,
     ) -> anyhow::Result<Tally> {
         match (self, prepared) {
             (Self::Service { target, .. }, Prepared::Service { warmup: w, run }) => {
                 let items = if warmup { w.clone() } else { run.clone() };
-                Ok(send_all(target.clone(), items, pace, deadline).await)
+                Ok(send_all(target.clone(), items, pace, deadline, hang_up).await)
             }
             (Self::Limit { store, app_id }, Prepared::Limit { warmup: w, run }) => {
                 let users = if warmup { w } else { run };
@@ -585,10 +653,18 @@ async fn send_all(
     items: Arc<Vec<workload::Item>>,
     pace: Pace,
     deadline: Option<Duration>,
+    hang_up: Option<HangUp>,
 ) -> Tally {
     driver::drive(items.len(), pace, deadline, move |lane, i| {
         let (target, items) = (target.clone(), items.clone());
-        async move { target.login(lane, &items[i]).await }
+        async move {
+            match hang_up {
+                Some(h) if i % h.every == 0 => {
+                    target.login_then_hang_up(lane, &items[i], h.after).await
+                }
+                _ => target.login(lane, &items[i]).await,
+            }
+        }
     })
     .await
 }

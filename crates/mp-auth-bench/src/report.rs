@@ -22,6 +22,28 @@ pub struct ProcessReport {
     pub peak_rss_mib: f64,
 }
 
+/// The disconnect row's check: what the service did with logins whose client hung up.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct DisconnectCheck {
+    /// Logins the service ran to the end during the phase (`mp_auth_logins_total`,
+    /// every outcome, summed over the scraped replicas), once the service was quiet.
+    pub accepted: u64,
+    /// Of those, successful.
+    pub succeeded: u64,
+    /// Of those, finished after their caller had left
+    /// (`mp_auth_logins_completed_after_caller_left_total`).
+    pub completed_after_caller_left: u64,
+    /// Sessions written to the database during the phase (one per successful login).
+    pub recorded: u64,
+}
+
+impl DisconnectCheck {
+    /// Successful logins without their session row: must be 0.
+    pub fn lost(&self) -> u64 {
+        self.succeeded.saturating_sub(self.recorded)
+    }
+}
+
 /// One measured phase.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -35,6 +57,10 @@ pub struct RunReport {
     pub new_users: u64,
     /// Errors by reason.
     pub errors: BTreeMap<String, u64>,
+    /// Requests whose client hung up before the answer (the disconnect row).
+    pub abandoned: u64,
+    /// What the service recorded of them (the disconnect row).
+    pub disconnect: Option<DisconnectCheck>,
     /// Wall time, seconds.
     pub elapsed_s: f64,
     /// Successful logins per second.
@@ -96,10 +122,12 @@ impl RunReport {
             label: label.to_owned(),
             machine_cores,
             other_cores: (machine_cores - watched).max(0.0),
-            requests: tally.ok + tally.error_count(),
+            requests: tally.ok + tally.error_count() + tally.abandoned,
             ok: tally.ok,
             new_users: tally.new_users,
             errors: tally.errors.clone(),
+            abandoned: tally.abandoned,
+            disconnect: None,
             elapsed_s: secs,
             logins_per_s: tally.ok as f64 / secs,
             p50_ms: ms(h.value_at_quantile(0.50)),
@@ -167,6 +195,17 @@ pub fn median_of(runs: &[RunReport]) -> Option<RunReport> {
         ok: runs.iter().map(|r| r.ok).sum(),
         new_users: runs.iter().map(|r| r.new_users).sum(),
         errors,
+        abandoned: runs.iter().map(|r| r.abandoned).sum(),
+        disconnect: runs
+            .iter()
+            .filter_map(|r| r.disconnect)
+            .reduce(|a, b| DisconnectCheck {
+                accepted: a.accepted + b.accepted,
+                succeeded: a.succeeded + b.succeeded,
+                completed_after_caller_left: a.completed_after_caller_left
+                    + b.completed_after_caller_left,
+                recorded: a.recorded + b.recorded,
+            }),
         elapsed_s: runs.iter().map(|r| r.elapsed_s).sum(),
         logins_per_s: of(&|r| r.logins_per_s),
         p50_ms: of(&|r| r.p50_ms),
@@ -192,6 +231,21 @@ fn errors_text(errors: &BTreeMap<String, u64>) -> String {
         .join(" ")
 }
 
+/// The table's errors cell; the disconnect row adds what the service did with the
+/// logins whose client hung up.
+fn errors_cell(report: &RunReport) -> String {
+    let errors = errors_text(&report.errors);
+    match (report.abandoned, report.disconnect) {
+        (0, _) => errors,
+        (n, Some(d)) => format!(
+            "{errors}; {n} hung up, {} finished after the caller left, {} lost",
+            d.completed_after_caller_left,
+            d.lost()
+        ),
+        (n, None) => format!("{errors}; {n} hung up"),
+    }
+}
+
 /// A human-readable block for one report.
 pub fn render(report: &RunReport, heading: &str) -> String {
     let mut out = String::new();
@@ -209,6 +263,20 @@ pub fn render(report: &RunReport, heading: &str) -> String {
         report.elapsed_s
     );
     let _ = writeln!(out, "  errors: {}", errors_text(&report.errors));
+    if report.abandoned > 0 {
+        let _ = writeln!(out, "  hung up before the answer: {}", report.abandoned);
+    }
+    if let Some(d) = &report.disconnect {
+        let _ = writeln!(
+            out,
+            "  disconnect check: {} logins ran ({} ok), {} finished after their caller left, {} sessions recorded, {} lost",
+            d.accepted,
+            d.succeeded,
+            d.completed_after_caller_left,
+            d.recorded,
+            d.lost()
+        );
+    }
     let _ = writeln!(
         out,
         "  machine: {:.2} cores busy, {:.2} of them outside the watched processes",
@@ -273,7 +341,7 @@ pub fn append_row(path: &Path, report: &RunReport) -> std::io::Result<()> {
         report.p90_ms,
         report.p99_ms,
         report.max_ms,
-        errors_text(&report.errors),
+        errors_cell(report),
         cpu("server"),
         cpu("gateway"),
         cpu("mariadb"),
@@ -311,6 +379,8 @@ mod tests {
             ok: 10,
             new_users: 5,
             errors: BTreeMap::from([("E".to_owned(), 1)]),
+            abandoned: 0,
+            disconnect: None,
             elapsed_s: 1.0,
             logins_per_s: tput,
             p50_ms: 1.0,

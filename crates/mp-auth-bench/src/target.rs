@@ -17,6 +17,9 @@ pub enum Outcome {
     },
     /// An error, by its machine-readable reason (`LOGIN_CODE_USED`, `grpc:Unavailable`, ...).
     Err(String),
+    /// The client hung up before the answer (the disconnect row): the service should
+    /// still finish and record the login.
+    Abandoned,
 }
 
 /// A client of the service under test. Cheap to clone.
@@ -29,29 +32,30 @@ pub enum Target {
         /// Sent as `app_id`.
         app_id: String,
     },
-    /// `POST /auth/mp_login` (and `/auth/refresh`) on the gateway.
+    /// `POST /auth/mp_login` (and `/auth/refresh`) on the gateway(s).
     Http {
         /// Pooled HTTP/1.1 keep-alive connections.
         client: reqwest::Client,
-        /// The full login URL.
-        url: String,
-        /// The full refresh URL.
-        refresh_url: String,
+        /// The full login URL of each gateway; worker `lane` uses `urls[lane % len]`.
+        urls: Vec<String>,
+        /// The full refresh URL of each gateway, in the same order.
+        refresh_urls: Vec<String>,
         /// Sent as `appId`.
         app_id: String,
     },
 }
 
 impl Target {
-    /// Opens `connections` HTTP/2 connections to the gRPC service at `url`.
+    /// Opens `connections` HTTP/2 connections to the gRPC service at `urls` (several
+    /// replicas: see [`channels`]).
     pub async fn grpc(
-        url: &str,
+        urls: &[String],
         app_id: &str,
         connections: usize,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
         Ok(Self::Grpc {
-            clients: channels(url, connections, timeout)
+            clients: channels(urls, connections, timeout)
                 .await?
                 .into_iter()
                 .map(AuthClient::new)
@@ -60,13 +64,14 @@ impl Target {
         })
     }
 
-    /// A pooled HTTP client of the gateway at `base_url`.
+    /// A pooled HTTP client of the gateway(s) at `base_urls`.
     pub fn http(
-        base_url: &str,
+        base_urls: &[String],
         app_id: &str,
         pool: usize,
         timeout: Duration,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(!base_urls.is_empty(), "no gateway URL");
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
@@ -76,8 +81,14 @@ impl Target {
             .context("building the HTTP client")?;
         Ok(Self::Http {
             client,
-            url: format!("{}/auth/mp_login", base_url.trim_end_matches('/')),
-            refresh_url: format!("{}/auth/refresh", base_url.trim_end_matches('/')),
+            urls: base_urls
+                .iter()
+                .map(|base| format!("{}/auth/mp_login", base.trim_end_matches('/')))
+                .collect(),
+            refresh_urls: base_urls
+                .iter()
+                .map(|base| format!("{}/auth/refresh", base.trim_end_matches('/')))
+                .collect(),
             app_id: app_id.to_owned(),
         })
     }
@@ -88,6 +99,15 @@ impl Target {
             Ok((new_user, _)) => Outcome::Ok { new_user },
             Err(reason) => Outcome::Err(reason),
         }
+    }
+
+    /// Sends one login and hangs up `after` it was sent unless it was answered by
+    /// then: the gRPC stream is reset (dropping a tonic call cancels it), the gateway's
+    /// HTTP/1.1 connection is closed (dropping a reqwest request closes it).
+    pub async fn login_then_hang_up(&self, lane: usize, item: &Item, after: Duration) -> Outcome {
+        tokio::time::timeout(after, self.login(lane, item))
+            .await
+            .unwrap_or(Outcome::Abandoned)
     }
 
     /// Logs in and returns the new session's refresh token (to prepare refreshes).
@@ -112,12 +132,12 @@ impl Target {
             }
             Self::Http {
                 client,
-                refresh_url,
+                refresh_urls,
                 app_id,
                 ..
             } => {
                 let body = serde_json::json!({"refreshToken": token, "appId": app_id});
-                match post(client, refresh_url, &body).await {
+                match post(client, &refresh_urls[lane % refresh_urls.len()], &body).await {
                     Ok(answer) => match answer["refresh_token"].as_str() {
                         Some(next) => ok(next.to_owned()),
                         None => (Outcome::Err("http:malformed_response".into()), None),
@@ -155,10 +175,11 @@ impl Target {
             }
             Self::Http {
                 client,
-                url,
+                urls,
                 app_id,
                 ..
             } => {
+                let url = &urls[lane % urls.len()];
                 let (phone_code, encrypted_data, iv) = match &item.proof {
                     Proof::Code(c) => (Some(c.clone()), None, None),
                     Proof::Encrypted { data, iv } => (None, Some(data.clone()), Some(iv.clone())),
@@ -180,22 +201,33 @@ impl Target {
     }
 }
 
-/// `connections` separate HTTP/2 connections to the gRPC service at `url`.
+/// `connections` separate HTTP/2 connections to the gRPC service at `urls`. With
+/// several URLs (replicas) the count is rounded up to a multiple of their number and
+/// connection `k` goes to `urls[k % len]`, so worker `lane` (which uses connection
+/// `lane % connections`) talks to replica `lane % len`.
 pub async fn channels(
-    url: &str,
+    urls: &[String],
     connections: usize,
     timeout: Duration,
 ) -> anyhow::Result<Vec<Channel>> {
-    let endpoint = Endpoint::from_shared(url.to_owned())
-        .with_context(|| format!("bad gRPC URL {url}"))?
-        .tcp_nodelay(true)
-        .timeout(timeout)
-        .connect_timeout(Duration::from_secs(5));
-    let mut channels = Vec::with_capacity(connections.max(1));
-    for _ in 0..connections.max(1) {
+    anyhow::ensure!(!urls.is_empty(), "no gRPC URL");
+    let mut endpoints = Vec::with_capacity(urls.len());
+    for url in urls {
+        endpoints.push(
+            Endpoint::from_shared(url.clone())
+                .with_context(|| format!("bad gRPC URL {url}"))?
+                .tcp_nodelay(true)
+                .timeout(timeout)
+                .connect_timeout(Duration::from_secs(5)),
+        );
+    }
+    let connections = connections.max(1).div_ceil(urls.len()) * urls.len();
+    let mut channels = Vec::with_capacity(connections);
+    for k in 0..connections {
+        let url = &urls[k % urls.len()];
         // Each `connect` opens its own connection; clones of one channel share it.
         channels.push(
-            endpoint
+            endpoints[k % urls.len()]
                 .connect()
                 .await
                 .with_context(|| format!("connecting to the gRPC service at {url}"))?,

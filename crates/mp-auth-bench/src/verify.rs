@@ -26,11 +26,11 @@ pub struct VerifyTarget {
 }
 
 impl VerifyTarget {
-    /// Connects `connections` HTTP/2 connections to `url` and logs `count`
+    /// Connects `connections` HTTP/2 connections to `urls` and logs `count`
     /// users in to get their access tokens.
     #[allow(clippy::too_many_arguments)]
     pub async fn prepare(
-        url: &str,
+        urls: &[String],
         sim: &SimClient,
         app_id: &str,
         api_key: &str,
@@ -39,7 +39,7 @@ impl VerifyTarget {
         timeout: Duration,
         parallel: usize,
     ) -> anyhow::Result<Self> {
-        let clients: Vec<_> = super::target::channels(url, connections, timeout)
+        let clients: Vec<_> = super::target::channels(urls, connections, timeout)
             .await?
             .into_iter()
             .map(AuthClient::new)
