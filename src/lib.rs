@@ -3,7 +3,8 @@
 //! Layout (every module):
 //! - [`cli`]: one file per subcommand (`serve`, `gateway`, `migrate`, `decrypt`,
 //!   `keys`, `callers`; `dev`, `login` and `wechat-sim` with the default `dev` feature).
-//! - [`startup`]: the composition root: settings to the application's parts, built once.
+//! - [`app`]: the application's long-lived parts and its background work.
+//! - [`startup`]: the composition root: settings to the [`app::App`], built once.
 //! - [`config`]: typed, layered settings; [`config::types`] validate while they parse.
 //! - [`api`]: the contract both edges share: error reasons, metadata and health
 //!   names, the login JSON bodies.
@@ -18,7 +19,7 @@
 //! - [`store`]: users, identities and sessions in MySQL/MariaDB or SQLite (diesel-async).
 //! - [`tokens`]: access tokens (JWT): the key ring, signing, verification, JWKS.
 //! - [`grpc`]: the gRPC edge: the services, their status table, health and
-//!   reflection, run for a built [`startup::App`].
+//!   reflection, run for a built [`app::App`].
 //! - [`gateway`]: the HTTP+JSON edge for mini-programs, a gRPC client of the
 //!   service; imports [`api`], never [`grpc`].
 //! - [`clock`]: the one wall clock; [`telemetry`]: logs and Prometheus metrics;
@@ -31,6 +32,7 @@
 //! `crates/wechat-sim`, the load generator in `crates/mp-auth-bench`.
 
 pub mod api;
+pub mod app;
 pub mod callers;
 pub mod cli;
 pub mod clock;

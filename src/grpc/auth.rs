@@ -7,12 +7,12 @@ use super::{
 };
 use crate::{
     api::{metadata, reason_of},
+    app::App,
     callers::{CallerRegistry, Permission},
     domain::{AppId, FieldError, LoginCode, PhoneCode},
     login::{LoginError, LoginRequest, LoginService, PhoneProof},
     proto::{self, mini_program_login_request::Phone},
     sessions::{LogoutCredential, SessionError, SessionService, VerifyError},
-    startup::App,
     users::{Actor, DeletionReason, UsersError, UsersService, parse_user_id},
 };
 use secrecy::ExposeSecret as _;

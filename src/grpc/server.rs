@@ -7,9 +7,9 @@ use super::auth::AuthService;
 use super::users::UsersGrpc;
 use crate::{
     api::health::{HEALTH_AUTH, HEALTH_LIVENESS},
+    app::App,
     config::GrpcSettings,
     proto::{auth_server::AuthServer, users_server::UsersServer},
-    startup::App,
     store::Store,
 };
 use anyhow::Context as _;

@@ -8,7 +8,6 @@ mod session_vault;
 pub use session_vault::{SessionVault, VaultError};
 
 use crate::{
-    config::Settings,
     domain::{AppId, FieldError, LoginCode, OpenId, Phone, PhoneCode, SessionKey, UnionId, UserId},
     sessions::{KeyedLimiter, SessionAt, SessionService, SessionTokens},
     store::{LoginRecord, SilentLogin, SilentOutcome, Store, StoreError},
@@ -203,16 +202,6 @@ pub struct LoginSettings {
     pub watermark_max_age: Duration,
     /// How long a stored session_key is used (`session_keys.ttl_secs`).
     pub session_key_ttl: Duration,
-}
-
-impl From<&Settings> for LoginSettings {
-    fn from(settings: &Settings) -> Self {
-        Self {
-            silent_logins_per_minute: settings.sessions.silent_logins_per_minute,
-            watermark_max_age: Duration::from_secs(settings.wechat.watermark_max_age_secs),
-            session_key_ttl: Duration::from_secs(settings.session_keys.ttl_secs),
-        }
-    }
 }
 
 impl LoginService {

@@ -6,10 +6,10 @@
 
 use crate::db::TestDb;
 use mp_auth::{
+    app::App,
     config::{AppSettings, HttpUrl, Millis, Settings},
     grpc::GrpcServer,
     proto::{self, auth_client::AuthClient, mini_program_login_request::Phone},
-    startup::App,
     store::Backend,
     tokens::TokenIssuer,
 };
