@@ -159,7 +159,7 @@ pub struct GrpcSettings {
     /// Largest request/response message accepted, in bytes.
     pub max_message_bytes: usize,
     /// Seconds between database health checks.
-    pub health_check_interval_ms: u64,
+    pub health_check_interval_ms: Millis,
     /// Require an API key with `auth:login` on the login, refresh and logout
     /// RPCs too (give the gateway its key with `gateway.api_key_file`). Off by
     /// default: those RPCs carry their own proof (WeChat codes, refresh tokens)
@@ -175,7 +175,7 @@ pub struct GatewaySettings {
     /// The gRPC service the gateway forwards to.
     pub backend_url: String,
     /// Deadline of one forwarded login.
-    pub backend_timeout_ms: u64,
+    pub backend_timeout_ms: Millis,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
     /// Per-client-IP rate limit: sustained requests per second (0 disables).
@@ -185,7 +185,7 @@ pub struct GatewaySettings {
     /// Peers whose `X-Forwarded-For` is trusted (exact IPs or CIDRs).
     pub trusted_proxies: Vec<String>,
     /// Time allowed to send request headers.
-    pub header_read_timeout_ms: u64,
+    pub header_read_timeout_ms: Millis,
     pub drain_timeout_ms: u64,
     /// Largest request head (request line + headers); larger gets 431. Also the
     /// connection's read buffer, so it bounds memory per connection.
@@ -365,7 +365,7 @@ impl Default for GrpcSettings {
             keepalive_interval_secs: 30,
             keepalive_timeout_secs: 10,
             max_message_bytes: 64 * 1024,
-            health_check_interval_ms: 2_000,
+            health_check_interval_ms: Millis::clamped(2_000),
             protect_login_rpcs: false,
         }
     }
@@ -376,12 +376,12 @@ impl Default for GatewaySettings {
         Self {
             listen: ([0, 0, 0, 0], 8080).into(),
             backend_url: "http://127.0.0.1:50051".into(),
-            backend_timeout_ms: 10_000,
+            backend_timeout_ms: Millis::clamped(10_000),
             max_body_bytes: 16 * 1024,
             rate_limit_per_sec: 20,
             rate_limit_burst: 40,
             trusted_proxies: Vec::new(),
-            header_read_timeout_ms: 5_000,
+            header_read_timeout_ms: Millis::clamped(5_000),
             drain_timeout_ms: 10_000,
             max_header_bytes: 16 * 1024,
             max_connections: 1024,
@@ -706,7 +706,7 @@ impl Settings {
             ),
             (
                 "gateway.backend_timeout_ms",
-                self.gateway.backend_timeout_ms,
+                self.gateway.backend_timeout_ms.get(),
                 10 * 60_000,
                 "use e.g. 10000",
             ),

@@ -171,8 +171,6 @@ impl AppState {
             ));
         }
         for (name, value) in [
-            ("backend_timeout_ms", settings.backend_timeout_ms),
-            ("header_read_timeout_ms", settings.header_read_timeout_ms),
             ("max_body_bytes", settings.max_body_bytes as u64),
             ("max_connections", settings.max_connections as u64),
         ] {
@@ -202,7 +200,7 @@ impl AppState {
                 "use e.g. [\"10.0.0.0/8\", \"192.168.1.7\"]",
             )
         })?;
-        let backend_timeout = Duration::from_millis(settings.backend_timeout_ms);
+        let backend_timeout = settings.backend_timeout_ms.duration();
         let endpoint = Endpoint::from_shared(settings.backend_url.clone())
             .map_err(|e| {
                 invalid(
@@ -223,7 +221,7 @@ impl AppState {
             health: HealthClient::new(channel),
             backend_timeout,
             ready_timeout: READY_TIMEOUT.min(backend_timeout),
-            body_read_timeout: Duration::from_millis(settings.header_read_timeout_ms),
+            body_read_timeout: settings.header_read_timeout_ms.duration(),
             max_body_bytes: settings.max_body_bytes,
             proxies,
             proxy_watch: client_ip::UntrustedProxyWatch::default(),
@@ -356,9 +354,7 @@ impl Gateway {
                 listener,
                 probe_router(self.state.clone()),
                 server::ConnectionLimits {
-                    header_read_timeout: Duration::from_millis(
-                        self.settings.header_read_timeout_ms,
-                    ),
+                    header_read_timeout: self.settings.header_read_timeout_ms.duration(),
                     max_header_bytes: server::MIN_HEADER_BYTES,
                     max_connections: PROBE_MAX_CONNECTIONS,
                 },
@@ -373,7 +369,7 @@ impl Gateway {
             self.listener,
             router(self.state),
             server::ConnectionLimits {
-                header_read_timeout: Duration::from_millis(self.settings.header_read_timeout_ms),
+                header_read_timeout: self.settings.header_read_timeout_ms.duration(),
                 max_header_bytes: self.settings.max_header_bytes,
                 max_connections: self.settings.max_connections,
             },

@@ -96,7 +96,7 @@ impl GrpcServer {
         let checker = tokio::spawn(health_loop(
             app.store.clone(),
             reporter.clone(),
-            Duration::from_millis(cfg.health_check_interval_ms),
+            cfg.health_check_interval_ms.duration(),
         ));
 
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

@@ -672,10 +672,10 @@ async fn a_galera_node_that_fails_under_load_takes_only_its_replica_out_until_it
     let d = Arc::new(
         Deployment::start(|s| {
             s.database.acquire_timeout_ms = 1_000;
-            s.grpc.health_check_interval_ms = 200;
+            s.grpc.health_check_interval_ms = mp_auth::config::Millis::clamped(200);
             // Commits on every node wait ~6 s while the cluster decides that a node is
             // gone (evs.suspect_timeout); those logins must succeed, not time out.
-            s.gateway.backend_timeout_ms = 20_000;
+            s.gateway.backend_timeout_ms = mp_auth::config::Millis::clamped(20_000);
         })
         .await,
     );

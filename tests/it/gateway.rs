@@ -305,7 +305,7 @@ async fn spawn_gateway(backend_url: &str, tweak: impl FnOnce(&mut GatewaySetting
     settings.gateway.listen = "127.0.0.1:0".parse().unwrap();
     settings.gateway.backend_url = backend_url.to_owned();
     settings.gateway.rate_limit_per_sec = 0;
-    settings.gateway.backend_timeout_ms = 3_000;
+    settings.gateway.backend_timeout_ms = mp_auth::config::Millis::clamped(3_000);
     settings.gateway.drain_timeout_ms = 3_000;
     tweak(&mut settings.gateway);
     let gateway = Gateway::build(&settings).await.unwrap();
@@ -615,7 +615,10 @@ async fn an_unreachable_backend_is_a_503_backend_unavailable_and_healthz_stays_o
 #[tokio::test]
 async fn a_backend_slower_than_the_deadline_is_a_504_timeout_and_the_deadline_is_propagated() {
     let backend = spawn_backend().await;
-    let gw = spawn_gateway(&backend.url, |g| g.backend_timeout_ms = 300).await;
+    let gw = spawn_gateway(&backend.url, |g| {
+        g.backend_timeout_ms = mp_auth::config::Millis::clamped(300)
+    })
+    .await;
     let started = Instant::now();
     let resp = gw
         .login(json!({"code": "slow-2000", "phoneCode": "p"}))
@@ -865,7 +868,7 @@ async fn openapi_json_documents_the_login_endpoint() {
 #[tokio::test]
 async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     let gw = spawn_gateway(&dead_backend_url().await, |g| {
-        g.header_read_timeout_ms = 300
+        g.header_read_timeout_ms = mp_auth::config::Millis::clamped(300)
     })
     .await;
     let started = Instant::now();

@@ -73,7 +73,7 @@ async fn health_follows_the_database_down_and_up_while_liveness_stays_serving() 
             s.database.url = Some(SecretString::from(url));
             s.database.migrate_on_start = true;
             s.database.acquire_timeout_ms = 1_000;
-            s.grpc.health_check_interval_ms = 200;
+            s.grpc.health_check_interval_ms = mp_auth::config::Millis::clamped(200);
         }),
         ..Default::default()
     })
@@ -148,7 +148,7 @@ async fn health_reports_not_serving_until_migrations_have_run() {
     // No login is made: the WeChat URL is never called.
     let mut settings = test_settings(&apps, "http://127.0.0.1:9", db.url());
     settings.database.migrate_on_start = false;
-    settings.grpc.health_check_interval_ms = 100;
+    settings.grpc.health_check_interval_ms = mp_auth::config::Millis::clamped(100);
     let server = mp_auth::startup::grpc_server(&settings)
         .await
         .expect("server builds");
@@ -208,7 +208,7 @@ async fn a_pool_saturated_by_blocked_logins_stays_serving() {
             tweak: Box::new(|s| {
                 s.database.pool_size = 2;
                 s.database.acquire_timeout_ms = 20_000;
-                s.grpc.health_check_interval_ms = 100;
+                s.grpc.health_check_interval_ms = mp_auth::config::Millis::clamped(100);
             }),
             ..Default::default()
         })

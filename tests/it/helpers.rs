@@ -162,7 +162,7 @@ pub fn test_settings(apps: &[(String, String)], sim_url: &str, db_url: &str) -> 
     s.token.signing_key = Some(SecretString::from(TEST_SIGNING_KEY));
     s.session_keys.encryption_key = Some(SecretString::from(TEST_VAULT_KEY));
     s.grpc.listen = ([127, 0, 0, 1], 0).into();
-    s.grpc.health_check_interval_ms = 200;
+    s.grpc.health_check_interval_ms = Millis::clamped(200);
     s.gateway.listen = ([127, 0, 0, 1], 0).into();
     s
 }
