@@ -77,8 +77,13 @@ sql() { mariadb -h"$DB_HOST" -P"$DB_PORT" -u"$DB_USER" -p"$DB_PASSWORD" -N -e "$
 DB_NAME=mp_auth_bench_$(date +%s)_$$
 sql "CREATE DATABASE \`$DB_NAME\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 DATABASE_URL=$MYSQL_SERVER/$DB_NAME
-MARIADB_PID=$(pidof mariadbd || pidof mysqld || true)
-MARIADB_PID=${MARIADB_PID%% *}
+# The server listening on the database's port (other mariadbd processes, e.g. a test's
+# private servers, may run beside it); pidof when ss cannot tell.
+MARIADB_PID=$(ss -Hltnp "sport = :$DB_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+if [ -z "$MARIADB_PID" ]; then
+    MARIADB_PID=$(pidof mariadbd || pidof mysqld || true)
+    MARIADB_PID=${MARIADB_PID%% *}
+fi
 
 # --- processes ---------------------------------------------------------------------
 PIDS=()
