@@ -260,8 +260,26 @@ for c in $VERIFY_CONCURRENCIES; do
 done
 
 show() { if [ -f "$2" ]; then echo; echo "## $1"; echo; cat "$2"; fi; }
+
+# Each service row beside the limit run at the same concurrency, as a percentage.
+RATIO_TABLE=$OUT/ratio.md
+if [ -f "$TABLE" ] && [ -f "$LIMIT_TABLE" ]; then
+    awk -F'|' '
+        FNR == 1 { file++ }
+        $2 ~ /c=[0-9]+/ && $2 !~ /hangs up/ {
+            match($2, /c=[0-9]+/); c = substr($2, RSTART, RLENGTH)
+            if (file == 1) { limit[c] = $3 + 0 } else { rows[++n] = $2; tput[n] = $3 + 0; conc[n] = c }
+        }
+        END {
+            print "| case | logins/s | limit run tx/s (same c) | % of limit run |"
+            print "|---|---:|---:|---:|"
+            for (i = 1; i <= n; i++) if (limit[conc[i]] > 0)
+                printf "|%s| %d | %d | %.0f %% |\n", rows[i], tput[i], limit[conc[i]], 100 * tput[i] / limit[conc[i]]
+        }' "$LIMIT_TABLE" "$TABLE" >"$RATIO_TABLE"
+fi
 show "Service (median of $RUNS runs, $REQUESTS requests each, half returning users)" "$TABLE"
 show "Limit run: Store::record_login alone (median of $RUNS runs)" "$LIMIT_TABLE"
+show "Against the limit run" "$RATIO_TABLE"
 show "VerifyToken (median of $RUNS runs, $VERIFY_REQUESTS verifications each; the logins/s column is verifications/s)" "$VERIFY_TABLE"
 echo
 echo "Details: $OUT"
