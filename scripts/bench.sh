@@ -21,6 +21,7 @@
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
 # MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306),
+# SKIP_BUILD=1 (use the release binaries as they are),
 # SERVER_THREADS / GATEWAY_THREADS (the processes' tokio worker threads; default: one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,8 +54,10 @@ log() { echo "bench: $*" >&2; }
 mkdir -p "$OUT"
 
 # --- build -------------------------------------------------------------------------
-log "building the release binaries"
-cargo build --release --quiet -p mp-auth -p mp-auth-bench
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "building the release binaries"
+    cargo build --release --quiet -p mp-auth -p mp-auth-bench
+fi
 BIN=${CARGO_TARGET_DIR:-target}/release/mp-auth
 BENCH=${CARGO_TARGET_DIR:-target}/release/mp-auth-bench
 
@@ -74,8 +77,13 @@ sql() { mariadb -h"$DB_HOST" -P"$DB_PORT" -u"$DB_USER" -p"$DB_PASSWORD" -N -e "$
 DB_NAME=mp_auth_bench_$(date +%s)_$$
 sql "CREATE DATABASE \`$DB_NAME\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 DATABASE_URL=$MYSQL_SERVER/$DB_NAME
-MARIADB_PID=$(pidof mariadbd || pidof mysqld || true)
-MARIADB_PID=${MARIADB_PID%% *}
+# The server listening on the database's port (other mariadbd processes, e.g. a test's
+# private servers, may run beside it); pidof when ss cannot tell.
+MARIADB_PID=$(ss -Hltnp "sport = :$DB_PORT" 2>/dev/null | grep -o 'pid=[0-9]*' | head -1 | cut -d= -f2 || true)
+if [ -z "$MARIADB_PID" ]; then
+    MARIADB_PID=$(pidof mariadbd || pidof mysqld || true)
+    MARIADB_PID=${MARIADB_PID%% *}
+fi
 
 # --- processes ---------------------------------------------------------------------
 PIDS=()
@@ -162,6 +170,19 @@ VERIFY_TABLE=$OUT/verify.md
 log "seeding $POPULATION returning users"
 "$BENCH" "${COMMON[@]}" --requests 0 --concurrency 64 >"$OUT/seed.txt"
 
+# Every row starts from the same database: what the previous row added (its new users,
+# their identities, every session) is deleted, so later rows do not pay for a database
+# that has outgrown MariaDB's buffer pool (a full matrix adds ~1.5 million rows).
+# TRIM_DB=0 keeps everything.
+trim_db() {
+    [ "${TRIM_DB:-1}" = 1 ] || return 0
+    sql "USE \`$DB_NAME\`;
+         DELETE FROM sessions;
+         DELETE i FROM wechat_identities i JOIN users u ON i.user_id = u.id
+             WHERE u.phone LIKE '+8615%';
+         DELETE FROM users WHERE phone LIKE '+8615%'"
+}
+
 # --- the matrix --------------------------------------------------------------------
 for target in $TARGETS; do
     for flow in $FLOWS; do
@@ -170,6 +191,7 @@ for target in $TARGETS; do
             log "$name"
             "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow "$flow" \
                 --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
+            trim_db
         done
     done
 done
@@ -181,6 +203,7 @@ for target in $TARGETS; do
         log "$name"
         "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow refresh \
             --concurrency "$c" --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
+        trim_db
     done
 done
 
@@ -196,6 +219,7 @@ for every in $HANG_UP_EVERY; do
             --concurrency 64 --hang-up-every "$every" --hang-up-after-ms "$HANG_UP_AFTER_MS" \
             --metrics "http://127.0.0.1:$METRICS_PORT/metrics" \
             --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
+        trim_db
     done
 done
 
@@ -210,6 +234,7 @@ for target in ${TARGETS_SLOW-$TARGETS}; do
     "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${WATCH[@]}" --target "$target" --flow legacy \
         --concurrency 256 --label "${target/http/gateway} legacy c=256 WeChat +20 ms" \
         --json "$OUT/$name.json" --table "$TABLE" >"$OUT/$name.txt"
+    trim_db
     fault DELETE
 done
 
@@ -222,6 +247,7 @@ for c in $CONCURRENCIES; do
     log "$name"
     "$BENCH" "${COMMON[@]}" "${RUN[@]}" "${LIMIT_WATCH[@]}" --limit-run \
         --concurrency "$c" --json "$OUT/$name.json" --table "$LIMIT_TABLE" >"$OUT/$name.txt"
+    trim_db
 done
 
 # --- VerifyToken: online verification with revocation checking ---
@@ -234,8 +260,26 @@ for c in $VERIFY_CONCURRENCIES; do
 done
 
 show() { if [ -f "$2" ]; then echo; echo "## $1"; echo; cat "$2"; fi; }
+
+# Each service row beside the limit run at the same concurrency, as a percentage.
+RATIO_TABLE=$OUT/ratio.md
+if [ -f "$TABLE" ] && [ -f "$LIMIT_TABLE" ]; then
+    awk -F'|' '
+        FNR == 1 { file++ }
+        $2 ~ /c=[0-9]+/ && $2 !~ /hangs up/ {
+            match($2, /c=[0-9]+/); c = substr($2, RSTART, RLENGTH)
+            if (file == 1) { limit[c] = $3 + 0 } else { rows[++n] = $2; tput[n] = $3 + 0; conc[n] = c }
+        }
+        END {
+            print "| case | logins/s | limit run tx/s (same c) | % of limit run |"
+            print "|---|---:|---:|---:|"
+            for (i = 1; i <= n; i++) if (limit[conc[i]] > 0)
+                printf "|%s| %d | %d | %.0f %% |\n", rows[i], tput[i], limit[conc[i]], 100 * tput[i] / limit[conc[i]]
+        }' "$LIMIT_TABLE" "$TABLE" >"$RATIO_TABLE"
+fi
 show "Service (median of $RUNS runs, $REQUESTS requests each, half returning users)" "$TABLE"
 show "Limit run: Store::record_login alone (median of $RUNS runs)" "$LIMIT_TABLE"
+show "Against the limit run" "$RATIO_TABLE"
 show "VerifyToken (median of $RUNS runs, $VERIFY_REQUESTS verifications each; the logins/s column is verifications/s)" "$VERIFY_TABLE"
 echo
 echo "Details: $OUT"

@@ -305,7 +305,7 @@ pub fn render(report: &RunReport, heading: &str) -> String {
     out
 }
 
-const TABLE_HEADER: &str = "| case | logins/s | p50 ms | p90 ms | p99 ms | max ms | errors | server µs/login | gateway µs/login | mariadb µs/login | bench µs/login | server RSS MiB | gateway RSS MiB | other load (cores) | dup |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+const TABLE_HEADER: &str = "| case | logins/s | p50 ms | p90 ms | p99 ms | max ms | errors | server µs/login | gateway µs/login | mariadb µs/login | simulator µs/login | bench µs/login | machine µs/login | server RSS MiB | gateway RSS MiB | other load (cores) | dup |\n|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
 
 /// Appends `report` as a markdown table row to `path` (writing the header first if new).
 pub fn append_row(path: &Path, report: &RunReport) -> std::io::Result<()> {
@@ -334,7 +334,7 @@ pub fn append_row(path: &Path, report: &RunReport) -> std::io::Result<()> {
     };
     writeln!(
         file,
-        "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
+        "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {} |",
         report.label,
         report.logins_per_s,
         report.p50_ms,
@@ -345,7 +345,9 @@ pub fn append_row(path: &Path, report: &RunReport) -> std::io::Result<()> {
         cpu("server"),
         cpu("gateway"),
         cpu("mariadb"),
+        cpu("simulator"),
         cpu("bench"),
+        machine_cpu(report),
         rss("server"),
         rss("gateway"),
         report.other_cores,
@@ -354,6 +356,15 @@ pub fn append_row(path: &Path, report: &RunReport) -> std::io::Result<()> {
             .map(|d| d.to_string())
             .unwrap_or_else(|| "-".into()),
     )
+}
+
+/// CPU time the whole machine spent per successful login (every process, the kernel's
+/// interrupts included), µs.
+fn machine_cpu(report: &RunReport) -> String {
+    if report.logins_per_s <= 0.0 || report.machine_cores <= 0.0 {
+        return "-".into();
+    }
+    format!("{:.0}", report.machine_cores / report.logins_per_s * 1e6)
 }
 
 /// Seconds as a `Duration` (for `--duration`).
