@@ -82,17 +82,23 @@ pub struct LoginArgs {
 pub enum SessionAction {
     /// Exchange a refresh token for a new pair (`POST /auth/refresh`, `Auth/RefreshSession`).
     Refresh {
-        /// The refresh token of the login or of the last refresh.
-        #[arg(long, env = "MP_AUTH_REFRESH_TOKEN", hide_env_values = true)]
-        refresh_token: String,
-    },
-    /// End the session of a refresh token or access token (`POST /auth/logout`, `Auth/Logout`).
-    Logout {
-        /// A refresh token of the session.
+        /// The refresh token of the login or of the last refresh (it may start with `-`).
         #[arg(
             long,
             env = "MP_AUTH_REFRESH_TOKEN",
             hide_env_values = true,
+            allow_hyphen_values = true
+        )]
+        refresh_token: String,
+    },
+    /// End the session of a refresh token or access token (`POST /auth/logout`, `Auth/Logout`).
+    Logout {
+        /// A refresh token of the session (it may start with `-`).
+        #[arg(
+            long,
+            env = "MP_AUTH_REFRESH_TOKEN",
+            hide_env_values = true,
+            allow_hyphen_values = true,
             required_unless_present = "access_token"
         )]
         refresh_token: Option<String>,
@@ -443,4 +449,32 @@ pub async fn run(args: LoginArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser as _;
+
+    #[derive(Debug, clap::Parser)]
+    struct Wrapper {
+        #[command(subcommand)]
+        action: SessionAction,
+    }
+
+    #[test]
+    fn a_refresh_token_that_starts_with_a_hyphen_is_a_value_not_a_flag() {
+        let parsed =
+            Wrapper::try_parse_from(["t", "refresh", "--refresh-token", "-abc.1.2.3.mac"]).unwrap();
+        assert!(matches!(
+            parsed.action,
+            SessionAction::Refresh { refresh_token } if refresh_token == "-abc.1.2.3.mac"
+        ));
+        let parsed =
+            Wrapper::try_parse_from(["t", "logout", "--refresh-token", "-x.1.2.3.mac"]).unwrap();
+        assert!(matches!(
+            parsed.action,
+            SessionAction::Logout { refresh_token: Some(t), .. } if t == "-x.1.2.3.mac"
+        ));
+    }
 }
