@@ -8,9 +8,10 @@
 //! Primary component, or is desynced, is not ready.
 
 use super::{
-    Backend, MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, StoreError, applied_versions,
+    Backend, MYSQL_MIGRATIONS, SQLITE_MIGRATIONS, StoreError,
     galera::{self, NodeState},
-    is_missing_table, mysql, sqlite, versions,
+    migrations::{applied_versions, is_missing_table, versions},
+    mysql, sqlite,
 };
 use diesel_async::RunQueryDsl;
 use secrecy::{ExposeSecret, SecretString};
@@ -107,7 +108,7 @@ where
     C: diesel_async::AsyncConnection,
     diesel::query_builder::SqlQuery: diesel_async::methods::ExecuteDsl<C>,
     diesel::query_builder::SqlQuery:
-        diesel_async::methods::LoadQuery<'static, C, super::AppliedVersion>,
+        diesel_async::methods::LoadQuery<'static, C, super::migrations::AppliedVersion>,
 {
     diesel::sql_query("SELECT 1")
         .execute(conn)

@@ -1,0 +1,136 @@
+//! The connection pool's edges: the first-come-first-served checkout, pool errors that
+//! say why, and the backoff between retried transactions.
+
+use super::{Store, StoreError, error};
+use diesel_async::pooled_connection::PoolError;
+use parking_lot::Mutex;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+impl Store {
+    /// A pooled connection, after a first-come-first-served wait for a permit (see
+    /// `gate`); both waits together are bounded by `acquire_timeout_ms`.
+    pub(super) async fn checkout<'p, C>(
+        &self,
+        pool: &'p bb8::Pool<diesel_async::pooled_connection::AsyncDieselConnectionManager<C>>,
+    ) -> Result<Checkout<'p, C>, StoreError>
+    where
+        C: diesel_async::pooled_connection::PoolableConnection + 'static,
+        diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
+            bb8::ManageConnection<Connection = C, Error = PoolError>,
+    {
+        let checkout =
+            async {
+                let permit =
+                    self.gate.clone().acquire_owned().await.map_err(|_| {
+                        StoreError::Unexpected("the connection gate was closed".into())
+                    })?;
+                let conn = pool.get().await.map_err(|e| self.pool_error(e))?;
+                Ok(Checkout {
+                    conn,
+                    _permit: permit,
+                })
+            };
+        match tokio::time::timeout(self.acquire_timeout, checkout).await {
+            Ok(result) => result,
+            Err(_) => Err(self.pool_error(bb8::RunError::TimedOut)),
+        }
+    }
+
+    pub(super) fn pool_error(&self, err: bb8::RunError<PoolError>) -> StoreError {
+        match err {
+            bb8::RunError::TimedOut => {
+                let cause = self
+                    .last_connect_error
+                    .recent()
+                    .map(|e| format!(" (last connection error: {e})"))
+                    .unwrap_or_default();
+                StoreError::Unavailable(format!(
+                    "no database connection available within {} ms{cause}",
+                    self.acquire_timeout.as_millis()
+                ))
+            }
+            bb8::RunError::User(e) => StoreError::Unavailable(pool_error_message(&e)),
+        }
+    }
+}
+
+/// A checked-out connection and its gate permit. Fields drop in order: the connection
+/// goes back to the pool before the permit lets the next caller in.
+pub(super) struct Checkout<'p, C>
+where
+    C: diesel_async::pooled_connection::PoolableConnection + 'static,
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
+        bb8::ManageConnection<Connection = C>,
+{
+    conn:
+        bb8::PooledConnection<'p, diesel_async::pooled_connection::AsyncDieselConnectionManager<C>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<C> std::ops::Deref for Checkout<'_, C>
+where
+    C: diesel_async::pooled_connection::PoolableConnection + 'static,
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
+        bb8::ManageConnection<Connection = C>,
+{
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.conn
+    }
+}
+
+impl<C> std::ops::DerefMut for Checkout<'_, C>
+where
+    C: diesel_async::pooled_connection::PoolableConnection + 'static,
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
+        bb8::ManageConnection<Connection = C>,
+{
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.conn
+    }
+}
+
+fn pool_error_message(err: &PoolError) -> String {
+    // Pool-made connections use the URL the store was given; mysql_async's messages
+    // do not echo it, and quoted values are blanked anyway.
+    error::redact_values(&err.to_string())
+}
+
+/// Jittered exponential backoff before attempt `attempt + 1`: ~5, 10, 20 ms ... capped at 200 ms.
+pub(super) fn backoff(attempt: u32) -> Duration {
+    use rand::Rng as _;
+    let base = 5u64.saturating_mul(1 << attempt.min(6)).min(200);
+    Duration::from_millis(base / 2 + rand::rng().random_range(0..=base / 2))
+}
+
+/// Remembers the pool's last failure to open a connection, so a pool timeout can say
+/// why ("Connection refused") instead of only "timed out".
+#[derive(Clone, Default, Debug)]
+pub(super) struct LastConnectError(Arc<Mutex<Option<(Instant, String)>>>);
+
+impl LastConnectError {
+    const RECENT: Duration = Duration::from_secs(30);
+
+    fn recent(&self) -> Option<String> {
+        let guard = self.0.lock();
+        guard
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < Self::RECENT)
+            .map(|(_, e)| e.clone())
+    }
+}
+
+impl bb8::ErrorSink<PoolError> for LastConnectError {
+    fn sink(&self, err: PoolError) {
+        let message = pool_error_message(&err);
+        tracing::warn!(error = %message, "database connection failed");
+        *self.0.lock() = Some((Instant::now(), message));
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<PoolError>> {
+        Box::new(self.clone())
+    }
+}
