@@ -5,7 +5,7 @@
 
 use super::{Inner, Store, StoreError, backoff, error::Class, error::classify, schema};
 use crate::domain::{AppId, OpenId, UnionId, UserId};
-use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
+use diesel::{ExpressionMethods, OptionalExtension, QueryDsl, sql_types::BigInt};
 use diesel_async::{AsyncConnection, RunQueryDsl};
 
 /// A session to create (its id is chosen by the caller: 128 random bits).
@@ -535,35 +535,19 @@ impl Store {
         batch: i64,
     ) -> Result<u64, StoreError> {
         use schema::sessions::dsl as s;
-        let ids: Vec<String> = with_conn!(self, "finding ended sessions", |conn| {
-            s::sessions
-                .filter(s::expires_at.lt(before_ms))
-                .select(s::id)
-                .limit(batch)
+        // One round trip, each member of the union served by its own index range scan.
+        let rows: Vec<SessionId> = with_conn!(self, "finding ended sessions", |conn| {
+            diesel::sql_query(ENDED_SESSIONS)
+                .bind::<BigInt, _>(before_ms)
+                .bind::<BigInt, _>(batch)
+                .bind::<BigInt, _>(before_ms)
+                .bind::<BigInt, _>(batch)
+                .bind::<BigInt, _>(before_ms)
+                .bind::<BigInt, _>(batch)
                 .load(conn)
                 .await
         })?;
-        let revoked: Vec<String> = with_conn!(self, "finding revoked sessions", |conn| {
-            s::sessions
-                .filter(s::revoked_at.lt(before_ms))
-                .select(s::id)
-                .limit(batch)
-                .load(conn)
-                .await
-        })?;
-        // Ended by the idle timeout long before the absolute lifetime (the
-        // `idle_expires_at` index).
-        let idle: Vec<String> = with_conn!(self, "finding idle sessions", |conn| {
-            s::sessions
-                .filter(s::idle_expires_at.lt(before_ms))
-                .select(s::id)
-                .limit(batch)
-                .load(conn)
-                .await
-        })?;
-        let mut all: Vec<String> = ids.into_iter().chain(revoked).chain(idle).collect();
-        all.sort_unstable();
-        all.dedup();
+        let all: Vec<String> = rows.into_iter().map(|r| r.id).collect();
         if all.is_empty() {
             return Ok(0);
         }
@@ -574,4 +558,19 @@ impl Store {
         })?;
         Ok(n as u64)
     }
+}
+
+/// Sessions that ended before a time: expired (absolute lifetime), revoked, or idle
+/// past their idle timeout, up to a batch of each (the `expires_at`, `revoked_at` and
+/// `idle_expires_at` indexes). Portable to MySQL/MariaDB/TiDB and SQLite (a `LIMIT`
+/// inside a union member needs the derived table in both).
+const ENDED_SESSIONS: &str = "\
+    SELECT id FROM (SELECT id FROM sessions WHERE expires_at < ? LIMIT ?) AS expired \
+    UNION SELECT id FROM (SELECT id FROM sessions WHERE revoked_at < ? LIMIT ?) AS revoked \
+    UNION SELECT id FROM (SELECT id FROM sessions WHERE idle_expires_at < ? LIMIT ?) AS idle";
+
+#[derive(diesel::QueryableByName)]
+struct SessionId {
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    id: String,
 }

@@ -66,6 +66,7 @@ macro_rules! on_both_backends {
 }
 
 on_both_backends!(
+    sessions_that_ended_in_each_way_are_deleted_in_one_batch_and_live_ones_stay,
     a_new_user_is_created_once_and_returns_with_the_same_id,
     one_phone_from_two_apps_is_one_user_with_two_identities,
     a_login_without_unionid_keeps_the_stored_unionid,
@@ -689,4 +690,67 @@ async fn hostile_characters_in_login_values_are_stored_verbatim() {
         .expect("the identity is stored under its exact openid");
     assert_eq!(row.openid, hostile);
     assert_eq!(db.store.user_count().await.unwrap(), 1);
+}
+
+/// The background cleanup finds sessions that ended by their absolute lifetime, by a
+/// revocation and by their idle timeout (one query, a union over the three indexes),
+/// deletes them, and leaves live sessions alone.
+async fn sessions_that_ended_in_each_way_are_deleted_in_one_batch_and_live_ones_stay(
+    backend: Backend,
+) {
+    use mp_auth::store::{NewSession, RevokeReason};
+    let db = TestDb::new(backend).await;
+    let a = app("wxapp1");
+    let session = |id: &str, idle: i64, expires: i64| NewSession {
+        id: id.to_owned(),
+        created_at_ms: NOW,
+        idle_expires_at_ms: idle,
+        expires_at_ms: expires,
+    };
+    let later = NOW + 10 * HOUR_MS;
+    let sessions = [
+        session("s-expired", later, NOW + 1),
+        session("s-idle", NOW + 1, later),
+        session("s-revoked", later, later),
+        session("s-live", later, later),
+    ];
+    for (i, s) in sessions.iter().enumerate() {
+        db.store
+            .record_login(&LoginRecord {
+                app_id: &a,
+                openid: &openid(&format!("o-cleanup-{i}")),
+                unionid: None,
+                phone: &phone("13580008888"),
+                sealed_session_key: b"sealed-key-bytes",
+                session_key_expires_at_ms: NOW + HOUR_MS,
+                session: Some(s),
+                now_ms: NOW,
+            })
+            .await
+            .unwrap();
+    }
+    assert!(
+        db.store
+            .revoke_session("s-revoked", RevokeReason::Logout, NOW + 2)
+            .await
+            .unwrap()
+    );
+    let deleted = db
+        .store
+        .delete_ended_sessions(NOW + 1000, 10)
+        .await
+        .unwrap();
+    assert_eq!(deleted, 3);
+    for gone in ["s-expired", "s-idle", "s-revoked"] {
+        assert!(db.store.session(gone).await.unwrap().is_none(), "{gone}");
+    }
+    assert!(db.store.session("s-live").await.unwrap().is_some());
+    // Nothing left to do: a second pass deletes nothing.
+    assert_eq!(
+        db.store
+            .delete_ended_sessions(NOW + 1000, 10)
+            .await
+            .unwrap(),
+        0
+    );
 }
