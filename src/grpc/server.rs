@@ -10,6 +10,7 @@ use crate::{
     app::App,
     config::GrpcSettings,
     proto::{auth_server::AuthServer, users_server::UsersServer},
+    sessions::RevocationCache,
     store::Store,
 };
 use anyhow::Context as _;
@@ -95,6 +96,7 @@ impl GrpcServer {
         let background = app.spawn_background();
         let checker = tokio::spawn(health_loop(
             app.store.clone(),
+            app.revocations.clone(),
             reporter.clone(),
             cfg.health_check_interval_ms.duration(),
         ));
@@ -195,13 +197,22 @@ fn grpc_internal_for_panic(_payload: Box<dyn Any + Send>) -> http::Response<toni
 }
 
 /// Flips `""` and `mpauth.v1.Auth` between SERVING and NOT_SERVING as the
-/// database comes and goes.
-async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration) {
+/// database comes and goes. A replica is also not ready while its revocation cache
+/// cannot answer (before its first poll, or after polls failed for longer than the
+/// cache's staleness bound): `VerifyToken` would refuse every token there.
+async fn health_loop(
+    store: Store,
+    revocations: Arc<RevocationCache>,
+    reporter: HealthReporter,
+    interval: Duration,
+) {
     let mut last: Option<ServingStatus> = None;
     loop {
         // Its own connection: a pool full of logins must not make a busy replica unready.
         let seen = tokio::time::timeout(interval.max(Duration::from_secs(1)), store.health()).await;
-        let healthy = matches!(seen, Ok(Ok(crate::store::Health::Ready)));
+        let database_ready = matches!(seen, Ok(Ok(crate::store::Health::Ready)));
+        let revocations_fresh = revocations.is_fresh(crate::clock::now_ms());
+        let healthy = database_ready && revocations_fresh;
         let pool = store.pool_state();
         metrics::gauge!("mp_auth_db_pool_connections").set(f64::from(pool.connections));
         metrics::gauge!("mp_auth_db_pool_idle_connections").set(f64::from(pool.idle));
@@ -215,6 +226,9 @@ async fn health_loop(store: Store, reporter: HealthReporter, interval: Duration)
                 tracing::info!("database healthy: SERVING");
             } else {
                 let why = match &seen {
+                    _ if database_ready => {
+                        "the revocation cache has not been refreshed yet".to_owned()
+                    }
                     Err(_) => "the health check timed out".to_owned(),
                     Ok(Err(e)) => e.to_string(),
                     Ok(Ok(crate::store::Health::ClusterNodeNotReady(state))) => {

@@ -158,6 +158,13 @@ impl RevocationCache {
         }
     }
 
+    /// Whether the cache can answer at `now_ms` (a successful poll recently enough):
+    /// a replica is not ready for `VerifyToken` before its first poll.
+    pub fn is_fresh(&self, now_ms: i64) -> bool {
+        let fresh_at = self.fresh_at.load(Ordering::Acquire);
+        fresh_at != 0 && now_ms - fresh_at <= self.max_staleness_ms
+    }
+
     /// Revoked sessions held.
     pub fn len(&self) -> usize {
         self.revoked.read().len()
@@ -231,6 +238,23 @@ mod tests {
         assert_eq!(c.check("s", 7_001), Revocation::Unknown);
         c.revoked.write().insert("s".into(), 900);
         assert_eq!(c.check("s", 2_000), Revocation::Revoked);
+    }
+
+    #[tokio::test]
+    async fn the_cache_is_fresh_only_between_a_successful_poll_and_its_staleness_bound() {
+        let table = Arc::new(Table::default());
+        let c = RevocationCache::new(Duration::from_secs(5));
+        assert!(
+            !c.is_fresh(1_000),
+            "never polled: a replica is not ready yet"
+        );
+        c.poll(&table, 0, 0, 1_000).await.unwrap();
+        assert!(c.is_fresh(1_000));
+        assert!(c.is_fresh(6_000));
+        assert!(
+            !c.is_fresh(6_001),
+            "polls failing past the bound: not ready"
+        );
     }
 
     #[tokio::test]
