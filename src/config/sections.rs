@@ -77,6 +77,24 @@ pub struct DatabaseSettings {
     /// Attempts of a transaction (or single statement) on deadlock, which is also how
     /// Galera reports a certification conflict.
     pub max_tx_attempts: u32,
+    /// How the login transaction talks to a MySQL-family server: `auto` (one
+    /// multi-statement request unless the server is a Galera node), `batch` or
+    /// `separate` (one statement per round trip; for a Galera cluster behind a proxy
+    /// that does not pass `wsrep_on` through).
+    pub login_statements: LoginStatements,
+}
+
+/// See [`DatabaseSettings::login_statements`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoginStatements {
+    /// A multi-statement request (2 round trips), statement by statement on a Galera node.
+    #[default]
+    Auto,
+    /// Always a multi-statement request.
+    Batch,
+    /// Always statement by statement (5 round trips with `RETURNING`, 6 without).
+    Separate,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -286,6 +304,7 @@ impl Default for DatabaseSettings {
             acquire_timeout_ms: 2_000,
             migrate_on_start: false,
             max_tx_attempts: 5,
+            login_statements: LoginStatements::Auto,
         }
     }
 }

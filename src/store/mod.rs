@@ -176,8 +176,9 @@ impl Store {
                     "the database is a Galera node: causal reads on, health follows its cluster state"
                 );
             }
-            // Only the statement-by-statement form of Galera nodes needs to know.
-            returning = galera_node && mysql::supports_returning(&mut first).await;
+            // Only the statement-by-statement forms need to know.
+            returning = LoginSql::separate(settings.login_statements, galera_node)
+                && mysql::supports_returning(&mut first).await;
             let pool = bb8::Pool::builder()
                 .max_size(pool_size)
                 .connection_timeout(acquire_timeout)
@@ -212,6 +213,13 @@ impl Store {
             Inner::Mysql(_) => (pool_size, Backend::Mysql),
             Inner::Sqlite(_) => (sqlite::POOL_SIZE, Backend::Sqlite),
         };
+        let login_sql = LoginSql::choose(settings.login_statements, galera_node, returning);
+        if backend == Backend::Mysql {
+            tracing::info!(
+                form = ?login_sql,
+                "login transaction: Batch = one multi-statement request (2 round trips), Returning/Portable = one statement per round trip"
+            );
+        }
         Ok(Store {
             inner,
             gate: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
@@ -225,7 +233,7 @@ impl Store {
                 acquire_timeout,
                 galera_node,
             )),
-            login_sql: mysql::LoginSql::for_server(galera_node, returning),
+            login_sql,
         })
     }
 

@@ -7,7 +7,7 @@ use super::{
     error::{Class, classify},
     now_ms,
 };
-use crate::domain::UserId;
+use crate::{config::LoginStatements, domain::UserId};
 use diesel::{
     ConnectionError, ConnectionResult, QueryResult, QueryableByName,
     mysql::Mysql,
@@ -236,13 +236,22 @@ pub enum LoginSql {
 }
 
 impl LoginSql {
-    /// The fastest form that is safe on this server. A Galera node reports a
-    /// brute-force abort (a conflicting write replicated from another node) on the
-    /// next command, but not inside a multi-statement request, whose remaining
-    /// statements then run in autocommit mode and commit: so no batch there (pinned
-    /// by a test in `tests/it/cluster.rs`).
-    pub(super) fn for_server(galera_node: bool, returning: bool) -> Self {
-        match (galera_node, returning) {
+    /// Whether the login goes statement by statement (then `RETURNING` matters).
+    pub(super) fn separate(setting: LoginStatements, galera_node: bool) -> bool {
+        match setting {
+            LoginStatements::Auto => galera_node,
+            LoginStatements::Batch => false,
+            LoginStatements::Separate => true,
+        }
+    }
+
+    /// The form for this server: with `auto`, the fastest one that is safe there. A
+    /// Galera node reports a brute-force abort (a conflicting write replicated from
+    /// another node) on the next command, but not inside a multi-statement request,
+    /// whose remaining statements then run in autocommit mode and commit: so no batch
+    /// there (pinned by a test in `tests/it/cluster.rs`).
+    pub(super) fn choose(setting: LoginStatements, galera_node: bool, returning: bool) -> Self {
+        match (Self::separate(setting, galera_node), returning) {
             (false, _) => Self::Batch,
             (true, true) => Self::Returning,
             (true, false) => Self::Portable,
@@ -515,10 +524,15 @@ mod tests {
     }
 
     #[test]
-    fn a_galera_node_never_gets_the_batch() {
-        assert_eq!(LoginSql::for_server(false, true), LoginSql::Batch);
-        assert_eq!(LoginSql::for_server(false, false), LoginSql::Batch);
-        assert_eq!(LoginSql::for_server(true, true), LoginSql::Returning);
-        assert_eq!(LoginSql::for_server(true, false), LoginSql::Portable);
+    fn a_galera_node_never_gets_the_batch_unless_an_operator_insists() {
+        use LoginStatements::{Auto, Batch, Separate};
+        assert_eq!(LoginSql::choose(Auto, false, true), LoginSql::Batch);
+        assert_eq!(LoginSql::choose(Auto, false, false), LoginSql::Batch);
+        assert_eq!(LoginSql::choose(Auto, true, true), LoginSql::Returning);
+        assert_eq!(LoginSql::choose(Auto, true, false), LoginSql::Portable);
+        // A Galera cluster behind a proxy that hides `wsrep_on`: statement by statement.
+        assert_eq!(LoginSql::choose(Separate, false, true), LoginSql::Returning);
+        assert_eq!(LoginSql::choose(Separate, false, false), LoginSql::Portable);
+        assert_eq!(LoginSql::choose(Batch, true, true), LoginSql::Batch);
     }
 }
