@@ -285,6 +285,26 @@ mod tests {
 
     #[test]
     #[allow(clippy::result_large_err)]
+    fn the_login_statements_setting_parses_its_three_words_and_refuses_others() {
+        figment::Jail::expect_with(|jail| {
+            assert_eq!(
+                Settings::load(None).unwrap().database.login_statements,
+                LoginStatements::Auto
+            );
+            jail.set_env("MP_AUTH_DATABASE__LOGIN_STATEMENTS", "separate");
+            assert_eq!(
+                Settings::load(None).unwrap().database.login_statements,
+                LoginStatements::Separate
+            );
+            jail.set_env("MP_AUTH_DATABASE__LOGIN_STATEMENTS", "sometimes");
+            let err = Settings::load(None).unwrap_err().to_string();
+            assert!(err.to_lowercase().contains("login_statements"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)]
     fn a_base_url_that_is_not_http_is_refused_while_loading() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("MP_AUTH_WECHAT__BASE_URL", "ftp://x");
