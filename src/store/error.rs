@@ -151,7 +151,15 @@ pub(crate) fn redact_secret(message: &str, secret: Option<&str>) -> String {
 
 /// Blanks out single-quoted values in server messages, e.g.
 /// `Duplicate entry '+8613580006666' for key 'phone'` keeps its shape but not the data.
+/// A syntax error quotes a fragment of the statement (`... near 'X'2b38...', 1, ...'
+/// at line 1`), whose own quotes (the login batch's hex literals) would defeat the
+/// toggling: the whole fragment goes.
 pub(crate) fn redact_values(message: &str) -> String {
+    if let Some(start) = message.find(" near '") {
+        let end = message.rfind("' at line").filter(|&e| e > start);
+        let tail = end.map_or("", |e| &message[e + 1..]);
+        return format!("{} near '…'{tail}", redact_values(&message[..start]));
+    }
     let mut out = String::with_capacity(message.len());
     let mut inside = false;
     for c in message.chars() {
@@ -263,6 +271,12 @@ mod tests {
 
     #[test]
     fn quoted_values_are_redacted_from_messages() {
+        let m = redact_values(
+            "You have an error in your SQL syntax; check the manual near 'X'2b3836313335'), X'3836'' at line 1",
+        );
+        assert!(!m.contains("2b38"), "{m}");
+        assert!(!m.contains("3836"), "{m}");
+        assert!(m.ends_with("near '…' at line 1"), "{m}");
         let m = redact_values("Duplicate entry '+8613580006666' for key 'users_phone_key'");
         assert!(!m.contains("8613580006666"), "{m}");
         assert!(m.starts_with("Duplicate entry '"), "{m}");
