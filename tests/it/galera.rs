@@ -18,8 +18,9 @@
 
 #![allow(dead_code)] // helpers shared with other test modules
 
+use crate::private_db::{find_binary, running_as_root};
 use std::{
-    os::unix::fs::{MetadataExt as _, PermissionsExt as _},
+    os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
@@ -46,20 +47,6 @@ pub struct GaleraCluster {
     nodes: Vec<Node>,
     // Last: removed after the nodes are killed.
     dir: tempfile::TempDir,
-}
-
-fn find_binary(name: &str) -> PathBuf {
-    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let path = Path::new(dir).join(name);
-        if path.exists() {
-            return path;
-        }
-    }
-    panic!("{name} not found: run `sudo scripts/test-env.sh`")
-}
-
-fn running_as_root() -> bool {
-    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// The uid and gid of `mysql`, which the nodes run as when the test runs as root.

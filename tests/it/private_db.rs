@@ -29,7 +29,8 @@ pub struct PrivateDb {
     child: Option<Child>,
 }
 
-fn find_binary(name: &str) -> PathBuf {
+/// A MariaDB binary from the usual Debian places.
+pub(crate) fn find_binary(name: &str) -> PathBuf {
     for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
         let path = Path::new(dir).join(name);
         if path.exists() {
@@ -39,7 +40,8 @@ fn find_binary(name: &str) -> PathBuf {
     panic!("{name} not found: run `sudo scripts/test-env.sh` (installs mariadb-server)")
 }
 
-fn running_as_root() -> bool {
+/// Whether the tests run as root (then servers must run as `mysql`).
+pub(crate) fn running_as_root() -> bool {
     std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 

@@ -465,6 +465,28 @@ fn ids() -> (AppId, OpenId, Phone) {
 /// The retry window the store cases use (one minute, in ms).
 const WINDOW: i64 = 60_000;
 
+/// A login of `(app, openid, phone)` at `now` that starts `session` (session key `b"k"`
+/// valid until `key_expires_at_ms`).
+fn login_starting<'a>(
+    session: &'a NewSession,
+    app: &'a AppId,
+    openid: &'a OpenId,
+    phone: &'a Phone,
+    now: i64,
+    key_expires_at_ms: i64,
+) -> LoginRecord<'a> {
+    LoginRecord {
+        app_id: app,
+        openid,
+        unionid: None,
+        phone,
+        sealed_session_key: b"k",
+        session_key_expires_at_ms: key_expires_at_ms,
+        session: Some(session),
+        now_ms: now,
+    }
+}
+
 fn new_session(now: i64) -> NewSession {
     NewSession {
         id: uuid::Uuid::new_v4().simple().to_string(),
@@ -481,16 +503,7 @@ async fn store_sessions_rotate_and_revoke(backend: Backend) {
     let s = new_session(now);
     let out = db
         .store
-        .record_login(&LoginRecord {
-            app_id: &app,
-            openid: &openid,
-            unionid: None,
-            phone: &phone,
-            sealed_session_key: b"k",
-            session_key_expires_at_ms: now + 1000,
-            session: Some(&s),
-            now_ms: now,
-        })
+        .record_login(&login_starting(&s, &app, &openid, &phone, now, now + 1000))
         .await
         .unwrap();
     let store = &db.store;
@@ -547,16 +560,7 @@ async fn store_sessions_rotate_and_revoke(backend: Backend) {
     // only until the window has passed since the rotation; then it is reuse.
     let s3 = new_session(now);
     db.store
-        .record_login(&LoginRecord {
-            app_id: &app,
-            openid: &openid,
-            unionid: None,
-            phone: &phone,
-            sealed_session_key: b"k",
-            session_key_expires_at_ms: now + 1000,
-            session: Some(&s3),
-            now_ms: now,
-        })
+        .record_login(&login_starting(&s3, &app, &openid, &phone, now, now + 1000))
         .await
         .unwrap();
     assert_eq!(
@@ -583,16 +587,7 @@ async fn store_sessions_rotate_and_revoke(backend: Backend) {
     // A zero window allows no retry at all.
     let s4 = new_session(now);
     db.store
-        .record_login(&LoginRecord {
-            app_id: &app,
-            openid: &openid,
-            unionid: None,
-            phone: &phone,
-            sealed_session_key: b"k",
-            session_key_expires_at_ms: now + 1000,
-            session: Some(&s4),
-            now_ms: now,
-        })
+        .record_login(&login_starting(&s4, &app, &openid, &phone, now, now + 1000))
         .await
         .unwrap();
     store
@@ -799,16 +794,14 @@ async fn migrations_apply_to_a_database_holding_the_schema_and_data_from_before_
     );
     let again = db
         .store
-        .record_login(&LoginRecord {
-            app_id: &app,
-            openid: &openid,
-            unionid: None,
-            phone: &phone,
-            sealed_session_key: b"k",
-            session_key_expires_at_ms: now + 3_600_000,
-            session: Some(&new_session(now + 2)),
-            now_ms: now + 2,
-        })
+        .record_login(&login_starting(
+            &new_session(now + 2),
+            &app,
+            &openid,
+            &phone,
+            now + 2,
+            now + 3_600_000,
+        ))
         .await
         .unwrap();
     assert_eq!(again.user_id, user);
@@ -848,16 +841,7 @@ async fn a_deadlocked_rotation_is_retried_and_rotates_once() {
     let now = 1_790_000_000_000;
     let s = new_session(now);
     db.store
-        .record_login(&LoginRecord {
-            app_id: &app,
-            openid: &openid,
-            unionid: None,
-            phone: &phone,
-            sealed_session_key: b"k",
-            session_key_expires_at_ms: now + 1000,
-            session: Some(&s),
-            now_ms: now,
-        })
+        .record_login(&login_starting(&s, &app, &openid, &phone, now, now + 1000))
         .await
         .unwrap();
     // A per-connection counter survives the rollback: the first two attempts deadlock.
@@ -914,16 +898,14 @@ async fn deletion_racing_silent_logins_leaves_no_live_session_and_no_identity() 
         let (app, openid, phone) = ids();
         let now = mp_auth::sessions::now_ms();
         let out = store
-            .record_login(&LoginRecord {
-                app_id: &app,
-                openid: &openid,
-                unionid: None,
-                phone: &phone,
-                sealed_session_key: b"k",
-                session_key_expires_at_ms: now + 3_600_000,
-                session: Some(&new_session(now)),
-                now_ms: now,
-            })
+            .record_login(&login_starting(
+                &new_session(now),
+                &app,
+                &openid,
+                &phone,
+                now,
+                now + 3_600_000,
+            ))
             .await
             .unwrap();
         let mut tasks = Vec::new();
@@ -987,16 +969,14 @@ async fn a_silent_login_racing_a_phone_login_that_moves_the_identity_never_undoe
             let (store, app, openid) = (store.clone(), app.clone(), openid.clone());
             async move {
                 store
-                    .record_login(&LoginRecord {
-                        app_id: &app,
-                        openid: &openid,
-                        unionid: None,
-                        phone: &phone,
-                        sealed_session_key: b"k",
-                        session_key_expires_at_ms: now + 3_600_000,
-                        session: Some(&new_session(now)),
-                        now_ms: now,
-                    })
+                    .record_login(&login_starting(
+                        &new_session(now),
+                        &app,
+                        &openid,
+                        &phone,
+                        now,
+                        now + 3_600_000,
+                    ))
                     .await
             }
         };
