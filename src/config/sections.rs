@@ -88,7 +88,7 @@ pub struct DatabaseSettings {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LoginStatements {
-    /// A multi-statement request (2 round trips), statement by statement on a Galera node.
+    /// A multi-statement request (1 round trip), statement by statement on a Galera node.
     #[default]
     Auto,
     /// Always a multi-statement request.

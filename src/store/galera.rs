@@ -47,8 +47,12 @@ pub(super) async fn is_galera(conn: &mut Conn) -> QueryResult<bool> {
 
 /// Applies the Galera session settings ([`SYNC_WAIT`]) to a new connection.
 pub(super) async fn set_up_session(conn: &mut Conn) -> QueryResult<()> {
-    conn.batch_execute(&format!("SET SESSION wsrep_sync_wait = {SYNC_WAIT}"))
-        .await
+    conn.batch_execute(&session_setup()).await
+}
+
+/// The statement of [`set_up_session`].
+pub(super) fn session_setup() -> String {
+    format!("SET SESSION wsrep_sync_wait = {SYNC_WAIT}")
 }
 
 /// What a Galera node says about itself.

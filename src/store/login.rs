@@ -2,7 +2,7 @@
 //! session it starts) with its retries, and the sealed session keys of the legacy flow.
 
 use super::{
-    Inner, NewSession, Store, StoreError, backoff,
+    Inner, LoginSql, NewSession, Store, StoreError, backoff, batch,
     error::{Class, classify},
     mysql, now_ms, schema, sqlite,
 };
@@ -63,10 +63,17 @@ impl Store {
         loop {
             attempt += 1;
             let result = match &self.inner {
-                Inner::Mysql(pool) => {
-                    let mut conn = self.checkout(pool).await?;
-                    mysql::record_login(&mut conn, login, self.login_sql).await
-                }
+                Inner::Mysql(pool, batch) => match self.login_sql {
+                    LoginSql::Batch => {
+                        let mut conn = self.checkout(batch).await?;
+                        batch::record_login(&mut conn, login).await
+                    }
+                    LoginSql::Returning | LoginSql::Portable => {
+                        let returning = self.login_sql == LoginSql::Returning;
+                        let mut conn = self.checkout(pool).await?;
+                        mysql::record_login_by_statement(&mut conn, login, returning).await
+                    }
+                },
                 Inner::Sqlite(pool) => {
                     let mut conn = self.checkout(pool).await?;
                     sqlite::record_login(&mut conn, login).await
@@ -130,7 +137,7 @@ impl Store {
         let now = now_ms();
         let (app_id, openid) = (app_id.as_str(), openid.as_str());
         match &self.inner {
-            Inner::Mysql(pool) => {
+            Inner::Mysql(pool, _) => {
                 let mut conn = self.checkout(pool).await?;
                 mysql::save_session_key(&mut conn, app_id, openid, sealed, expires_at_ms, now).await
             }

@@ -17,7 +17,7 @@ impl Store {
     /// on any runtime flavour (no `block_in_place` on a worker thread).
     pub async fn migrate(&self) -> Result<usize, StoreError> {
         match &self.inner {
-            Inner::Mysql(pool) => {
+            Inner::Mysql(pool, _) => {
                 let conn = pool.get_owned().await.map_err(|e| self.pool_error(e))?;
                 tokio::task::spawn_blocking(move || {
                     AsyncMigrationHarness::new(conn)
@@ -46,7 +46,7 @@ impl Store {
         };
         let expected = expected?;
         let applied = match &self.inner {
-            Inner::Mysql(pool) => {
+            Inner::Mysql(pool, _) => {
                 let mut conn = self.checkout(pool).await?;
                 applied_versions(&mut *conn).await
             }

@@ -12,9 +12,11 @@
 //! - `migrations`, `health`: embedded migrations, and the health probe on its own
 //!   connection;
 //! - `pool`: the first-come-first-served checkout, pool errors, retry backoff;
-//! - `mysql`, `sqlite`, `galera`, `error`, [`schema`]: the backends, Galera's
+//! - `mysql`, `batch`, `sqlite`, `galera`, `error`, [`schema`]: the backends (`batch`:
+//!   the one-round-trip login on its own pool of `mysql_async` connections), Galera's
 //!   specifics, the error classification, diesel's schema.
 
+mod batch;
 mod error;
 mod galera;
 mod health;
@@ -79,7 +81,8 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Inner {
-    Mysql(mysql::Pool),
+    /// diesel-async's pool, and the login batch's pool (see `batch`).
+    Mysql(mysql::Pool, batch::Pool),
     Sqlite(sqlite::Pool),
 }
 
@@ -107,7 +110,7 @@ macro_rules! with_conn {
         loop {
             attempt += 1;
             let result = match &store.inner {
-                $crate::store::Inner::Mysql(pool) => {
+                $crate::store::Inner::Mysql(pool, _) => {
                     let mut guard = store.checkout(pool).await?;
                     let $conn: &mut $crate::store::mysql::Conn = &mut guard;
                     $body
@@ -191,7 +194,16 @@ impl Store {
                 ));
             // Only fails when the pool is full, which a new pool is not.
             let _ = pool.add(first);
-            Inner::Mysql(pool)
+            // Connects lazily: only logins in the batch form use it.
+            let batch = bb8::Pool::builder()
+                .max_size(pool_size)
+                .connection_timeout(acquire_timeout)
+                .error_sink(Box::new(last_connect_error.clone()))
+                .build_unchecked(
+                    batch::Manager::new(url, acquire_timeout, verify_window.clone(), galera_node)
+                        .map_err(|e| StoreError::from_connect(&e, password))?,
+                );
+            Inner::Mysql(pool, batch)
         } else if let Some(path) = sqlite::path_of(url) {
             let first = sqlite::establish(path)
                 .await
@@ -210,14 +222,14 @@ impl Store {
             ));
         };
         let (permits, backend) = match inner {
-            Inner::Mysql(_) => (pool_size, Backend::Mysql),
+            Inner::Mysql(..) => (pool_size, Backend::Mysql),
             Inner::Sqlite(_) => (sqlite::POOL_SIZE, Backend::Sqlite),
         };
         let login_sql = LoginSql::choose(settings.login_statements, galera_node, returning);
         if backend == Backend::Mysql {
             tracing::info!(
                 form = ?login_sql,
-                "login transaction: Batch = one multi-statement request (2 round trips), Returning/Portable = one statement per round trip"
+                "login transaction: Batch = one multi-statement request (1 round trip), Returning/Portable = one statement per round trip"
             );
         }
         Ok(Store {
@@ -258,7 +270,7 @@ impl Store {
     /// The database kind.
     pub fn backend(&self) -> Backend {
         match self.inner {
-            Inner::Mysql(_) => Backend::Mysql,
+            Inner::Mysql(..) => Backend::Mysql,
             Inner::Sqlite(_) => Backend::Sqlite,
         }
     }
@@ -271,15 +283,21 @@ impl Store {
         Ok(())
     }
 
-    /// Connections open and idle, for metrics.
+    /// Connections open and idle (both pools of a MySQL store), for metrics.
     pub fn pool_state(&self) -> PoolState {
-        let state = match &self.inner {
-            Inner::Mysql(pool) => pool.state(),
-            Inner::Sqlite(pool) => pool.state(),
+        let state = |s: bb8::State| PoolState {
+            connections: s.connections,
+            idle: s.idle_connections,
         };
-        PoolState {
-            connections: state.connections,
-            idle: state.idle_connections,
+        match &self.inner {
+            Inner::Mysql(pool, batch) => {
+                let (a, b) = (state(pool.state()), state(batch.state()));
+                PoolState {
+                    connections: a.connections + b.connections,
+                    idle: a.idle + b.idle,
+                }
+            }
+            Inner::Sqlite(pool) => state(pool.state()),
         }
     }
 

@@ -15,7 +15,7 @@ use diesel::{
     sql_types::{BigInt, Binary, Nullable, Text},
 };
 use diesel_async::{
-    AsyncConnection, AsyncMysqlConnection, RunQueryDsl, SimpleAsyncConnection,
+    AsyncConnection, AsyncMysqlConnection, RunQueryDsl,
     pooled_connection::{AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod},
 };
 use futures::{FutureExt, future::BoxFuture};
@@ -57,7 +57,7 @@ impl VerifyWindow {
     pub(super) fn open(&self) {
         AtomicI64::store(&self.0, now_ms() + Self::LENGTH_MS, Ordering::Relaxed);
     }
-    fn is_open(&self) -> bool {
+    pub(super) fn is_open(&self) -> bool {
         AtomicI64::load(&self.0, Ordering::Relaxed) > now_ms()
     }
 }
@@ -224,8 +224,9 @@ const UPSERT_SESSION_KEY: &str = "INSERT INTO wechat_identities \
 /// How the login transaction talks to the server; chosen once at start-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginSql {
-    /// One multi-statement request plus one read of its variables: **2 round trips**
-    /// on every MySQL-family server that is not a Galera node (MariaDB, MySQL, TiDB).
+    /// One multi-statement request that also reads back the user's id: **1 round
+    /// trip** on every MySQL-family server that is not a Galera node (MariaDB, MySQL,
+    /// TiDB). See `store::batch`.
     Batch,
     /// Statement by statement with MariaDB's `INSERT ... RETURNING` (>= 10.5):
     /// 5 round trips. Galera nodes running MariaDB.
@@ -259,153 +260,16 @@ impl LoginSql {
     }
 }
 
-/// One attempt of the login transaction (see [`LoginSql`] for the forms). No
-/// SELECT-then-INSERT in any form: concurrent logins of one new phone queue on the
-/// unique key's row lock and all see one id.
-pub(super) async fn record_login(
-    conn: &mut Conn,
-    login: &LoginRecord<'_>,
-    sql: LoginSql,
-) -> QueryResult<LoginOutcome> {
-    match sql {
-        LoginSql::Batch => record_login_batched(conn, login).await,
-        LoginSql::Returning => record_login_by_statement(conn, login, true).await,
-        LoginSql::Portable => record_login_by_statement(conn, login, false).await,
-    }
-}
-
-/// The login transaction in two round trips:
-///
-/// 1. one multi-statement request: `BEGIN`; the user upsert (by phone; `id =
-///    LAST_INSERT_ID(id)` makes a returning user's id the "last insert id");
-///    `SET @mp_uid = LAST_INSERT_ID(), @mp_rc = ROW_COUNT()` (1: inserted, 2:
-///    updated, since `login_count + 1` always changes the row); the identity upsert
-///    and the session insert, both using `@mp_uid`; `COMMIT`;
-/// 2. `SELECT @mp_uid, @mp_rc` (connection variables: no table is read).
-///
-/// Values are inlined so the batch is one packet: every string as a hex literal
-/// (`X'..'`: nothing to escape, no injection possible), numbers as decimals. If a
-/// statement fails (deadlock, a write conflict at COMMIT, a lost connection) the
-/// server stops the batch there, inside the transaction: it is rolled back (one more
-/// round trip, on the failure path only) and the caller retries as with the other
-/// forms. (diesel-async runs a batch with `query_drop`, which reads every result and
-/// reports the first error but drops result rows: hence the second round trip.)
-async fn record_login_batched(
-    conn: &mut Conn,
-    login: &LoginRecord<'_>,
-) -> QueryResult<LoginOutcome> {
-    let batch = login_batch(login);
-    if let Err(err) = conn.batch_execute(&batch).await {
-        let _ = conn.batch_execute("ROLLBACK").await;
-        return Err(err);
-    }
-    let LoginVars { id, rc } = Cached(diesel::sql_query(READ_LOGIN_VARS))
-        .get_result(conn)
-        .await?;
-    Ok(LoginOutcome {
-        user_id: UserId(id),
-        is_new_user: rc == 1,
-    })
-}
-
-const READ_LOGIN_VARS: &str = "SELECT CAST(@mp_uid AS SIGNED) AS id, CAST(@mp_rc AS SIGNED) AS rc";
-
-#[derive(QueryableByName)]
-struct LoginVars {
-    #[diesel(sql_type = BigInt)]
-    id: i64,
-    #[diesel(sql_type = BigInt)]
-    rc: i64,
-}
-
-/// Appends `value` as a MySQL hex literal (`X'..'`), `''` when empty, or `NULL`.
-fn push_hex(out: &mut String, value: Option<&[u8]>) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    match value {
-        None => out.push_str("NULL"),
-        Some([]) => out.push_str("''"),
-        Some(bytes) => {
-            out.reserve(bytes.len() * 2 + 3);
-            out.push_str("X'");
-            for b in bytes {
-                out.push(char::from(DIGITS[usize::from(b >> 4)]));
-                out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-            }
-            out.push('\'');
-        }
-    }
-}
-
-/// The multi-statement login transaction (see [`record_login_batched`]).
-pub(super) fn login_batch(login: &LoginRecord<'_>) -> String {
-    use std::fmt::Write as _;
-    let phone = login.phone.e164();
-    let now = login.now_ms;
-    let hex = |value: &[u8]| {
-        let mut out = String::new();
-        push_hex(&mut out, Some(value));
-        out
-    };
-    let (app, openid) = (
-        hex(login.app_id.as_str().as_bytes()),
-        hex(login.openid.as_str().as_bytes()),
-    );
-    let mut sql = String::with_capacity(1536);
-    sql.push_str(
-        "BEGIN; INSERT INTO users \
-         (phone, country_code, login_count, created_at, updated_at, last_login_at) VALUES (",
-    );
-    push_hex(&mut sql, Some(phone.as_bytes()));
-    sql.push_str(", ");
-    push_hex(&mut sql, Some(login.phone.country_code().as_bytes()));
-    let _ = write!(
-        sql,
-        ", 1, {now}, {now}, {now}) \
-         ON DUPLICATE KEY UPDATE id = LAST_INSERT_ID(id), login_count = login_count + 1, \
-         updated_at = VALUES(updated_at), last_login_at = VALUES(last_login_at); \
-         SET @mp_uid = LAST_INSERT_ID(), @mp_rc = ROW_COUNT(); \
-         INSERT INTO wechat_identities \
-         (app_id, openid, user_id, unionid, session_key, session_key_expires_at, created_at, updated_at) \
-         VALUES ({app}, {openid}, @mp_uid, "
-    );
-    push_hex(&mut sql, login.unionid.map(|u| u.as_str().as_bytes()));
-    sql.push_str(", ");
-    push_hex(&mut sql, Some(login.sealed_session_key));
-    let _ = write!(
-        sql,
-        ", {key_exp}, {now}, {now}) \
-         ON DUPLICATE KEY UPDATE user_id = VALUES(user_id), \
-         unionid = COALESCE(VALUES(unionid), unionid), session_key = VALUES(session_key), \
-         session_key_expires_at = VALUES(session_key_expires_at), updated_at = VALUES(updated_at);",
-        key_exp = login.session_key_expires_at_ms,
-    );
-    if let Some(session) = login.session {
-        sql.push_str(
-            " INSERT INTO sessions \
-             (id, user_id, app_id, openid, generation, created_at, last_used_at, idle_expires_at, expires_at) \
-             VALUES (",
-        );
-        push_hex(&mut sql, Some(session.id.as_bytes()));
-        let _ = write!(
-            sql,
-            ", @mp_uid, {app}, {openid}, 1, {created}, {created}, {idle}, {expires});",
-            created = session.created_at_ms,
-            idle = session.idle_expires_at_ms,
-            expires = session.expires_at_ms,
-        );
-    }
-    sql.push_str(" COMMIT");
-    sql
-}
-
-/// The login transaction statement by statement (Galera nodes).
+/// One attempt of the login transaction statement by statement (Galera nodes). No
+/// SELECT-then-INSERT: concurrent logins of one new phone queue on the unique key's
+/// row lock and all see one id.
 ///
 /// Round trips, the same for a new and a returning user: with `RETURNING` (MariaDB
 /// 10.5 and later), BEGIN, upsert user `RETURNING id`, upsert identity, insert session,
 /// COMMIT = 5; without, BEGIN, upsert user, read LAST_INSERT_ID(), upsert identity,
 /// insert session, COMMIT = 6 (diesel-async does not expose the insert id of the OK
 /// packet, hence the SELECT).
-async fn record_login_by_statement(
+pub(super) async fn record_login_by_statement(
     conn: &mut Conn,
     login: &LoginRecord<'_>,
     returning: bool,
@@ -509,19 +373,6 @@ pub(super) async fn save_session_key(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn values_become_hex_literals_that_need_no_escaping() {
-        let hex = |v: Option<&[u8]>| {
-            let mut out = String::new();
-            push_hex(&mut out, v);
-            out
-        };
-        assert_eq!(hex(None), "NULL");
-        assert_eq!(hex(Some(b"")), "''");
-        assert_eq!(hex(Some(b"a'\\;")), "X'61275c3b'");
-        assert_eq!(hex(Some(&[0x00, 0xff])), "X'00ff'");
-    }
 
     #[test]
     fn a_galera_node_never_gets_the_batch_unless_an_operator_insists() {

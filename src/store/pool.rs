@@ -12,14 +12,12 @@ use std::{
 impl Store {
     /// A pooled connection, after a first-come-first-served wait for a permit (see
     /// `gate`); both waits together are bounded by `acquire_timeout_ms`.
-    pub(super) async fn checkout<'p, C>(
+    pub(super) async fn checkout<'p, M>(
         &self,
-        pool: &'p bb8::Pool<diesel_async::pooled_connection::AsyncDieselConnectionManager<C>>,
-    ) -> Result<Checkout<'p, C>, StoreError>
+        pool: &'p bb8::Pool<M>,
+    ) -> Result<Checkout<'p, M>, StoreError>
     where
-        C: diesel_async::pooled_connection::PoolableConnection + 'static,
-        diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
-            bb8::ManageConnection<Connection = C, Error = PoolError>,
+        M: bb8::ManageConnection<Error = PoolError>,
     {
         let checkout =
             async {
@@ -59,36 +57,20 @@ impl Store {
 
 /// A checked-out connection and its gate permit. Fields drop in order: the connection
 /// goes back to the pool before the permit lets the next caller in.
-pub(super) struct Checkout<'p, C>
-where
-    C: diesel_async::pooled_connection::PoolableConnection + 'static,
-    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
-        bb8::ManageConnection<Connection = C>,
-{
-    conn:
-        bb8::PooledConnection<'p, diesel_async::pooled_connection::AsyncDieselConnectionManager<C>>,
+pub(super) struct Checkout<'p, M: bb8::ManageConnection> {
+    conn: bb8::PooledConnection<'p, M>,
     _permit: tokio::sync::OwnedSemaphorePermit,
 }
 
-impl<C> std::ops::Deref for Checkout<'_, C>
-where
-    C: diesel_async::pooled_connection::PoolableConnection + 'static,
-    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
-        bb8::ManageConnection<Connection = C>,
-{
-    type Target = C;
-    fn deref(&self) -> &C {
+impl<M: bb8::ManageConnection> std::ops::Deref for Checkout<'_, M> {
+    type Target = M::Connection;
+    fn deref(&self) -> &M::Connection {
         &self.conn
     }
 }
 
-impl<C> std::ops::DerefMut for Checkout<'_, C>
-where
-    C: diesel_async::pooled_connection::PoolableConnection + 'static,
-    diesel_async::pooled_connection::AsyncDieselConnectionManager<C>:
-        bb8::ManageConnection<Connection = C>,
-{
-    fn deref_mut(&mut self) -> &mut C {
+impl<M: bb8::ManageConnection> std::ops::DerefMut for Checkout<'_, M> {
+    fn deref_mut(&mut self) -> &mut M::Connection {
         &mut self.conn
     }
 }

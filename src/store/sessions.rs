@@ -314,7 +314,7 @@ impl Store {
         loop {
             attempt += 1;
             let result = match &self.inner {
-                Inner::Mysql(pool) => {
+                Inner::Mysql(pool, _) => {
                     let mut conn = self.checkout(pool).await?;
                     let conn: &mut super::mysql::Conn = &mut conn;
                     conn.transaction(async |conn| silent_login_tx!(conn, login, BOUND_USER_MYSQL))

@@ -331,6 +331,49 @@ async fn a_deadlocked_login_is_retried_and_then_succeeds() {
     assert_eq!(store.user_count().await.unwrap(), 1);
 }
 
+/// A login whose caller stops waiting mid-transaction (the service cancels logins only
+/// at shutdown) writes all of itself or nothing, and the connection it held is not
+/// handed to the next login while the server may still be inside its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_cancelled_midway_writes_all_or_nothing_and_its_connection_is_not_reused() {
+    let db = TestDb::mysql().await;
+    db.execute(
+        "CREATE TRIGGER slow BEFORE INSERT ON wechat_identities FOR EACH ROW BEGIN \
+         IF NEW.openid = 'o-slow' THEN DO SLEEP(0.5); END IF; END",
+    )
+    .await;
+    let store = db
+        .connect_with(&DatabaseSettings {
+            pool_size: 1,
+            ..test_settings()
+        })
+        .await;
+    assert_eq!(store.login_sql(), LoginSql::Batch);
+    let (a, slow, next) = (app("wxapp1"), phone("13580006666"), phone("13580007777"));
+    let cancelled = tokio::time::timeout(
+        Duration::from_millis(100),
+        login(&store, &a, &openid("o-slow"), &slow, None),
+    )
+    .await;
+    assert!(cancelled.is_err(), "the slow login finished: {cancelled:?}");
+    let out = login(&store, &a, &openid("o-next"), &next, None)
+        .await
+        .unwrap();
+    assert!(out.is_new_user);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let user = store.user_id_by_phone(&slow).await.unwrap();
+    let identity = store.identity(&a, &openid("o-slow")).await.unwrap();
+    assert_eq!(
+        user.is_some(),
+        identity.is_some(),
+        "half a login was written: user {user:?}, identity {identity:?}"
+    );
+    assert_eq!(
+        store.user_id_by_phone(&next).await.unwrap(),
+        Some(out.user_id)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_connection_is_replaced_without_failing_the_login() {
     use diesel_async::{AsyncConnection, AsyncMysqlConnection, RunQueryDsl};
@@ -509,7 +552,7 @@ async fn migrations_also_run_on_a_current_thread_runtime() {
     assert!(db.store.migrate().await.unwrap() >= 1);
 }
 
-/// Every form of the login transaction (the two-round-trip batch of plain MySQL-family
+/// Every form of the login transaction (the one-round-trip batch of plain MySQL-family
 /// servers, and the statement-by-statement forms of Galera nodes with and without
 /// `RETURNING`) gives one user and one "new" answer under a burst on one phone, and
 /// sees the returning user afterwards.
