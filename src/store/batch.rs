@@ -8,9 +8,8 @@
 //! rows (a prepared statement cannot hold several statements), so through diesel the
 //! batch needs a second round trip to read the id. `mysql_async`'s `query_iter` reads
 //! every result of the request, the last one included. Everything else in the store
-//! stays on diesel-async; both pools share the store's first-come-first-served gate,
-//! so no more than `pool_size` connections are in use at once (the two pools may hold
-//! up to `pool_size` each).
+//! stays on diesel-async; the two pools share `pool_size` between them (see
+//! `store::mysql_pool_sizes`), so a replica still holds at most `pool_size` connections.
 
 use super::{
     LoginOutcome, LoginRecord,
@@ -25,8 +24,6 @@ use diesel::{
 use diesel_async::pooled_connection::PoolError;
 use mysql_async::prelude::Queryable as _;
 use std::time::Duration;
-
-pub(super) type Pool = bb8::Pool<Manager>;
 
 /// A pooled `mysql_async` connection.
 pub(super) struct BatchConn {

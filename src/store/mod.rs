@@ -33,7 +33,7 @@ pub use health::Health;
 pub use login::{LoginOutcome, LoginRecord};
 pub use migrations::{MYSQL_MIGRATIONS, SQLITE_MIGRATIONS};
 pub use mysql::LoginSql;
-use pool::{LastConnectError, backoff};
+use pool::{Gated, LastConnectError, backoff};
 
 use crate::config::DatabaseSettings;
 use diesel::result::Error as DieselError;
@@ -64,11 +64,6 @@ pub struct PoolState {
 #[derive(Clone)]
 pub struct Store {
     inner: Inner,
-    /// One permit per pooled connection, handed out first come, first served. bb8 is not
-    /// fair: a waiter woken for a returned connection races every new caller for it, so
-    /// under load (callers > connections) some requests lose over and over and wait
-    /// seconds while the median stays at milliseconds. The gate queues callers in order.
-    gate: Arc<tokio::sync::Semaphore>,
     max_tx_attempts: u32,
     acquire_timeout: Duration,
     last_connect_error: LastConnectError,
@@ -81,9 +76,25 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Inner {
-    /// diesel-async's pool, and the login batch's pool (see `batch`).
-    Mysql(mysql::Pool, batch::Pool),
-    Sqlite(sqlite::Pool),
+    /// diesel-async's pool, and the login batch's pool (see `batch` and
+    /// [`mysql_pool_sizes`]).
+    Mysql(Gated<mysql::Manager>, Gated<batch::Manager>),
+    Sqlite(Gated<sqlite::Manager>),
+}
+
+/// How `pool_size` connections are shared between the two pools of a MySQL store:
+/// (diesel-async's pool, the login batch's pool). With the batch, each gets half (at
+/// least one): the store never holds more than `pool_size` connections (two when
+/// `pool_size` is 1), which is what operators budget against `max_connections`.
+/// Statement by statement (a Galera node), diesel-async's pool gets them all and the
+/// batch's pool, which only a test forcing the batch would use, one.
+fn mysql_pool_sizes(pool_size: u32, batching: bool) -> (u32, u32) {
+    if batching {
+        let batch = pool_size.div_ceil(2).max(1);
+        ((pool_size - batch).max(1), batch)
+    } else {
+        (pool_size.max(1), 1)
+    }
 }
 
 impl fmt::Debug for Store {
@@ -182,38 +193,35 @@ impl Store {
             // Only the statement-by-statement forms need to know.
             returning = LoginSql::separate(settings.login_statements, galera_node)
                 && mysql::supports_returning(&mut first).await;
-            let pool = bb8::Pool::builder()
-                .max_size(pool_size)
-                .connection_timeout(acquire_timeout)
-                .error_sink(Box::new(last_connect_error.clone()))
-                .build_unchecked(mysql::manager(
-                    url,
-                    acquire_timeout,
-                    verify_window.clone(),
-                    galera_node,
-                ));
-            // Only fails when the pool is full, which a new pool is not.
-            let _ = pool.add(first);
-            // Connects lazily: only logins in the batch form use it.
-            let batch = bb8::Pool::builder()
-                .max_size(pool_size)
-                .connection_timeout(acquire_timeout)
-                .error_sink(Box::new(last_connect_error.clone()))
-                .build_unchecked(
-                    batch::Manager::new(url, acquire_timeout, verify_window.clone(), galera_node)
-                        .map_err(|e| StoreError::from_connect(&e, password))?,
-                );
+            let login_sql = LoginSql::choose(settings.login_statements, galera_node, returning);
+            let (diesel_size, batch_size) =
+                mysql_pool_sizes(pool_size, login_sql == LoginSql::Batch);
+            let pool = Gated::new(
+                mysql::manager(url, acquire_timeout, verify_window.clone(), galera_node),
+                diesel_size,
+                acquire_timeout,
+                &last_connect_error,
+            );
+            pool.add(first);
+            let batch = Gated::new(
+                batch::Manager::new(url, acquire_timeout, verify_window.clone(), galera_node)
+                    .map_err(|e| StoreError::from_connect(&e, password))?,
+                batch_size,
+                acquire_timeout,
+                &last_connect_error,
+            );
             Inner::Mysql(pool, batch)
         } else if let Some(path) = sqlite::path_of(url) {
             let first = sqlite::establish(path)
                 .await
                 .map_err(|e| StoreError::from_connect(&e, None))?;
-            let pool = bb8::Pool::builder()
-                .max_size(sqlite::POOL_SIZE)
-                .connection_timeout(acquire_timeout)
-                .error_sink(Box::new(last_connect_error.clone()))
-                .build_unchecked(sqlite::manager(path));
-            let _ = pool.add(first);
+            let pool = Gated::new(
+                sqlite::manager(path),
+                sqlite::POOL_SIZE,
+                acquire_timeout,
+                &last_connect_error,
+            );
+            pool.add(first);
             Inner::Sqlite(pool)
         } else {
             return Err(StoreError::Unexpected(
@@ -221,9 +229,9 @@ impl Store {
                     .into(),
             ));
         };
-        let (permits, backend) = match inner {
-            Inner::Mysql(..) => (pool_size, Backend::Mysql),
-            Inner::Sqlite(_) => (sqlite::POOL_SIZE, Backend::Sqlite),
+        let backend = match inner {
+            Inner::Mysql(..) => Backend::Mysql,
+            Inner::Sqlite(_) => Backend::Sqlite,
         };
         let login_sql = LoginSql::choose(settings.login_statements, galera_node, returning);
         if backend == Backend::Mysql {
@@ -234,7 +242,6 @@ impl Store {
         }
         Ok(Store {
             inner,
-            gate: Arc::new(tokio::sync::Semaphore::new(permits as usize)),
             max_tx_attempts: settings.max_tx_attempts.max(1),
             acquire_timeout,
             last_connect_error,
@@ -321,6 +328,15 @@ mod tests {
         assert!(backoff(1) <= Duration::from_millis(10));
         assert!(backoff(20) <= Duration::from_millis(200));
         assert!(backoff(20) >= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn the_two_mysql_pools_share_pool_size() {
+        assert_eq!(mysql_pool_sizes(16, true), (8, 8));
+        assert_eq!(mysql_pool_sizes(5, true), (2, 3));
+        assert_eq!(mysql_pool_sizes(2, true), (1, 1));
+        assert_eq!(mysql_pool_sizes(1, true), (1, 1));
+        assert_eq!(mysql_pool_sizes(16, false), (16, 1));
     }
 
     #[test]

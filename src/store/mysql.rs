@@ -28,7 +28,7 @@ use std::{
 };
 
 pub(super) type Conn = AsyncMysqlConnection;
-pub(super) type Pool = bb8::Pool<AsyncDieselConnectionManager<Conn>>;
+pub(super) type Manager = AsyncDieselConnectionManager<Conn>;
 
 /// Opens one connection, bounded by `timeout` (mysql_async has no connect timeout of its own).
 pub(super) async fn establish(url: &str, timeout: Duration) -> ConnectionResult<Conn> {

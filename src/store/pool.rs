@@ -9,12 +9,70 @@ use std::{
     time::{Duration, Instant},
 };
 
+/// A bb8 pool behind its own first-come-first-served gate: one permit per connection
+/// the pool may hold. bb8 is not fair: a waiter woken for a returned connection races
+/// every new caller for it, so under load (callers > connections) some requests lose
+/// over and over and wait seconds while the median stays at milliseconds. The gate
+/// queues callers in order.
+pub(super) struct Gated<M: bb8::ManageConnection> {
+    pool: bb8::Pool<M>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl<M: bb8::ManageConnection> Clone for Gated<M> {
+    fn clone(&self) -> Self {
+        Gated {
+            pool: self.pool.clone(),
+            gate: self.gate.clone(),
+        }
+    }
+}
+
+impl<M: bb8::ManageConnection<Error = PoolError>> Gated<M> {
+    /// A pool of at most `size` connections that opens them as needed; connection
+    /// failures go to `errors`.
+    pub(super) fn new(
+        manager: M,
+        size: u32,
+        acquire_timeout: Duration,
+        errors: &LastConnectError,
+    ) -> Self {
+        let size = size.max(1);
+        Gated {
+            pool: bb8::Pool::builder()
+                .max_size(size)
+                .connection_timeout(acquire_timeout)
+                .error_sink(Box::new(errors.clone()))
+                .build_unchecked(manager),
+            gate: Arc::new(tokio::sync::Semaphore::new(size as usize)),
+        }
+    }
+
+    /// Hands an already open connection to the pool.
+    pub(super) fn add(&self, conn: M::Connection) {
+        // Only fails when the pool is full, which a new pool is not.
+        let _ = self.pool.add(conn);
+    }
+
+    /// A connection the caller owns, outside the gate (migrations, which run once at
+    /// start-up, move theirs to a blocking thread).
+    pub(super) async fn get_owned(
+        &self,
+    ) -> Result<bb8::PooledConnection<'static, M>, bb8::RunError<PoolError>> {
+        self.pool.get_owned().await
+    }
+
+    pub(super) fn state(&self) -> bb8::State {
+        self.pool.state()
+    }
+}
+
 impl Store {
     /// A pooled connection, after a first-come-first-served wait for a permit (see
-    /// `gate`); both waits together are bounded by `acquire_timeout_ms`.
+    /// [`Gated`]); both waits together are bounded by `acquire_timeout_ms`.
     pub(super) async fn checkout<'p, M>(
         &self,
-        pool: &'p bb8::Pool<M>,
+        pool: &'p Gated<M>,
     ) -> Result<Checkout<'p, M>, StoreError>
     where
         M: bb8::ManageConnection<Error = PoolError>,
@@ -22,10 +80,10 @@ impl Store {
         let checkout =
             async {
                 let permit =
-                    self.gate.clone().acquire_owned().await.map_err(|_| {
+                    pool.gate.clone().acquire_owned().await.map_err(|_| {
                         StoreError::Unexpected("the connection gate was closed".into())
                     })?;
-                let conn = pool.get().await.map_err(|e| self.pool_error(e))?;
+                let conn = pool.pool.get().await.map_err(|e| self.pool_error(e))?;
                 Ok(Checkout {
                     conn,
                     _permit: permit,

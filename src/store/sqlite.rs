@@ -17,7 +17,7 @@ use diesel_async::{
 use futures::FutureExt;
 
 pub(super) type Conn = SyncConnectionWrapper<SqliteConnection>;
-pub(super) type Pool = bb8::Pool<AsyncDieselConnectionManager<Conn>>;
+pub(super) type Manager = AsyncDieselConnectionManager<Conn>;
 
 const SETUP: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
      PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;";

@@ -331,6 +331,46 @@ async fn a_deadlocked_login_is_retried_and_then_succeeds() {
     assert_eq!(store.user_count().await.unwrap(), 1);
 }
 
+/// With the login batched, logins and everything else have a pool each, and the two
+/// together stay within `pool_size` connections (what operators budget against the
+/// server's `max_connections`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_and_other_work_together_hold_at_most_pool_size_connections() {
+    let db = TestDb::mysql().await;
+    let store = db
+        .connect_with(&DatabaseSettings {
+            pool_size: 4,
+            ..test_settings()
+        })
+        .await;
+    assert_eq!(store.login_sql(), LoginSql::Batch);
+    let a = app("wxapp1");
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let (store, a) = (store.clone(), a.clone());
+            tokio::spawn(async move {
+                if i % 2 == 0 {
+                    let p = phone(&format!("1358{:07}", i));
+                    login(&store, &a, &openid(&format!("o-{i}")), &p, None)
+                        .await
+                        .map(|_| ())
+                } else {
+                    store.ping().await
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.user_count().await.unwrap(), 32);
+    let state = store.pool_state();
+    assert!(
+        (2..=4).contains(&state.connections),
+        "both pools were used, within pool_size: {state:?}"
+    );
+}
+
 /// A login whose caller stops waiting mid-transaction (the service cancels logins only
 /// at shutdown) writes all of itself or nothing, and the connection it held is not
 /// handed to the next login while the server may still be inside its transaction.
@@ -534,7 +574,15 @@ async fn a_busy_pool_answers_unavailable_after_the_acquire_timeout() {
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let started = Instant::now();
-    let err = store.ping().await.unwrap_err();
+    let err = login(
+        &store,
+        &app("wxapp1"),
+        &openid("o-queued"),
+        &phone("13580007777"),
+        None,
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(err, StoreError::Unavailable(ref m) if m.contains("200 ms")),
         "{err:?}"
