@@ -284,6 +284,18 @@ mod tests {
     }
 
     #[test]
+    fn backend_connections_must_be_between_1_and_64() {
+        let mut s = Settings::default();
+        for bad in [0, 65] {
+            s.gateway.backend_connections = bad;
+            let err = s.validate_common().unwrap_err().to_string();
+            assert!(err.contains("gateway.backend_connections"), "{err}");
+        }
+        s.gateway.backend_connections = 64;
+        s.validate_common().unwrap();
+    }
+
+    #[test]
     #[allow(clippy::result_large_err)]
     fn the_login_statements_setting_parses_its_three_words_and_refuses_others() {
         figment::Jail::expect_with(|jail| {

@@ -116,6 +116,12 @@ impl Settings {
                 "use e.g. 10000",
             ),
             (
+                "gateway.backend_connections",
+                u64::from(self.gateway.backend_connections),
+                64,
+                "use e.g. 2",
+            ),
+            (
                 "gateway.drain_timeout_ms",
                 self.gateway.drain_timeout_ms,
                 10 * 60_000,
@@ -144,6 +150,13 @@ impl Settings {
                 "sessions",
                 "idle_timeout_secs and absolute_lifetime_secs must be at least 60, cleanup_interval_secs positive",
                 "use e.g. idle 2592000 (30 days), absolute 7776000 (90 days)",
+            ));
+        }
+        if self.gateway.backend_connections == 0 {
+            return Err(invalid(
+                "gateway.backend_connections",
+                "must be at least 1",
+                "use e.g. 2",
             ));
         }
         if self.token.issuer.is_empty() || self.token.audience.is_empty() {

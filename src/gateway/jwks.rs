@@ -32,7 +32,7 @@ async fn keys(state: &AppState, ctx: &EdgeContext) -> Result<Value, ApiError> {
     {
         return Ok(keys.clone());
     }
-    let mut client = state.auth.clone();
+    let mut client = state.auth();
     let answer = forward(
         state,
         ctx,

@@ -229,7 +229,7 @@ pub async fn mp_login(
 ) -> Result<Response, ApiError> {
     let request = tonic::Request::new(body.into_proto());
     // One attempt only: WeChat codes are single-use, a retry could only fail or double-log-in.
-    let mut client = state.auth.clone();
+    let mut client = state.auth();
     let answer = forward(&state, &ctx, request, |r| client.mini_program_login(r)).await?;
     Ok(no_store_json(LoginResponse::from(answer)))
 }

@@ -49,15 +49,17 @@ const READY_TIMEOUT: Duration = Duration::from_secs(1);
 /// Longest wait for a TCP connection to the backend.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// What every handler shares: the backend clients (one pooled channel) and limits.
+/// What every handler shares: the backend clients and limits.
 #[derive(Clone)]
 pub struct AppState(Arc<StateInner>);
 
 /// The contents of [`AppState`].
 pub struct StateInner {
-    /// `mpauth.v1.Auth` client over the shared channel.
-    pub auth: AuthClient<InterceptedService<Channel, BackendKey>>,
-    /// `grpc.health.v1.Health` client over the same channel.
+    /// `mpauth.v1.Auth` clients, one per backend connection (`gateway.backend_connections`);
+    /// [`StateInner::auth`] hands them out in turn.
+    backends: Vec<AuthClient<InterceptedService<Channel, BackendKey>>>,
+    next_backend: std::sync::atomic::AtomicUsize,
+    /// `grpc.health.v1.Health` client over the first connection.
     pub health: HealthClient<Channel>,
     /// Deadline of one forwarded login.
     pub backend_timeout: Duration,
@@ -95,6 +97,15 @@ impl AppState {
             }
             Err(shared) => Self(shared),
         }
+    }
+}
+
+impl StateInner {
+    /// The next backend client, in turn over the backend connections.
+    pub fn auth(&self) -> AuthClient<InterceptedService<Channel, BackendKey>> {
+        use std::sync::atomic::Ordering;
+        let n = self.next_backend.fetch_add(1, Ordering::Relaxed);
+        self.backends[n % self.backends.len()].clone()
     }
 }
 
@@ -214,11 +225,19 @@ impl AppState {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        let channel = endpoint.connect_lazy();
+        // Each `connect_lazy` is a connection of its own (a single HTTP/2 connection
+        // funnels every call through one connection task at each end).
+        let channels: Vec<Channel> = (0..settings.backend_connections.max(1))
+            .map(|_| endpoint.connect_lazy())
+            .collect();
         let backend_key = BackendKey::new(settings)?;
         Ok(Self(Arc::new(StateInner {
-            auth: AuthClient::with_interceptor(channel.clone(), backend_key),
-            health: HealthClient::new(channel),
+            backends: channels
+                .iter()
+                .map(|c| AuthClient::with_interceptor(c.clone(), backend_key.clone()))
+                .collect(),
+            next_backend: std::sync::atomic::AtomicUsize::new(0),
+            health: HealthClient::new(channels[0].clone()),
             backend_timeout,
             ready_timeout: READY_TIMEOUT.min(backend_timeout),
             body_read_timeout: settings.header_read_timeout_ms.duration(),

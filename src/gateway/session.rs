@@ -177,7 +177,7 @@ pub async fn refresh(
         refresh_token: body.refresh_token,
         app_id: body.app_id.unwrap_or_default(),
     });
-    let mut client = state.auth.clone();
+    let mut client = state.auth();
     let answer = forward(&state, &ctx, request, |r| client.refresh_session(r)).await?;
     Ok(no_store_json(RefreshResponse {
         access_token: answer.access_token,
@@ -263,7 +263,7 @@ pub async fn logout(
     let request = tonic::Request::new(proto::LogoutRequest {
         credential: Some(credential),
     });
-    let mut client = state.auth.clone();
+    let mut client = state.auth();
     let answer = if all {
         forward(&state, &ctx, request, |r| client.logout_all(r)).await?
     } else {
@@ -334,7 +334,7 @@ pub async fn delete_account(
         access_token: token,
         reason: reason.unwrap_or_default(),
     });
-    let mut client = state.auth.clone();
+    let mut client = state.auth();
     let answer = forward(&state, &ctx, request, |r| client.delete_account(r)).await?;
     Ok(no_store_json(DeleteAccountResponse {
         user_id: answer.user_id,

@@ -1012,3 +1012,40 @@ async fn a_panicking_handler_answers_500_json_and_the_gateway_keeps_serving() {
         .unwrap();
     assert_eq!(fine.status(), 200);
 }
+
+/// A TCP relay in front of `backend` that counts the connections it accepted.
+async fn counting_relay(backend: &str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    let upstream: SocketAddr = backend.trim_start_matches("http://").parse().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut server) = TcpStream::connect(upstream).await {
+                    let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                }
+            });
+        }
+    });
+    (url, accepted)
+}
+
+#[tokio::test]
+async fn calls_to_the_backend_take_each_of_its_connections_in_turn() {
+    let backend = spawn_backend().await;
+    let (relay, accepted) = counting_relay(&backend.url).await;
+    let gateway = spawn_gateway(&relay, |g| g.backend_connections = 3).await;
+    for _ in 0..6 {
+        let res = gateway.login_raw(ORIGINAL_BODY).await;
+        assert_eq!(res.status(), 200);
+    }
+    assert_eq!(backend.received().len(), 6);
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "one HTTP/2 connection per gateway.backend_connections"
+    );
+}
