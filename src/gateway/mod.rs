@@ -225,8 +225,8 @@ impl AppState {
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10))
             .keep_alive_while_idle(true);
-        // Each `connect_lazy` is a connection of its own (a single HTTP/2 connection
-        // funnels every call through one connection task at each end).
+        // Each `connect_lazy` is a connection of its own: behind a Kubernetes Service
+        // each may be balanced to another replica.
         let channels: Vec<Channel> = (0..settings.backend_connections.max(1))
             .map(|_| endpoint.connect_lazy())
             .collect();

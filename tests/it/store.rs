@@ -331,19 +331,25 @@ async fn a_deadlocked_login_is_retried_and_then_succeeds() {
     assert_eq!(store.user_count().await.unwrap(), 1);
 }
 
+/// A store of `pool_size` connections on plain MariaDB, where logins go as one batch.
+async fn batching_store(db: &TestDb, pool_size: u32) -> Store {
+    let store = db
+        .connect_with(&DatabaseSettings {
+            pool_size,
+            ..test_settings()
+        })
+        .await;
+    assert_eq!(store.login_sql(), LoginSql::Batch);
+    store
+}
+
 /// With the login batched, logins and everything else have a pool each, and the two
 /// together stay within `pool_size` connections (what operators budget against the
 /// server's `max_connections`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_and_other_work_together_hold_at_most_pool_size_connections() {
     let db = TestDb::mysql().await;
-    let store = db
-        .connect_with(&DatabaseSettings {
-            pool_size: 4,
-            ..test_settings()
-        })
-        .await;
-    assert_eq!(store.login_sql(), LoginSql::Batch);
+    let store = batching_store(&db, 4).await;
     let a = app("wxapp1");
     let tasks: Vec<_> = (0..64)
         .map(|i| {
@@ -382,13 +388,7 @@ async fn a_login_cancelled_midway_writes_all_or_nothing_and_its_connection_is_no
          IF NEW.openid = 'o-slow' THEN DO SLEEP(0.5); END IF; END",
     )
     .await;
-    let store = db
-        .connect_with(&DatabaseSettings {
-            pool_size: 1,
-            ..test_settings()
-        })
-        .await;
-    assert_eq!(store.login_sql(), LoginSql::Batch);
+    let store = batching_store(&db, 1).await;
     let (a, slow, next) = (app("wxapp1"), phone("13580006666"), phone("13580007777"));
     let cancelled = tokio::time::timeout(
         Duration::from_millis(100),
