@@ -21,7 +21,8 @@
 # OUT (results directory, target/bench/<timestamp>), KEEP_DB=1 (keep the database),
 # SIM_PORT / GRPC_PORT / GATEWAY_PORT / METRICS_PORT (19400 / 15051 / 18080 / 19090-19091),
 # MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306),
-# SKIP_BUILD=1 (use the release binaries as they are),
+# SKIP_BUILD=1 (use the release binaries as they are), KEEP_LOGS=1 (leave the processes'
+# logs plain; by default they are gzipped on exit),
 # SERVER_THREADS / GATEWAY_THREADS (the processes' tokio worker threads; default: one per core).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,6 +98,12 @@ cleanup() {
     if [ "${KEEP_DB:-0}" != 1 ]; then
         sql "DROP DATABASE IF EXISTS \`$DB_NAME\`" 2>/dev/null || true
     fi
+    # A full matrix logs ~550 MB (a JSON line per login and per gateway request).
+    if [ "${KEEP_LOGS:-0}" != 1 ]; then
+        for f in "$OUT"/server.log "$OUT"/gateway.log "$OUT"/simulator.log; do
+            if [ -f "$f" ]; then gzip -1 -f "$f" || true; fi
+        done
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -106,7 +113,7 @@ wait_port() {
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
-    log "nothing listens on port $1 after 30 s; see $OUT/*.log"
+    log "nothing listens on port $1 after 30 s; see $OUT/*.log.gz"
     exit 1
 }
 
