@@ -19,7 +19,8 @@
 # Knobs (environment): RUNS (3), REQUESTS per run (10000), WARMUP (500),
 # CONCURRENCY (64), FLOW (legacy|code), REPLICAS ("1 2 3"), REFERENCE (1: the
 # single-server row too), BASE_PORT (21000; the run uses BASE_PORT..BASE_PORT+69,
-# below the ephemeral range), OUT (target/bench/galera-<timestamp>).
+# below the ephemeral range), OUT (target/bench/galera-<timestamp>), KEEP_LOGS=1
+# (leave the processes' logs plain; by default they are gzipped on exit).
 # Run as root on a fresh machine (installs MariaDB and Galera; the nodes run as `mysql`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +70,12 @@ cleanup() {
     for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
     rm -rf "$GALERA_DIR"
+    # As in bench.sh: a JSON line per login adds up; KEEP_LOGS=1 leaves them plain.
+    if [ "${KEEP_LOGS:-0}" != 1 ]; then
+        for f in "$OUT"/*.log; do
+            if [ -f "$f" ]; then gzip -1 -f "$f" || true; fi
+        done
+    fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -122,7 +129,7 @@ wait_port() {
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
         sleep 0.1
     done
-    log "nothing listens on port $1 after 30 s; see $OUT/*.log"
+    log "nothing listens on port $1 after 30 s; see $OUT/*.log.gz"
     exit 1
 }
 
