@@ -23,7 +23,8 @@
 # MP_AUTH_TEST_MYSQL_URL (mysql://mp_auth_test:mp_auth_test@127.0.0.1:3306),
 # SKIP_BUILD=1 (use the release binaries as they are), KEEP_LOGS=1 (leave the processes'
 # logs plain; by default they are gzipped on exit),
-# SERVER_THREADS / GATEWAY_THREADS (the processes' tokio worker threads; default: one per core).
+# SERVER_THREADS / GATEWAY_THREADS (the processes' tokio worker threads; default: one per core),
+# GATEWAY_BIN (another build's mp-auth binary to run the gateway from; default: this build's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +61,8 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     cargo build --release --quiet -p mp-auth -p mp-auth-bench
 fi
 BIN=${CARGO_TARGET_DIR:-target}/release/mp-auth
+# Another build's gateway against this build's server (to compare gateway builds alone).
+GATEWAY_BIN=${GATEWAY_BIN:-$BIN}
 BENCH=${CARGO_TARGET_DIR:-target}/release/mp-auth-bench
 
 # --- database ----------------------------------------------------------------------
@@ -151,12 +154,12 @@ WATCH=(--pid "server=$SERVER_PID" --pid "simulator=$SIM_PID")
 if [ -n "$MARIADB_PID" ]; then WATCH+=(--pid "mariadb=$MARIADB_PID"); fi
 
 GATEWAY_PID=
-if "$BIN" --help | grep -qE '^\s+gateway\b'; then
+if "$GATEWAY_BIN" --help | grep -qE '^\s+gateway\b'; then
     MP_AUTH_GATEWAY__LISTEN="127.0.0.1:$GATEWAY_PORT" \
     MP_AUTH_GATEWAY__BACKEND_URL="http://127.0.0.1:$GRPC_PORT" \
     MP_AUTH_GATEWAY__RATE_LIMIT_PER_SEC=0 \
     MP_AUTH_ADMIN__METRICS_LISTEN="127.0.0.1:$((METRICS_PORT + 1))" \
-        env ${GATEWAY_THREADS:+TOKIO_WORKER_THREADS=$GATEWAY_THREADS} "$BIN" gateway >"$OUT/gateway.log" 2>&1 &
+        env ${GATEWAY_THREADS:+TOKIO_WORKER_THREADS=$GATEWAY_THREADS} "$GATEWAY_BIN" gateway >"$OUT/gateway.log" 2>&1 &
     GATEWAY_PID=$!
     PIDS+=("$GATEWAY_PID")
     wait_port "$GATEWAY_PORT"
