@@ -174,8 +174,7 @@ impl Store {
         let password = url_password(url);
         let pool_size = settings.pool_size.max(1);
         let mut galera_node = false;
-        let mut returning = false;
-        let inner = if url.starts_with("mysql://") {
+        let (inner, login_sql) = if url.starts_with("mysql://") {
             let mut first = mysql::establish(url, acquire_timeout)
                 .await
                 .map_err(|e| StoreError::from_connect(&e, password))?;
@@ -191,7 +190,7 @@ impl Store {
                 );
             }
             // Only the statement-by-statement forms need to know.
-            returning = LoginSql::separate(settings.login_statements, galera_node)
+            let returning = LoginSql::separate(settings.login_statements, galera_node)
                 && mysql::supports_returning(&mut first).await;
             let login_sql = LoginSql::choose(settings.login_statements, galera_node, returning);
             let (diesel_size, batch_size) =
@@ -210,7 +209,7 @@ impl Store {
                 acquire_timeout,
                 &last_connect_error,
             );
-            Inner::Mysql(pool, batch)
+            (Inner::Mysql(pool, batch), login_sql)
         } else if let Some(path) = sqlite::path_of(url) {
             let first = sqlite::establish(path)
                 .await
@@ -222,7 +221,8 @@ impl Store {
                 &last_connect_error,
             );
             pool.add(first);
-            Inner::Sqlite(pool)
+            // Unused: SQLite has its own login transaction.
+            (Inner::Sqlite(pool), LoginSql::Batch)
         } else {
             return Err(StoreError::Unexpected(
                 "unsupported database URL: use mysql://user:password@host:3306/db or sqlite://path.db"
@@ -233,7 +233,6 @@ impl Store {
             Inner::Mysql(..) => Backend::Mysql,
             Inner::Sqlite(_) => Backend::Sqlite,
         };
-        let login_sql = LoginSql::choose(settings.login_statements, galera_node, returning);
         if backend == Backend::Mysql {
             tracing::info!(
                 form = ?login_sql,
