@@ -44,6 +44,28 @@ async fn login(
         .await
 }
 
+/// `count` concurrent logins of one phone, openids `<prefix>-<i>`; every one must succeed.
+async fn burst(
+    store: &Store,
+    app_id: &AppId,
+    phone: &Phone,
+    count: usize,
+    prefix: &str,
+) -> Vec<LoginOutcome> {
+    let tasks: Vec<_> = (0..count)
+        .map(|i| {
+            let (store, a, p) = (store.clone(), app_id.clone(), phone.clone());
+            let o = openid(&format!("{prefix}-{i}"));
+            tokio::spawn(async move { login(&store, &a, &o, &p, None).await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for t in tasks {
+        outcomes.push(t.await.unwrap().unwrap());
+    }
+    outcomes
+}
+
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
         mod mysql {
@@ -147,18 +169,7 @@ async fn concurrent_logins_of_one_new_phone_create_exactly_one_user(backend: Bac
     let db = TestDb::new(backend).await;
     let a = app("wxapp1");
     let p = phone("13580006666");
-    let tasks: Vec<_> = (0..200)
-        .map(|i| {
-            let (store, a, p) = (db.store.clone(), a.clone(), p.clone());
-            tokio::spawn(async move {
-                login(&store, &a, &openid(&format!("o-burst-{i}")), &p, None).await
-            })
-        })
-        .collect();
-    let mut outcomes = Vec::new();
-    for t in tasks {
-        outcomes.push(t.await.unwrap().unwrap());
-    }
+    let outcomes = burst(&db.store, &a, &p, 200, "o-burst").await;
     let id = outcomes[0].user_id;
     assert!(outcomes.iter().all(|o| o.user_id == id));
     assert_eq!(outcomes.iter().filter(|o| o.is_new_user).count(), 1);
@@ -620,18 +631,7 @@ async fn every_form_of_the_login_transaction_creates_one_user_under_a_burst_and_
     {
         let store = db.store.clone().with_login_sql(form);
         let p = phone(&format!("1358000666{n}"));
-        let tasks: Vec<_> = (0..100)
-            .map(|i| {
-                let (store, a, p) = (store.clone(), a.clone(), p.clone());
-                tokio::spawn(async move {
-                    login(&store, &a, &openid(&format!("o-{n}-{i}")), &p, None).await
-                })
-            })
-            .collect();
-        let mut outcomes = Vec::new();
-        for t in tasks {
-            outcomes.push(t.await.unwrap().unwrap());
-        }
+        let outcomes = burst(&store, &a, &p, 100, &format!("o-{n}")).await;
         let id = outcomes[0].user_id;
         assert!(outcomes.iter().all(|o| o.user_id == id), "{form:?}");
         assert_eq!(
